@@ -1,0 +1,237 @@
+"""The canonical model: the hub every wire format translates to and from.
+
+Formats never import each other. Each decodes its wire shape into these plain slotted dataclasses and encodes them back
+out, so N formats need N modules, not N x N translators. Conventions that every format module relies on:
+
+- Roles are only ``user`` and ``assistant``. System prompts live in ``Request.system``. Tool results are
+  ``ToolResult`` parts inside a ``user`` message (Anthropic's shape); OpenAI ``tool`` messages and Gemini
+  ``functionResponse`` parts decode into that and encode back out of it.
+- Tool-call arguments are JSON *text* (``ToolCall.arguments``), as OpenAI and streams carry them. Encoders that need
+  an object (Anthropic ``input``, Gemini ``args``) parse it; decoders that get an object serialise it compactly.
+- Usage follows OpenAI's inclusive counting: ``input_tokens`` includes cached tokens, ``output_tokens`` includes
+  reasoning tokens. ``cached_tokens``/``cache_creation_tokens``/``reasoning_tokens`` are the subsets.
+- Finish reasons are ``stop``, ``length``, ``tool_calls``, ``content_filter`` (see ``FINISH_REASONS``). A hit stop
+  sequence is ``stop`` with ``Response.stop_sequence`` set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+FINISH_REASONS = ("stop", "length", "tool_calls", "content_filter")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Content parts
+# ---------------------------------------------------------------------------------------------------------------------
+@dataclass(slots=True)
+class Text:
+    text: str
+
+
+@dataclass(slots=True)
+class Image:
+    """An image, either inline (``data`` is base64 without a ``data:`` prefix) or by ``url``."""
+
+    media_type: str | None = None
+    data: str | None = None
+    url: str | None = None
+
+
+@dataclass(slots=True)
+class Document:
+    """A document such as a PDF, inline base64 (``data``) or by ``url``."""
+
+    media_type: str | None = None
+    data: str | None = None
+    url: str | None = None
+    name: str | None = None
+
+
+@dataclass(slots=True)
+class ToolCall:
+    """A call the assistant made. ``signature`` carries a Gemini ``thoughtSignature`` across turns."""
+
+    id: str
+    name: str
+    arguments: str = "{}"
+    signature: str | None = None
+
+
+@dataclass(slots=True)
+class ToolResult:
+    """The result of a tool call, sent back by the user side. ``name`` is the called tool's name when known."""
+
+    tool_call_id: str
+    name: str | None = None
+    content: list[Part] = field(default_factory=list)
+    is_error: bool = False
+
+
+@dataclass(slots=True)
+class Thinking:
+    """Reasoning content. ``signature`` (Anthropic) must survive round trips; ``redacted`` holds opaque data."""
+
+    text: str = ""
+    signature: str | None = None
+    redacted: str | None = None
+
+
+Part = Text | Image | Document | ToolCall | ToolResult | Thinking
+
+
+@dataclass(slots=True)
+class Message:
+    role: str  # "user" | "assistant"
+    parts: list[Part] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Request
+# ---------------------------------------------------------------------------------------------------------------------
+@dataclass(slots=True)
+class Tool:
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None  # JSON Schema
+
+
+@dataclass(slots=True)
+class ToolChoice:
+    mode: str = "auto"  # "auto" | "none" | "required" | "tool"
+    name: str | None = None  # set when mode == "tool"
+
+
+@dataclass(slots=True)
+class ResponseFormat:
+    type: str = "text"  # "text" | "json_object" | "json_schema"
+    schema: dict[str, Any] | None = None
+    name: str | None = None
+    strict: bool | None = None
+
+
+@dataclass(slots=True)
+class Request:
+    model: str
+    messages: list[Message] = field(default_factory=list)
+    system: list[Part] = field(default_factory=list)
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    stop: list[str] = field(default_factory=list)
+    tools: list[Tool] = field(default_factory=list)
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    stream: bool = False
+    include_usage: bool = False  # the client asked for usage in its stream (OpenAI stream_options.include_usage)
+    response_format: ResponseFormat | None = None
+    reasoning_effort: str | None = None  # "minimal" | "low" | "medium" | "high"
+    thinking_budget: int | None = None  # tokens; 0 disables thinking where the provider allows
+    n: int | None = None
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    user: str | None = None
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Response
+# ---------------------------------------------------------------------------------------------------------------------
+@dataclass(slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    cache_creation_tokens: int = 0
+    reasoning_tokens: int = 0
+
+
+@dataclass(slots=True)
+class Response:
+    id: str
+    model: str
+    parts: list[Part] = field(default_factory=list)  # Text, ToolCall and Thinking parts, in order
+    finish_reason: str = "stop"
+    stop_sequence: str | None = None
+    usage: Usage | None = None
+    created: int = 0
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Stream events: what a provider StreamDecoder yields and a client StreamEncoder consumes
+# ---------------------------------------------------------------------------------------------------------------------
+@dataclass(slots=True)
+class MessageStart:
+    id: str
+    model: str
+    usage: Usage | None = None  # input tokens when the provider reports them up front (Anthropic)
+
+
+@dataclass(slots=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(slots=True)
+class ThinkingDelta:
+    text: str = ""
+    signature: str | None = None
+    redacted: str | None = None
+
+
+@dataclass(slots=True)
+class ToolCallStart:
+    """A new tool call. ``index`` counts tool calls within the message from 0."""
+
+    index: int
+    id: str
+    name: str
+    signature: str | None = None
+
+
+@dataclass(slots=True)
+class ToolCallDelta:
+    """A fragment of a tool call's JSON arguments; fragments concatenate to the whole ``arguments`` text."""
+
+    index: int
+    arguments: str
+
+
+@dataclass(slots=True)
+class Finish:
+    reason: str
+    stop_sequence: str | None = None
+
+
+@dataclass(slots=True)
+class UsageUpdate:
+    """Usage so far, cumulative: a later update replaces an earlier one field by field where it is non-zero."""
+
+    usage: Usage
+
+
+@dataclass(slots=True)
+class StreamError:
+    """The provider reported an error inside the stream (or the stream broke)."""
+
+    error: Any  # extproc.errors.GatewayError
+
+
+Event = MessageStart | TextDelta | ThinkingDelta | ToolCallStart | ToolCallDelta | Finish | UsageUpdate | StreamError
+
+
+def merge_usage(into: Usage, update: Usage) -> Usage:
+    """Fold a cumulative usage update into ``into`` (non-zero fields win) and return it."""
+    if update.input_tokens:
+        into.input_tokens = update.input_tokens
+    if update.output_tokens:
+        into.output_tokens = update.output_tokens
+    if update.cached_tokens:
+        into.cached_tokens = update.cached_tokens
+    if update.cache_creation_tokens:
+        into.cache_creation_tokens = update.cache_creation_tokens
+    if update.reasoning_tokens:
+        into.reasoning_tokens = update.reasoning_tokens
+    return into
