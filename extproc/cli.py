@@ -1,0 +1,111 @@
+"""Command line: ``ai-gateway [run|extproc|envoy-config|check-config] [flags]``.
+
+Flags are accepted as ``--flag`` and as the Go original's ``-flag``. ``.env`` is loaded first and never overrides
+variables that are already set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from dotenv import load_dotenv
+
+from . import logs
+from .config import ConfigError, load_config, summary
+from .envoy_config import Address, dump, render
+
+COMMANDS = ("run", "extproc", "envoy-config", "check-config")
+log = logging.getLogger("ai-gateway")
+
+
+def _flag(parser: argparse.ArgumentParser, name: str, **kw: object) -> None:
+    parser.add_argument(f"--{name}", f"-{name}", **kw)  # type: ignore[arg-type]
+
+
+def build_parser(command: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=f"ai-gateway {command}" if command != "run" else "ai-gateway",
+        allow_abbrev=False,
+        description={
+            "run": "Run the whole gateway: extproc workers and Envoy, supervised.",
+            "extproc": "Run only the extproc gRPC service (docker-compose, Kubernetes, Istio).",
+            "envoy-config": "Print the Envoy bootstrap rendered from the config.",
+            "check-config": "Validate the config and environment, print a summary; exit 0 or 1.",
+        }[command],
+    )
+    _flag(p, "config", default="config/proxy-config.yaml", help="YAML config (default: %(default)s)")
+    _flag(p, "env-file", dest="env_file", default=".env", help=".env file (default: %(default)s)")
+    _flag(p, "verbose", action="store_true", help="debug logging")
+    if command in ("run", "envoy-config"):
+        _flag(p, "listen", default=":8080", help="Envoy listener address (default: %(default)s)")
+        _flag(p, "admin", default="127.0.0.1:9901", help="Envoy admin address (default: %(default)s)")
+    if command == "run":
+        _flag(p, "envoy-bin", dest="envoy_bin", default=None, help="Envoy binary (default: the packaged one)")
+        _flag(p, "workers", type=int, default=os.cpu_count() or 1, help="extproc worker processes (default: CPUs)")
+        _flag(
+            p,
+            "extproc-listen",
+            dest="extproc_listen",
+            default=None,
+            help="workers' gRPC address, HOST:PORT or unix:PATH (default: Unix sockets in a private temp dir)",
+        )
+        _flag(p, "grace", type=float, default=30.0, help="seconds to let requests finish on shutdown")
+    elif command == "extproc":
+        _flag(p, "extproc-listen", dest="extproc_listen", default="0.0.0.0:50051", help="gRPC address")
+        _flag(p, "grace", type=float, default=30.0, help="seconds to let streams finish on SIGTERM")
+    elif command == "envoy-config":
+        _flag(
+            p,
+            "extproc-listen",
+            dest="extproc_listen",
+            default="127.0.0.1:50051",
+            help="where Envoy reaches the extproc service(s): HOST:PORT or unix:PATH, comma-separated",
+        )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = "run"
+    if argv and argv[0] in COMMANDS:
+        command = argv.pop(0)
+    args = build_parser(command).parse_args(argv)
+    logs.setup(args.verbose)
+    load_dotenv(args.env_file, override=False)
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        log.error("invalid configuration: %s", exc)
+        return 1
+
+    if command == "check-config":
+        print(summary(cfg))
+        return 0
+    if command == "extproc":
+        from .server import run
+
+        return run(args.config, args.extproc_listen, args.grace, args.verbose)
+    try:
+        listen = Address.parse(args.listen)
+        admin = Address.parse(args.admin, default_host="127.0.0.1")
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
+    if command == "envoy-config":
+        extproc = [Address.parse(a.strip(), default_host="127.0.0.1") for a in args.extproc_listen.split(",")]
+        sys.stdout.write(dump(render(cfg, listen=listen, admin=admin, extproc=extproc)))
+        return 0
+
+    from .launcher import Options, run
+
+    if args.workers < 1:
+        log.error("--workers must be at least 1")
+        return 2
+    opts = Options(
+        args.config, args.env_file, listen, admin, args.extproc_listen, args.envoy_bin, args.workers, args.verbose,
+        args.grace,
+    )  # fmt: skip
+    return run(opts, cfg)

@@ -1,0 +1,297 @@
+"""Gateway configuration: the YAML model mapping, named providers, and the environment (keys, base URLs).
+
+The seed's schema (``version``, ``models[]`` of ``name``/``provider``/``description``, ``default_provider``,
+``timeout``) keeps working unchanged; ``models[].target_model`` and ``providers[]`` extend it. Everything is checked
+once at load: a bad file is refused with one message naming the file, the entry and the fault. Missing provider keys
+do not stop the gateway; requests to that provider fail with an ``auth`` error instead.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+PROVIDER_TYPES = ("openai", "anthropic", "gemini")
+
+# Built-in providers: (key env, base URL env, default base URL). OpenAI's base includes /v1, as its SDK's does.
+BUILTINS: dict[str, tuple[str, str, str]] = {
+    "openai": ("OPENAI_API_KEY", "OPENAI_BASE_URL", "https://api.openai.com/v1"),
+    "anthropic": ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "https://api.anthropic.com"),
+    "gemini": ("GEMINI_API_KEY", "GEMINI_BASE_URL", "https://generativelanguage.googleapis.com"),
+}
+
+DEFAULT_TIMEOUT = 300.0  # seconds; LLM calls can be long
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+class ConfigError(Exception):
+    """A configuration fault, with a message that names the file, the entry and the fault."""
+
+
+@dataclass(slots=True, frozen=True)
+class Upstream:
+    """Where a provider lives, split the way Envoy needs it (cluster address, TLS/SNI, path prefix)."""
+
+    scheme: str
+    host: str
+    port: int
+    prefix: str  # path prefix from the base URL, without trailing slash ("" or "/v1")
+
+    @property
+    def tls(self) -> bool:
+        return self.scheme == "https"
+
+    @property
+    def authority(self) -> str:
+        default = 443 if self.tls else 80
+        return self.host if self.port == default else f"{self.host}:{self.port}"
+
+
+@dataclass(slots=True)
+class Provider:
+    name: str
+    type: str  # "openai" | "anthropic" | "gemini"
+    base_url: str
+    upstream: Upstream
+    api_key_env: str | None  # None: the upstream needs no key (a local vLLM/Ollama)
+    api_key: str | None  # read from the environment at load; never logged
+
+    @property
+    def cluster(self) -> str:
+        return f"provider_{self.name}"
+
+
+@dataclass(slots=True)
+class Model:
+    name: str
+    provider: str
+    target_model: str
+    description: str = ""
+
+
+@dataclass(slots=True)
+class Config:
+    path: str
+    version: str
+    models: dict[str, Model]
+    providers: dict[str, Provider]
+    default_provider: str | None = None
+    timeout: float = DEFAULT_TIMEOUT
+    anthropic_default_max_tokens: int = 4096
+    max_request_bytes: int = 32 * 1024 * 1024
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def resolve(self, model: str) -> tuple[Provider, str] | None:
+        """The provider and upstream model name for a client's model name, or None if unknown."""
+        m = self.models.get(model)
+        if m is not None:
+            return self.providers[m.provider], m.target_model
+        if self.default_provider is not None:
+            return self.providers[self.default_provider], model
+        return None
+
+    def used_providers(self) -> list[Provider]:
+        """Providers that a request can reach: those named by models or as default (each gets an Envoy cluster)."""
+        names = {m.provider for m in self.models.values()}
+        if self.default_provider:
+            names.add(self.default_provider)
+        return [self.providers[n] for n in sorted(names)]
+
+
+def parse_duration(value: Any) -> float:
+    """``"5m"``, ``"30s"``, ``"1.5h"``, ``"250ms"`` or a number of seconds, to seconds (> 0)."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION_RE.match(str(value))
+        if not match:
+            raise ValueError(f"{value!r} is not a duration (use e.g. 30s, 5m, 1h)")
+        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if seconds <= 0:
+        raise ValueError(f"{value!r} must be greater than zero")
+    return seconds
+
+
+def parse_base_url(url: str) -> Upstream:
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"base URL {url!r} must start with http:// or https://")
+    if not parts.hostname:
+        raise ValueError(f"base URL {url!r} has no host")
+    if parts.query or parts.fragment:
+        raise ValueError(f"base URL {url!r} must not have a query or fragment")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as exc:
+        raise ValueError(f"base URL {url!r} has a bad port") from exc
+    return Upstream(parts.scheme, parts.hostname, port, parts.path.rstrip("/"))
+
+
+def load_config(path: str | os.PathLike[str], env: dict[str, str] | None = None) -> Config:
+    """Read and check the YAML file; ``env`` defaults to ``os.environ`` (after ``.env`` was loaded)."""
+    env = dict(os.environ) if env is None else env
+    fname = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{fname}: cannot read config file: {exc.strerror or exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{fname}: not valid YAML: {exc}") from exc
+    return build_config(data, fname, env)
+
+
+def build_config(data: Any, fname: str, env: dict[str, str]) -> Config:
+    def fail(where: str, msg: str) -> ConfigError:
+        return ConfigError(f"{fname}: {where}: {msg}")
+
+    if not isinstance(data, dict):
+        raise fail("top level", "expected a mapping with 'version' and 'models'")
+    known = {
+        "version",
+        "models",
+        "providers",
+        "default_provider",
+        "timeout",
+        "anthropic_default_max_tokens",
+        "max_request_bytes",
+    }
+    for key in data:
+        if key not in known:
+            raise fail(f"'{key}'", f"unknown setting (known: {', '.join(sorted(known))})")
+    version = data.get("version")
+    if version is None or str(version).strip() == "":
+        raise fail("version", 'missing (add version: "1.0")')
+
+    providers = _builtin_providers(env, fail)
+    raw_providers = data.get("providers") or []
+    if not isinstance(raw_providers, list):
+        raise fail("providers", "expected a list")
+    declared: set[str] = set()
+    for i, entry in enumerate(raw_providers):
+        prov = _parse_provider(entry, i, env, fail)
+        if prov.name in declared:
+            raise fail(f"providers[{i}] ({prov.name})", "duplicate provider name")
+        declared.add(prov.name)
+        providers[prov.name] = prov
+
+    raw_models = data.get("models")
+    if raw_models is None:
+        raw_models = []
+    if not isinstance(raw_models, list):
+        raise fail("models", "expected a list")
+    models: dict[str, Model] = {}
+    for i, entry in enumerate(raw_models):
+        where = f"models[{i}]"
+        if not isinstance(entry, dict):
+            raise fail(where, "expected a mapping with 'name' and 'provider'")
+        for key in entry:
+            if key not in ("name", "provider", "description", "target_model"):
+                raise fail(where, f"unknown field '{key}'")
+        name = entry.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise fail(where, "'name' is missing or not a string")
+        where = f"models[{i}] ({name})"
+        if any(c in name for c in "\r\n\0"):
+            raise fail(where, "'name' contains a control character")
+        provider = entry.get("provider")
+        if not isinstance(provider, str) or not provider:
+            raise fail(where, "'provider' is missing")
+        if provider not in providers:
+            raise fail(where, f"unknown provider '{provider}' (known: {', '.join(sorted(providers))})")
+        if name in models:
+            raise fail(where, "duplicate model name")
+        target = entry.get("target_model", name)
+        if not isinstance(target, str) or not target:
+            raise fail(where, "'target_model' must be a non-empty string")
+        desc = entry.get("description") or ""
+        models[name] = Model(name, provider, target, str(desc))
+
+    default = data.get("default_provider")
+    if default is not None and default not in providers:
+        raise fail("default_provider", f"unknown provider '{default}' (known: {', '.join(sorted(providers))})")
+
+    timeout = DEFAULT_TIMEOUT
+    if data.get("timeout") is not None:
+        try:
+            timeout = parse_duration(data["timeout"])
+        except ValueError as exc:
+            raise fail("timeout", str(exc)) from None
+
+    cfg = Config(fname, str(version), models, providers, default, timeout)
+    for key in ("anthropic_default_max_tokens", "max_request_bytes"):
+        if key in data:
+            value = data[key]
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise fail(key, "expected a positive integer")
+            setattr(cfg, key, value)
+    return cfg
+
+
+def _builtin_providers(env: dict[str, str], fail: Any) -> dict[str, Provider]:
+    out: dict[str, Provider] = {}
+    for name, (key_env, url_env, default_url) in BUILTINS.items():
+        url = env.get(url_env) or default_url
+        try:
+            upstream = parse_base_url(url)
+        except ValueError as exc:
+            raise ConfigError(f"environment: {url_env}: {exc}") from None
+        out[name] = Provider(name, name, url, upstream, key_env, env.get(key_env) or None)
+    return out
+
+
+def _parse_provider(entry: Any, i: int, env: dict[str, str], fail: Any) -> Provider:
+    where = f"providers[{i}]"
+    if not isinstance(entry, dict):
+        raise fail(where, "expected a mapping with 'name', 'type' and 'base_url'")
+    for key in entry:
+        if key not in ("name", "type", "base_url", "api_key_env"):
+            raise fail(where, f"unknown field '{key}'")
+    name = entry.get("name")
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise fail(where, "'name' must be letters, digits, '_', '.' or '-'")
+    where = f"providers[{i}] ({name})"
+    ptype = entry.get("type")
+    if ptype not in PROVIDER_TYPES:
+        raise fail(where, f"'type' must be one of {', '.join(PROVIDER_TYPES)}")
+    base_url = entry.get("base_url")
+    if base_url is None and name in BUILTINS:
+        base_url = env.get(BUILTINS[name][1]) or BUILTINS[name][2]
+    if not isinstance(base_url, str):
+        raise fail(where, "'base_url' is missing")
+    try:
+        upstream = parse_base_url(base_url)
+    except ValueError as exc:
+        raise fail(where, str(exc)) from None
+    key_env = entry.get("api_key_env")
+    if key_env is not None and (not isinstance(key_env, str) or not key_env):
+        raise fail(where, "'api_key_env' must be the name of an environment variable")
+    return Provider(name, ptype, base_url, upstream, key_env, env.get(key_env) if key_env else None)
+
+
+def summary(cfg: Config) -> str:
+    """A human summary for ``check-config``: models, providers, which keys are present (never the keys)."""
+    lines = [f"config {cfg.path}: version {cfg.version}, {len(cfg.models)} models, timeout {cfg.timeout:g}s"]
+    for m in cfg.models.values():
+        alias = f" -> {m.target_model}" if m.target_model != m.name else ""
+        lines.append(f"  model {m.name}{alias} via {m.provider}")
+    if cfg.default_provider:
+        lines.append(f"  unknown models go to {cfg.default_provider}")
+    for p in cfg.used_providers():
+        if p.api_key_env is None:
+            key = "no key needed"
+        else:
+            key = f"{p.api_key_env} set" if p.api_key else f"{p.api_key_env} MISSING (requests will fail with auth)"
+        lines.append(f"  provider {p.name} ({p.type}) at {p.base_url}: {key}")
+    return "\n".join(lines)

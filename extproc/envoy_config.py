@@ -1,0 +1,322 @@
+"""Render the Envoy bootstrap from the gateway config: one listener with ext_proc before the router, one route and one
+cluster per provider, and the extproc cluster with one endpoint per worker.
+
+The only contract between Envoy and the service is the routing header the service sets (``ROUTE_HEADER``) plus the
+ext_proc filter config below; the Istio/Kubernetes manifests reuse exactly these pieces.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from .config import Config, Provider
+
+ROUTE_HEADER = "x-ai-gateway-provider"
+# Set by Envoy's local-reply mappers on replies Envoy made itself (connect failure, timeout), so the service can tell
+# them from a provider's own 502/504 and answer in the client's format with the right error type.
+LOCAL_ERROR_HEADER = "x-ai-gateway-error"
+METADATA_NAMESPACE = "ai_gateway"
+EXTPROC_CLUSTER = "extproc"
+
+_CA_BUNDLES = (
+    "/etc/ssl/certs/ca-certificates.crt",  # Debian, Ubuntu, Alpine
+    "/etc/pki/tls/certs/ca-bundle.crt",  # Fedora, RHEL
+    "/etc/ssl/cert.pem",  # macOS, some BSDs
+)
+
+
+@dataclass(slots=True)
+class Address:
+    """``HOST:PORT`` or ``unix:PATH``."""
+
+    host: str = ""
+    port: int = 0
+    path: str = ""
+
+    @classmethod
+    def parse(cls, text: str, default_host: str = "0.0.0.0") -> Address:
+        if text.startswith("unix:"):
+            return cls(path=text[5:])
+        host, sep, port = text.rpartition(":")
+        if not sep or not port.isdigit():
+            raise ValueError(f"address {text!r} must be HOST:PORT, :PORT or unix:PATH")
+        host = host.strip("[]") or default_host
+        return cls(host=host, port=int(port))
+
+    def envoy(self) -> dict[str, Any]:
+        if self.path:
+            return {"pipe": {"path": self.path}}
+        return {"socket_address": {"address": self.host, "port_value": self.port}}
+
+    def grpc_target(self) -> str:
+        return f"unix:{self.path}" if self.path else f"{self.host}:{self.port}"
+
+    def __str__(self) -> str:
+        return f"unix:{self.path}" if self.path else f"{self.host}:{self.port}"
+
+
+def ca_bundle() -> str:
+    """The system CA bundle Envoy verifies providers against (certifi's as a last resort)."""
+    for path in _CA_BUNDLES:
+        if os.path.exists(path):
+            return path
+    import certifi  # httpx's dependency, always installed
+
+    return certifi.where()
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.3f}s"
+
+
+def _provider_route(p: Provider, timeout: float) -> dict[str, Any]:
+    return {
+        "name": p.name,
+        "match": {"prefix": "/", "headers": [{"name": ROUTE_HEADER, "string_match": {"exact": p.name}}]},
+        "route": {
+            "cluster": p.cluster,
+            "host_rewrite_literal": p.upstream.authority,
+            # The seed's `timeout`: the whole upstream exchange, streamed responses included.
+            "timeout": _duration(timeout),
+            "idle_timeout": _duration(timeout),
+        },
+    }
+
+
+def _provider_cluster(p: Provider) -> dict[str, Any]:
+    up = p.upstream
+    cluster: dict[str, Any] = {
+        "name": p.cluster,
+        "type": "STATIC" if _is_ip(up.host) else "LOGICAL_DNS",
+        "dns_lookup_family": "V4_PREFERRED",
+        "connect_timeout": "10s",
+        "load_assignment": {
+            "cluster_name": p.cluster,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": Address(host=up.host, port=up.port).envoy()}}]}],
+        },
+    }
+    if up.tls:
+        cluster["transport_socket"] = {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "sni": up.host,
+                "common_tls_context": {
+                    "alpn_protocols": ["h2", "http/1.1"],
+                    "validation_context": {
+                        "trusted_ca": {"filename": ca_bundle()},
+                        "match_typed_subject_alt_names": [
+                            {"san_type": "DNS", "matcher": {"exact": up.host}},
+                        ],
+                    },
+                },
+            },
+        }
+        http_options: dict[str, Any] = {"auto_config": {"http2_protocol_options": {}, "http_protocol_options": {}}}
+    else:
+        http_options = {"explicit_http_config": {"http_protocol_options": {}}}
+    cluster["typed_extension_protocol_options"] = {
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            **http_options,
+        }
+    }
+    return cluster
+
+
+def _is_ip(host: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def ext_proc_filter(cluster_name: str = EXTPROC_CLUSTER, message_timeout: float = 30.0) -> dict[str, Any]:
+    """The ext_proc HTTP filter: the whole contract with the service (also embedded in the Istio EnvoyFilter)."""
+    return {
+        "name": "envoy.filters.http.ext_proc",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
+            "grpc_service": {
+                "envoy_grpc": {"cluster_name": cluster_name, "max_receive_message_length": 128 * 1024 * 1024},
+            },
+            # Never let an untranslated body reach a provider.
+            "failure_mode_allow": False,
+            "processing_mode": {
+                "request_header_mode": "SEND",
+                "response_header_mode": "SEND",
+                "request_body_mode": "BUFFERED",
+                "response_body_mode": "BUFFERED",
+                "request_trailer_mode": "SKIP",
+                "response_trailer_mode": "SKIP",
+            },
+            # The service switches SSE responses to STREAMED and skips bodies it need not touch.
+            "allow_mode_override": True,
+            # The default 200 ms is too short for large multimodal bodies on a busy machine.
+            "message_timeout": _duration(message_timeout),
+            "max_message_timeout": _duration(max(message_timeout, 60.0)),
+            "metadata_options": {"receiving_namespaces": {"untyped": [METADATA_NAMESPACE]}},
+        },
+    }
+
+
+def render(
+    cfg: Config,
+    *,
+    listen: Address,
+    admin: Address,
+    extproc: list[Address],
+    access_log: bool = True,
+) -> dict[str, Any]:
+    """The bootstrap as a dict (``dump`` turns it into YAML)."""
+    providers = cfg.used_providers()
+    routes = [_provider_route(p, cfg.timeout) for p in providers]
+    # Reached only when the service did not pick a provider: make that failure visible, never silently forward.
+    routes.append(
+        {
+            "name": "unrouted",
+            "match": {"prefix": "/"},
+            "direct_response": {
+                "status": 500,
+                "body": {
+                    "inline_string": '{"error":{"message":"ai-gateway: request was not routed by the extproc service",'
+                    '"type":"server_error"}}'
+                },
+            },
+        }
+    )
+    hcm: dict[str, Any] = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "ingress",
+        "codec_type": "AUTO",
+        "generate_request_id": True,
+        "preserve_external_request_id": True,
+        "always_set_request_id_in_response": True,
+        "stream_idle_timeout": _duration(cfg.timeout),
+        "request_timeout": "0s",
+        "normalize_path": True,
+        "merge_slashes": True,
+        "path_with_escaped_slashes_action": "REJECT_REQUEST",
+        "local_reply_config": {
+            "mappers": [
+                _local_error_mapper(["UF", "UH", "UC", "DF", "URX", "UR"], 502, "network"),
+                _local_error_mapper(["UT"], 504, "timeout"),
+                _local_error_mapper(["UO"], 503, "overloaded"),
+            ]
+        },
+        "route_config": {
+            "name": "ai_gateway",
+            "virtual_hosts": [{"name": "ai_gateway", "domains": ["*"], "routes": routes}],
+        },
+        "http_filters": [
+            ext_proc_filter(),
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+            },
+        ],
+    }
+    if access_log:
+        hcm["access_log"] = [_json_access_log()]
+    listener = {
+        "name": "ai_gateway",
+        "address": listen.envoy(),
+        # Bounds a BUFFERED request body: over it Envoy answers 413.
+        "per_connection_buffer_limit_bytes": cfg.max_request_bytes,
+        "filter_chains": [
+            {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
+        ],
+    }
+    extproc_cluster = {
+        "name": EXTPROC_CLUSTER,
+        "type": "STATIC" if all(a.path or _is_ip(a.host) for a in extproc) else "STRICT_DNS",
+        "connect_timeout": "1s",
+        "lb_policy": "ROUND_ROBIN",
+        "per_connection_buffer_limit_bytes": cfg.max_request_bytes,
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {
+                    "http2_protocol_options": {
+                        "initial_stream_window_size": 16 * 1024 * 1024,
+                        "initial_connection_window_size": 64 * 1024 * 1024,
+                    }
+                },
+            }
+        },
+        "load_assignment": {
+            "cluster_name": EXTPROC_CLUSTER,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": a.envoy()}} for a in extproc]}],
+        },
+    }
+    clusters = [extproc_cluster] + [_provider_cluster(p) for p in providers]
+    for c in clusters[1:]:
+        c["per_connection_buffer_limit_bytes"] = cfg.max_request_bytes
+    return {
+        "node": {"id": "ai-gateway", "cluster": "ai-gateway"},
+        "admin": {"address": admin.envoy()},
+        "static_resources": {"listeners": [listener], "clusters": clusters},
+        "overload_manager": {
+            "resource_monitors": [
+                {
+                    "name": "envoy.resource_monitors.global_downstream_max_connections",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.resource_monitors."
+                        "downstream_connections.v3.DownstreamConnectionsConfig",
+                        "max_active_downstream_connections": 50000,
+                    },
+                }
+            ]
+        },
+    }
+
+
+def _local_error_mapper(flags: list[str], status: int, error_type: str) -> dict[str, Any]:
+    return {
+        "filter": {"response_flag_filter": {"flags": flags}},
+        "status_code": status,
+        "headers_to_add": [
+            {"header": {"key": LOCAL_ERROR_HEADER, "value": error_type}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+        ],
+    }
+
+
+def _json_access_log() -> dict[str, Any]:
+    ns = METADATA_NAMESPACE
+    fmt = {
+        "timestamp": "%START_TIME%",
+        "request_id": "%REQ(X-REQUEST-ID)%",
+        "method": "%REQ(:METHOD)%",
+        "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+        "status": "%RESPONSE_CODE%",
+        "flags": "%RESPONSE_FLAGS%",
+        "duration_ms": "%DURATION%",
+        "upstream": "%UPSTREAM_CLUSTER%",
+        "bytes_in": "%BYTES_RECEIVED%",
+        "bytes_out": "%BYTES_SENT%",
+        "format": f"%DYNAMIC_METADATA({ns}:format)%",
+        "model": f"%DYNAMIC_METADATA({ns}:model)%",
+        "provider": f"%DYNAMIC_METADATA({ns}:provider)%",
+        "input_tokens": f"%DYNAMIC_METADATA({ns}:input_tokens)%",
+        "output_tokens": f"%DYNAMIC_METADATA({ns}:output_tokens)%",
+    }
+    return {
+        "name": "envoy.access_loggers.stdout",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+            "log_format": {"json_format": fmt},
+        },
+    }
+
+
+def dump(bootstrap: dict[str, Any]) -> str:
+    """YAML for people; Envoy reads it as is."""
+    return yaml.safe_dump(json.loads(json.dumps(bootstrap)), sort_keys=False, width=120)

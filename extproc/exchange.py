@@ -1,0 +1,398 @@
+"""One HTTP exchange as the service sees it: pure decisions, no gRPC and no I/O.
+
+The servicer feeds each ext_proc phase (request headers, request body, response headers, response body chunks) into an
+``Exchange`` and turns the returned ``Forward``/``Reply`` into protobuf. Everything here is plain Python over bytes,
+so it is unit-testable and the servicer stays a thin adapter. The exchange records what the logs and metrics need
+(format, model, provider, status, usage, error type) as it goes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+import orjson
+
+from . import canonical as c
+from .config import Config, Provider
+from .envoy_config import LOCAL_ERROR_HEADER, ROUTE_HEADER
+from .errors import GatewayError, invalid, type_for_status
+from .formats import anthropic, gemini, openai
+
+FORMATS: dict[str, ModuleType] = {"openai": openai, "anthropic": anthropic, "gemini": gemini}
+
+# Client credentials never travel upstream; accept-encoding is dropped so provider bodies arrive uncompressed.
+_STRIP_ALWAYS = ("authorization", "x-api-key", "x-goog-api-key", "accept-encoding", "transfer-encoding")
+_STRIP_CROSS = ("anthropic-version", "anthropic-beta")
+_JSON = "application/json"
+
+
+@dataclass(slots=True)
+class Forward:
+    """Let the message through, optionally changed (a ``CommonResponse``, plus a response body mode switch)."""
+
+    set_headers: list[tuple[str, str]] = field(default_factory=list)
+    remove_headers: list[str] = field(default_factory=list)
+    body: bytes | None = None  # None: unchanged; b"": clear it (hold a partial stream event)
+    clear_route_cache: bool = False
+    response_body_mode: str | None = None  # "NONE" | "STREAMED" (mode_override on response headers)
+
+
+@dataclass(slots=True)
+class Reply:
+    """Answer the client now (an ``ImmediateResponse``): errors and the endpoints the service serves itself."""
+
+    status: int
+    body: bytes
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+CONTINUE = Forward()
+
+
+class Gateway:
+    """What every exchange shares: the loaded config. Swapped whole on reload."""
+
+    __slots__ = ("config", "draining", "metrics_text")
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.draining = False
+        self.metrics_text: Any = None  # callable returning (content_type, bytes); set by the server
+
+
+class Exchange:
+    """State of one request/response pair, fed phase by phase."""
+
+    __slots__ = (
+        "active",
+        "client",
+        "client_name",
+        "decoder",
+        "encoder",
+        "error_type",
+        "gateway",
+        "local_error",
+        "method",
+        "model",
+        "overhead",
+        "passthrough",
+        "path",
+        "provider",
+        "provider_fmt",
+        "query",
+        "request",
+        "request_id",
+        "started",
+        "status",
+        "stream",
+        "stream_opts",
+        "target_model",
+        "ttft",
+        "usage",
+    )
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.started = time.monotonic()
+        self.client: ModuleType | None = None
+        self.client_name = ""
+        self.provider: Provider | None = None
+        self.provider_fmt: ModuleType | None = None
+        self.model = ""
+        self.target_model = ""
+        self.passthrough = False
+        self.stream = False
+        self.stream_opts: dict[str, Any] = {}
+        self.request: c.Request | None = None
+        self.request_id: str | None = None
+        self.status = 0
+        self.local_error: str | None = None
+        self.error_type: str | None = None
+        self.usage: c.Usage | None = None
+        self.ttft: float | None = None
+        self.active = False  # counted in proxy_active_requests
+        self.overhead = 0.0  # seconds the service spent on this exchange (the servicer adds them up)
+        self.decoder: Any = None
+        self.encoder: Any = None
+        self.path = ""
+        self.method = ""
+        self.query = ""
+
+    # ------------------------------------------------------------------------------------------------ request headers
+    def on_request_headers(self, headers: dict[str, str], end_of_stream: bool) -> Forward | Reply:
+        self.request_id = headers.get("x-request-id")
+        self.method = method = headers.get(":method", "GET")
+        full_path = headers.get(":path", "/")
+        path, _, self.query = full_path.partition("?")
+        self.path = path
+        try:
+            return self._route_headers(method, path, full_path, end_of_stream)
+        except GatewayError as err:
+            return self.error_reply(err)
+
+    def _route_headers(self, method: str, path: str, full_path: str, eos: bool) -> Forward | Reply:
+        if path == "/health":
+            self.client_name = "gateway"
+            return self._health() if method in ("GET", "HEAD") else self._method_not_allowed("GET")
+        if path == "/metrics":
+            self.client_name = "gateway"
+            return self._metrics() if method == "GET" else self._method_not_allowed("GET")
+        if path.startswith("/openai/"):
+            self._set_client("openai")
+            if path != "/openai/v1/chat/completions":
+                raise GatewayError("not_found", f"unknown path {path} (the OpenAI API here is /openai/v1/...)", 404)
+        elif path.startswith("/anthropic/"):
+            self._set_client("anthropic")
+            if path != "/anthropic/v1/messages":
+                raise GatewayError(
+                    "not_found", f"unknown path {path} (the Anthropic API here is /anthropic/v1/...)", 404
+                )
+        elif path.startswith("/gemini/"):
+            self._set_client("gemini")
+            version, model, action, stream, sse = gemini.parse_path(full_path[len("/gemini") :])
+            if action not in ("generateContent", "streamGenerateContent"):
+                raise GatewayError("not_found", f"method {action} is not supported here", 404)
+            self.model = model
+            self.stream = stream
+            self.stream_opts = {"sse": sse}
+            self.stream_opts["api_version"] = version
+            self.stream_opts["action"] = action
+        else:
+            self._set_client("openai")
+            raise GatewayError(
+                "not_found", f"unknown path {path}: use /openai/v1/..., /anthropic/v1/... or /gemini/v1beta/...", 404
+            )
+        if method != "POST":
+            return self._method_not_allowed("POST")
+        if eos:
+            raise invalid("request body is required")
+        return CONTINUE
+
+    def _set_client(self, name: str) -> None:
+        self.client_name = name
+        self.client = FORMATS[name]
+
+    # ------------------------------------------------------------------------------------------------ request body
+    def on_request_body(self, body: bytes) -> Forward | Reply:
+        try:
+            return self._translate_request(body)
+        except GatewayError as err:
+            return self.error_reply(err)
+
+    def _translate_request(self, body: bytes) -> Forward:
+        cfg = self.gateway.config
+        client = self.client
+        assert client is not None
+        if self.client_name != "gemini":
+            head = _peek(body)
+            model = head.get("model")
+            if not isinstance(model, str) or not model:
+                raise invalid("'model' is required and must be a string", param="model")
+            self.model = model
+            stream = head.get("stream", False)
+            self.stream = stream is True
+        resolved = cfg.resolve(self.model)
+        if resolved is None:
+            raise GatewayError(
+                "unknown_model", f"model '{self.model}' is not configured on this gateway", 404, param="model"
+            )
+        provider, target = resolved
+        self.provider = provider
+        self.target_model = target
+        fmt = self.provider_fmt = FORMATS[provider.type]
+        if provider.api_key_env and not provider.api_key:
+            raise GatewayError(
+                "auth", f"the gateway has no API key for provider '{provider.name}' (set {provider.api_key_env})", 401
+            )
+        prefix = provider.upstream.prefix
+        set_headers: list[tuple[str, str]] = [(ROUTE_HEADER, provider.name)]
+        remove = list(_STRIP_ALWAYS)
+        if fmt is client:
+            self.passthrough = True
+            new_body = body
+            if target != self.model and self.client_name != "gemini":
+                new_body = fmt.rewrite_model(body, target)
+            if self.client_name == "gemini":
+                upstream = prefix + gemini.pass_through_path(
+                    self.stream_opts["api_version"], target, self.stream_opts["action"], self.stream_opts["sse"]
+                )
+            else:
+                suffix = (
+                    self.path[len("/openai/v1") :] if self.client_name == "openai" else self.path[len("/anthropic") :]
+                )
+                upstream = prefix + suffix + (f"?{self.query}" if self.query else "")
+        else:
+            req = client.parse_request(body, model=self.model, stream=self.stream)
+            req.stream = self.stream
+            self.request = req
+            if provider.type == "anthropic":
+                new_body = fmt.build_request(req, model=target, default_max_tokens=cfg.anthropic_default_max_tokens)
+            else:
+                new_body = fmt.build_request(req, model=target)
+            upstream = prefix + fmt.upstream_path(model=target, stream=self.stream)
+            remove.extend(_STRIP_CROSS)
+            set_headers.extend(fmt.EXTRA_HEADERS)
+            set_headers.append(("content-type", _JSON))
+        if provider.api_key:
+            set_headers.extend(fmt.auth_headers(provider.api_key))
+        set_headers.append((":path", upstream))
+        set_headers.append(("content-length", str(len(new_body))))
+        # Headers we set must not also be removed.
+        names = {k for k, _ in set_headers}
+        remove = [h for h in remove if h not in names]
+        return Forward(set_headers, remove, None if new_body is body else new_body, clear_route_cache=True)
+
+    # ------------------------------------------------------------------------------------------------ response headers
+    def on_response_headers(self, headers: dict[str, str]) -> Forward:
+        try:
+            self.status = int(headers.get(":status", "0"))
+        except ValueError:
+            self.status = 502
+        self.local_error = headers.get(LOCAL_ERROR_HEADER)
+        if self.local_error:
+            return Forward(remove_headers=[LOCAL_ERROR_HEADER])
+        if self.passthrough:
+            # Same format both sides: the provider's bytes (answers and errors alike) are already the client's.
+            return Forward(response_body_mode="NONE")
+        ctype = headers.get("content-type", "")
+        if self.status < 300 and self.stream and ctype.startswith("text/event-stream"):
+            return self._start_stream()
+        return CONTINUE
+
+    # ------------------------------------------------------------------------------------------------ response body
+    def on_response_body(self, body: bytes) -> Forward:
+        """The whole (buffered) response body of a translated exchange, or an Envoy local reply."""
+        client = self.client
+        assert client is not None
+        if self.local_error:
+            text = body.decode("utf-8", "replace").strip() or "no response"
+            kind = self.local_error
+            msg = (
+                f"provider '{self.provider.name if self.provider else '?'}' did not answer in time: {text}"
+                if kind == "timeout"
+                else f"could not reach provider '{self.provider.name if self.provider else '?'}': {text}"
+            )
+            return self._error_body(GatewayError(kind, msg, self.status or 502))
+        fmt = self.provider_fmt
+        assert fmt is not None
+        if self.status >= 400 or self.status < 200:
+            return self._error_body(fmt.parse_error(self.status, body))
+        try:
+            resp = fmt.parse_response(body)
+        except GatewayError as err:
+            return self._error_body(err, status=502)
+        self.usage = resp.usage
+        out = client.build_response(resp, model=self.model)
+        return Forward([("content-type", _JSON), ("content-length", str(len(out)))], body=out)
+
+    def _error_body(self, err: GatewayError, status: int | None = None) -> Forward:
+        assert self.client is not None
+        self.error_type = err.type
+        if status is not None:
+            err.status = status
+        self.status = err.status
+        out = self.client.build_error(err, request_id=self.request_id)
+        headers = [(":status", str(err.status)), ("content-type", _JSON), ("content-length", str(len(out)))]
+        return Forward(headers, body=out)
+
+    # ------------------------------------------------------------------------------------------------ streaming
+    def _start_stream(self) -> Forward:
+        assert self.client is not None and self.provider_fmt is not None and self.request is not None
+        self.decoder = self.provider_fmt.StreamDecoder()
+        kwargs: dict[str, Any] = {"model": self.model, "include_usage": self.request.include_usage}
+        if self.client_name == "gemini":
+            kwargs["sse"] = self.stream_opts.get("sse", True)
+        self.encoder = self.client.StreamEncoder(**kwargs)
+        return Forward(
+            set_headers=[("content-type", self.encoder.media_type)],
+            remove_headers=["content-length"],
+            response_body_mode="STREAMED",
+        )
+
+    def on_stream_chunk(self, chunk: bytes, end_of_stream: bool) -> Forward:
+        """One piece of a provider stream: decode what completed, encode it for the client at once."""
+        decoder, encoder = self.decoder, self.encoder
+        out: list[bytes] = []
+        events = decoder.feed(chunk) if chunk else []
+        if end_of_stream:
+            events.extend(decoder.close())
+        for ev in events:
+            if isinstance(ev, c.StreamError):
+                self.error_type = ev.error.type
+                out.append(encoder.error(ev.error))
+                self.decoder = _Closed()
+                break
+            if isinstance(ev, c.UsageUpdate):
+                self.usage = c.merge_usage(self.usage or c.Usage(), ev.usage)
+            elif self.ttft is None and isinstance(ev, c.TextDelta | c.ToolCallStart | c.ThinkingDelta):
+                self.ttft = time.monotonic() - self.started
+            out.append(encoder.encode(ev))
+        if end_of_stream and not isinstance(self.decoder, _Closed):
+            out.append(encoder.finish())
+        return Forward(body=b"".join(out))
+
+    # ------------------------------------------------------------------------------------------------ own endpoints
+    def _health(self) -> Reply:
+        gw = self.gateway
+        status = "draining" if gw.draining else "healthy"
+        body = orjson.dumps(
+            {
+                "status": status,
+                "models": len(gw.config.models),
+                "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
+        )
+        return Reply(503 if gw.draining else 200, body, [("content-type", _JSON)])
+
+    def _metrics(self) -> Reply:
+        render = self.gateway.metrics_text
+        if render is None:
+            return Reply(200, b"", [("content-type", "text/plain; version=0.0.4")])
+        ctype, body = render()
+        return Reply(200, body, [("content-type", ctype)])
+
+    def _method_not_allowed(self, allow: str) -> Reply:
+        err = GatewayError("invalid_request", f"method {self.method} is not allowed on {self.path}", 405)
+        reply = self.error_reply(err)
+        reply.headers.append(("allow", allow))
+        return reply
+
+    def error_reply(self, err: GatewayError) -> Reply:
+        """An error answered by the service itself, in the client's format (OpenAI's when the path says nothing)."""
+        client = self.client or openai
+        self.error_type = err.type
+        self.status = err.status
+        body = client.build_error(err, request_id=self.request_id)
+        headers = [("content-type", _JSON)]
+        if self.request_id:
+            headers.append(("x-request-id", self.request_id))
+        if err.retry_after:
+            headers.append(("retry-after", err.retry_after))
+        return Reply(err.status, body, headers)
+
+
+class _Closed:
+    """Decoder stand-in after a stream error: everything after it is dropped."""
+
+    def feed(self, chunk: bytes) -> list[c.Event]:
+        return []
+
+    def close(self) -> list[c.Event]:
+        return []
+
+
+def _peek(body: bytes) -> dict[str, Any]:
+    """The request as a dict, enough to read ``model`` and ``stream``; a clear 400 when it is not a JSON object."""
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise invalid(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise invalid("request body must be a JSON object")
+    return obj
+
+
+__all__ = ["CONTINUE", "FORMATS", "Exchange", "Forward", "Gateway", "Reply", "type_for_status"]

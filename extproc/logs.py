@@ -1,0 +1,79 @@
+"""Structured logs: one JSON line per finished request on stdout, with the seed's fields plus tokens and error type.
+
+Only what is listed here is ever logged: never headers, never bodies (unless ``--verbose`` asks, and then through
+``redact``), so provider keys and client credentials cannot reach a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+from typing import Any
+
+import orjson
+
+from .exchange import Exchange
+
+_SECRET_RE = re.compile(
+    rb'(?i)("?(?:authorization|x-api-key|x-goog-api-key|api[_-]?key|key)"?\s*[:=]\s*"?)(?:Bearer\s+)?[^"&\s,}]+'
+)
+
+
+def redact(data: bytes) -> bytes:
+    """Mask anything that looks like a credential in a body or header dump (for ``--verbose`` debug lines)."""
+    return _SECRET_RE.sub(rb"\1[REDACTED]", data)
+
+
+def _now() -> str:
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
+
+
+def write(record: dict[str, Any]) -> None:
+    sys.stdout.buffer.write(orjson.dumps(record) + b"\n")
+    sys.stdout.flush()
+
+
+def request_line(ex: Exchange, duration: float) -> dict[str, Any]:
+    status = ex.status or 0
+    rec: dict[str, Any] = {
+        "timestamp": _now(),
+        "level": "error" if status >= 500 else ("warn" if status >= 400 else "info"),
+        "request_id": ex.request_id,
+        "message": "request completed" if status < 400 else "request failed",
+        "duration_ms": round(duration * 1000, 2),
+        "status_code": status,
+        "format": ex.client_name,
+        "model": ex.model,
+        "provider": ex.provider.name if ex.provider else None,
+        "streaming": ex.stream,
+    }
+    if ex.usage is not None:
+        rec["input_tokens"] = ex.usage.input_tokens
+        rec["output_tokens"] = ex.usage.output_tokens
+    if ex.error_type:
+        rec["error_type"] = ex.error_type
+    if ex.ttft is not None:
+        rec["ttft_ms"] = round(ex.ttft * 1000, 2)
+    return rec
+
+
+class JSONFormatter(logging.Formatter):
+    """Process-level log lines (start, stop, config faults) in the same JSON shape."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {"timestamp": _now(), "level": record.levelname.lower(), "message": record.getMessage()}
+        if record.exc_info:
+            out["error"] = self.formatException(record.exc_info)
+        return orjson.dumps(out).decode()
+
+
+def setup(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(JSONFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logging.getLogger("grpc").setLevel(logging.WARNING)

@@ -1,0 +1,95 @@
+"""One extproc worker process: a grpc.aio server running the ExternalProcessor servicer.
+
+``ai-gateway extproc`` runs this alone (docker-compose, meshes); the launcher runs one per worker. SIGTERM drains:
+``/health`` turns 503, streams in flight finish (up to the grace period), then the process exits 0. SIGUSR1 only
+marks the worker as draining (the launcher sends it while Envoy drains). SIGHUP reloads the config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+
+import grpc
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+
+from . import logs
+from .config import ConfigError, load_config
+from .envoy_config import Address
+from .exchange import Exchange, Gateway
+from .metrics import Metrics
+from .servicer import ExternalProcessor
+
+log = logging.getLogger("extproc")
+
+GRPC_OPTIONS = [
+    ("grpc.max_receive_message_length", 128 * 1024 * 1024),
+    ("grpc.max_send_message_length", 128 * 1024 * 1024),
+    ("grpc.so_reuseport", 0),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+
+
+def make_recorder(metrics: Metrics, verbose: bool):
+    """What happens when an exchange ends: one metric update and one JSON log line."""
+
+    def on_done(ex: Exchange) -> None:
+        duration = time.monotonic() - ex.started
+        if ex.client_name == "gateway" or not ex.client_name:
+            return
+        metrics.done(ex, duration)
+        logs.write(logs.request_line(ex, duration))
+
+    return on_done
+
+
+async def serve(config_path: str, listen: str, grace: float = 30.0, verbose: bool = False) -> int:
+    try:
+        cfg = load_config(config_path)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 1
+    gateway = Gateway(cfg)
+    metrics = Metrics()
+    gateway.metrics_text = metrics.render
+    servicer = ExternalProcessor(gateway, make_recorder(metrics, verbose), metrics)
+    server = grpc.aio.server(options=GRPC_OPTIONS)
+    pb_grpc.add_ExternalProcessorServicer_to_server(servicer, server)
+    addr = Address.parse(listen)
+    if addr.path:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(addr.path)
+    server.add_insecure_port(addr.grpc_target())
+    await server.start()
+    log.info("extproc worker %d serving on %s (%d models)", os.getpid(), addr, len(cfg.models))
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def drain() -> None:
+        gateway.draining = True
+
+    def reload() -> None:
+        try:
+            gateway.config = load_config(config_path)
+            log.info("config reloaded from %s: %d models", config_path, len(gateway.config.models))
+        except ConfigError as exc:
+            log.error("config reload rejected, keeping the old config: %s", exc)
+
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, drain)
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    await stop.wait()
+    gateway.draining = True
+    log.info("extproc worker %d draining (up to %.0fs)", os.getpid(), grace)
+    await server.stop(grace)
+    return 0
+
+
+def run(config_path: str, listen: str, grace: float = 30.0, verbose: bool = False) -> int:
+    return asyncio.run(serve(config_path, listen, grace, verbose))

@@ -1,0 +1,164 @@
+"""The gRPC ExternalProcessor servicer: the only code that talks to Envoy.
+
+It turns each ext_proc ``ProcessingRequest`` into a call on the request's ``Exchange`` and the returned ``Forward``
+or ``Reply`` into a ``ProcessingResponse``. One bidi stream is one HTTP request, so all per-request state lives in the
+``Exchange`` local to ``Process``. Protobuf messages are upb-backed (``xds-protos``); constant answers are built once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from time import perf_counter
+
+from envoy.config.core.v3.base_pb2 import HeaderValue, HeaderValueOption
+from envoy.extensions.filters.http.ext_proc.v3.processing_mode_pb2 import ProcessingMode
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+from google.protobuf.struct_pb2 import Struct
+
+from .envoy_config import METADATA_NAMESPACE
+from .exchange import CONTINUE, Exchange, Forward, Gateway, Reply
+from .metrics import Metrics
+
+log = logging.getLogger("extproc")
+
+_OVERWRITE = HeaderValueOption.HeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD
+_MODES = {"NONE": ProcessingMode.NONE, "STREAMED": ProcessingMode.STREAMED}
+
+
+def _headers(msg: pb.HttpHeaders) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for h in msg.headers.headers:
+        out[h.key] = h.raw_value.decode("latin-1") if h.raw_value else h.value
+    return out
+
+
+def _common(fwd: Forward) -> pb.CommonResponse:
+    common = pb.CommonResponse()
+    if fwd.set_headers or fwd.remove_headers:
+        mut = common.header_mutation
+        for key, value in fwd.set_headers:
+            mut.set_headers.append(
+                HeaderValueOption(
+                    header=HeaderValue(key=key, raw_value=value.encode("latin-1")), append_action=_OVERWRITE
+                )
+            )
+        if fwd.remove_headers:
+            mut.remove_headers.extend(fwd.remove_headers)
+    if fwd.body is not None:
+        if fwd.body:
+            common.body_mutation.body = fwd.body
+        else:
+            common.body_mutation.clear_body = True
+    if fwd.clear_route_cache:
+        common.clear_route_cache = True
+    return common
+
+
+def _immediate(reply: Reply) -> pb.ProcessingResponse:
+    resp = pb.ProcessingResponse()
+    imm = resp.immediate_response
+    imm.status.code = reply.status  # type: ignore[assignment]  (an HTTP status is a StatusCode enum value)
+    imm.body = reply.body
+    for key, value in reply.headers:
+        imm.headers.set_headers.append(
+            HeaderValueOption(header=HeaderValue(key=key, raw_value=value.encode("latin-1")), append_action=_OVERWRITE)
+        )
+    return resp
+
+
+def _answer(phase: str, action: Forward | Reply) -> pb.ProcessingResponse:
+    if isinstance(action, Reply):
+        return _immediate(action)
+    resp = pb.ProcessingResponse()
+    if action is CONTINUE:
+        getattr(resp, phase).SetInParent()
+        return resp
+    getattr(resp, phase).response.CopyFrom(_common(action))
+    if action.response_body_mode is not None:
+        resp.mode_override.SetInParent()
+        resp.mode_override.response_body_mode = _MODES[action.response_body_mode]
+    return resp
+
+
+def _metadata(ex: Exchange) -> Struct | None:
+    """Dynamic metadata for Envoy's access log: format, model, provider, tokens."""
+    if ex.provider is None:
+        return None
+    fields: dict[str, object] = {"format": ex.client_name, "model": ex.model, "provider": ex.provider.name}
+    if ex.usage is not None:
+        fields["input_tokens"] = ex.usage.input_tokens
+        fields["output_tokens"] = ex.usage.output_tokens
+    md = Struct()
+    md.update({METADATA_NAMESPACE: fields})
+    return md
+
+
+class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
+    """One ``Process`` stream per HTTP request passing through Envoy."""
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        on_done: Callable[[Exchange], None] | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.gateway = gateway
+        self.on_done = on_done
+        self.metrics = metrics
+
+    async def Process(
+        self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: object
+    ) -> AsyncIterator[pb.ProcessingResponse]:
+        ex = Exchange(self.gateway)
+        try:
+            async for msg in request_iterator:
+                t0 = perf_counter()
+                which = msg.WhichOneof("request")
+                if which == "request_headers":
+                    h = msg.request_headers
+                    action = ex.on_request_headers(_headers(h), h.end_of_stream)
+                    resp = _answer("request_headers", action)
+                    ex.overhead += perf_counter() - t0
+                    yield resp
+                    continue
+                elif which == "request_body":
+                    action = ex.on_request_body(msg.request_body.body)
+                    if ex.provider is not None and self.metrics is not None and isinstance(action, Forward):
+                        self.metrics.started(ex)
+                        ex.active = True
+                    resp = _answer("request_body", action)
+                    ex.overhead += perf_counter() - t0
+                    yield resp
+                    continue
+                elif which == "response_headers":
+                    action = ex.on_response_headers(_headers(msg.response_headers))
+                    resp = _answer("response_headers", action)
+                    ex.overhead += perf_counter() - t0
+                    yield resp
+                    continue
+                elif which == "response_body":
+                    b = msg.response_body
+                    if ex.encoder is not None:
+                        action = ex.on_stream_chunk(b.body, b.end_of_stream)
+                    else:
+                        action = ex.on_response_body(b.body)
+                    resp = _answer("response_body", action)
+                    if b.end_of_stream or ex.encoder is None:
+                        md = _metadata(ex)
+                        if md is not None:
+                            resp.dynamic_metadata.CopyFrom(md)
+                    ex.overhead += perf_counter() - t0
+                    yield resp
+                    continue
+                else:  # trailers are not requested; answer anything else with "no change"
+                    resp = pb.ProcessingResponse()
+                    getattr(resp, which).SetInParent()
+                    yield resp
+        finally:
+            if self.on_done is not None:
+                try:
+                    self.on_done(ex)
+                except Exception:  # metrics/logging must never break a request
+                    log.exception("recording request %s failed", ex.request_id)

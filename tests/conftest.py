@@ -1,0 +1,161 @@
+"""Session fixtures: mock providers over real HTTP, and the real gateway (`ai-gateway`: extproc workers + Envoy).
+
+Everything listens on free ports picked at run time, so the tests never collide with a gateway already running on
+8080 (Envoy is started with --use-dynamic-base-id by the launcher).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.mocks.providers import MockProvider
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT.parent / "shared" / "fixtures" / "recorded" / "kong"
+
+KEYS = {"openai": "sk-test-openai-key-123", "anthropic": "sk-ant-test-key-456", "gemini": "AIza-test-gemini-key-789"}
+# The model each provider serves in the tests, by provider type.
+MODELS = {"openai": "gpt-test", "anthropic": "claude-test", "gemini": "gemini-test"}
+CLIENT_KEY = "client-credential-must-not-leak"
+TIMEOUT_S = 6
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Gateway:
+    url: str
+    admin: str
+    mocks: dict[str, MockProvider]
+    config_path: Path
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def gateway_config(dead_port: int) -> str:
+    return f"""
+version: "1.0"
+timeout: "{TIMEOUT_S}s"
+providers:
+  - name: "needs-key"
+    type: "openai"
+    base_url: "http://127.0.0.1:1/v1"
+    api_key_env: "AI_GATEWAY_TEST_MISSING_KEY"
+  - name: "dead"
+    type: "openai"
+    base_url: "http://127.0.0.1:{dead_port}/v1"
+models:
+  - name: "{MODELS["openai"]}"
+    provider: "openai"
+  - name: "{MODELS["anthropic"]}"
+    provider: "anthropic"
+  - name: "{MODELS["gemini"]}"
+    provider: "gemini"
+  - name: "alias-openai"
+    provider: "openai"
+    target_model: "gpt-upstream-name"
+  - name: "alias-anthropic"
+    provider: "anthropic"
+    target_model: "claude-upstream-name"
+  - name: "alias-gemini"
+    provider: "gemini"
+    target_model: "gemini-upstream-name"
+  - name: "no-key-model"
+    provider: "needs-key"
+  - name: "dead-model"
+    provider: "dead"
+"""
+
+
+def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gateway exited with {proc.returncode} during start")
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError("gateway did not become healthy")
+
+
+def start_gateway(tmp: Path, mocks: dict[str, MockProvider], config_text: str, workers: int = 2) -> Gateway:
+    cfg = tmp / "proxy-config.yaml"
+    cfg.write_text(config_text)
+    port, admin = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.endswith(("_API_KEY", "_BASE_URL"))}
+    env.update(
+        OPENAI_API_KEY=KEYS["openai"],
+        ANTHROPIC_API_KEY=KEYS["anthropic"],
+        GEMINI_API_KEY=KEYS["gemini"],
+        OPENAI_BASE_URL=mocks["openai"].base_url,
+        ANTHROPIC_BASE_URL=mocks["anthropic"].base_url,
+        GEMINI_BASE_URL=mocks["gemini"].base_url,
+        PYTHONUNBUFFERED="1",
+    )
+    log_path = tmp / "gateway.log"
+    cmd = [sys.executable, "-m", "extproc", "--listen", f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{admin}"]
+    cmd += ["--config", str(cfg), "--env-file", str(tmp / "no.env"), "--workers", str(workers), "--grace", "10"]
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    gw = Gateway(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin}", mocks, cfg, proc, log_path, env)
+    try:
+        wait_healthy(gw.url, proc)
+    except RuntimeError:
+        stop_gateway(gw)
+        raise RuntimeError("gateway failed to start:\n" + gw.log_text()[-4000:]) from None
+    return gw
+
+
+def stop_gateway(gw: Gateway) -> int | None:
+    if gw.proc.poll() is None:
+        gw.proc.send_signal(signal.SIGTERM)
+        try:
+            gw.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            gw.proc.kill()
+            gw.proc.wait()
+    return gw.proc.returncode
+
+
+@pytest.fixture(scope="session")
+def mocks() -> Iterator[dict[str, MockProvider]]:
+    started = {kind: MockProvider(kind, KEYS[kind]).start() for kind in ("openai", "anthropic", "gemini")}
+    yield started
+    for m in started.values():
+        m.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway(mocks: dict[str, MockProvider]) -> Iterator[Gateway]:
+    with tempfile.TemporaryDirectory(prefix="ai-gateway-test-") as tmp:
+        gw = start_gateway(Path(tmp), mocks, gateway_config(free_port()))
+        yield gw
+        stop_gateway(gw)
+
+
+@pytest.fixture
+def fixtures_dir() -> Path:
+    return FIXTURES
