@@ -254,10 +254,13 @@ class Exchange:
         self.local_error = headers.get(LOCAL_ERROR_HEADER)
         if self.local_error:
             return Forward(remove_headers=[LOCAL_ERROR_HEADER])
-        if self.passthrough:
-            # Same format both sides: the provider's bytes (answers and errors alike) are already the client's.
-            return Forward(response_body_mode="NONE")
         ctype = headers.get("content-type", "")
+        if self.passthrough:
+            # Same format both sides: the provider's bytes (answers and errors alike) are already the client's,
+            # except an error page that is not JSON (a proxy's HTML 502): that one is wrapped like any other error.
+            if self.status >= 400 and "json" not in ctype:
+                return CONTINUE
+            return Forward(response_body_mode="NONE")
         if self.status < 300 and self.stream and ctype.startswith("text/event-stream"):
             return self._start_stream()
         return CONTINUE

@@ -110,7 +110,8 @@ def _ask_gemini(url: str, model: str, text: str, system: str | None, s: dict[str
         max_output_tokens=s.get("max_tokens"),
         stop_sequences=s.get("stop"),
     )
-    r = gemini_client(url).models.generate_content(model=model, contents=text, config=cfg)
+    cl = gemini_client(url)  # keep a reference: the client closes its connection pool when collected
+    r = cl.models.generate_content(model=model, contents=text, config=cfg)
     cand = r.candidates[0] if r.candidates else None
     finish = cand.finish_reason.value if cand and cand.finish_reason else ""
     um = r.usage_metadata
@@ -144,7 +145,13 @@ def _tools_openai(url: str, model: str, parallel: bool) -> tuple[Answer, Answer]
     msg = r1.choices[0].message
     calls = [(tc.function.name, _loads(tc.function.arguments)) for tc in (msg.tool_calls or [])]
     first = Answer(msg.content or "", r1.choices[0].finish_reason, None, None, calls, raw=r1)
-    messages.append(msg.model_dump(exclude_none=True))
+    messages.append(
+        {
+            "role": "assistant",
+            "content": msg.content,
+            "tool_calls": [tc.model_dump(exclude_none=True) for tc in msg.tool_calls or []],
+        }
+    )
     for tc in msg.tool_calls or []:
         messages.append({"role": "tool", "tool_call_id": tc.id, "content": _result_for(_loads(tc.function.arguments))})
     r2 = cl.chat.completions.create(model=model, messages=messages, tools=tools)  # type: ignore[arg-type]

@@ -10,6 +10,7 @@ from google.genai import errors as gerrors
 
 from tests.conftest import MODELS, Gateway
 from tests.e2e.sdk import CLIENT_KEY, ask
+from tests.mocks.providers import _magic_error as magic_error
 
 CLIENTS = ("openai", "anthropic", "gemini")
 PROVIDERS = ("openai", "anthropic", "gemini")
@@ -64,7 +65,8 @@ def test_unknown_model_is_404_and_never_forwarded(gateway: Gateway, client: str)
 @pytest.mark.parametrize("status", [400, 401, 429, 500])
 def test_upstream_error_keeps_status_and_message(gateway: Gateway, client: str, provider: str, status: int) -> None:
     exc = expect_status(client, status, lambda: ask(client, gateway.url, MODELS[provider], f"ERROR {status}"))
-    assert "mock" in message_of(exc).lower()
+    provider_message = str(magic_error(provider, status, MODELS[provider]))
+    assert provider_message in message_of(exc)
 
 
 @pytest.mark.parametrize("client", CLIENTS)
@@ -129,10 +131,14 @@ def test_malformed_json_is_400_in_client_format(gateway: Gateway, path: str, sha
 
 
 def test_format_forbidden_request_is_400(gateway: Gateway) -> None:
-    """Anthropic requires max_tokens; OpenAI requires messages: refused before any provider sees them."""
-    r = httpx.post(gateway.url + "/anthropic/v1/messages", json={"model": "claude-test", "messages": [
+    """Anthropic requires max_tokens; OpenAI requires messages: refused before any provider sees them.
+
+    (Same format on both sides passes the bytes through and the provider answers in that same format.)"""
+    before = len(gateway.mocks["openai"].requests)
+    r = httpx.post(gateway.url + "/anthropic/v1/messages", json={"model": "gpt-test", "messages": [
         {"role": "user", "content": "hi"}]})  # fmt: skip
     assert r.status_code == 400 and "max_tokens" in r.json()["error"]["message"]
+    assert len(gateway.mocks["openai"].requests) == before
     r = httpx.post(gateway.url + "/openai/v1/chat/completions", json={"model": "claude-test"})
     assert r.status_code == 400 and r.json()["error"]["param"] == "messages"
 

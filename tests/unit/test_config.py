@@ -11,7 +11,7 @@ from extproc.config import ConfigError, build_config, load_config, parse_base_ur
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def cfg(data: object, env: dict[str, str] | None = None):  # noqa: ANN201
+def cfg(data: object, env: dict[str, str] | None = None):
     return build_config(data, "test.yaml", env or {})
 
 
