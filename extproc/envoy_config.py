@@ -21,6 +21,7 @@ ROUTE_HEADER = "x-ai-gateway-provider"
 # them from a provider's own 502/504 and answer in the client's format with the right error type.
 LOCAL_ERROR_HEADER = "x-ai-gateway-error"
 METADATA_NAMESPACE = "ai_gateway"
+_HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 EXTPROC_CLUSTER = "extproc"
 
 _CA_BUNDLES = (
@@ -194,7 +195,7 @@ def render(
         }
     )
     hcm: dict[str, Any] = {
-        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "@type": _HCM_TYPE,
         "stat_prefix": "ingress",
         "codec_type": "AUTO",
         "generate_request_id": True,
@@ -207,10 +208,10 @@ def render(
         "path_with_escaped_slashes_action": "REJECT_REQUEST",
         "local_reply_config": {
             "mappers": [
-                _local_error_mapper(["UF", "UH", "UC", "DF", "URX", "UR"], 502, "network"),
+                _local_error_mapper(["UF", "UH", "UC", "DF", "URX", "UR", "UPE", "UMSDR"], 502, "network"),
                 _local_error_mapper(["UT"], 504, "timeout"),
                 _local_error_mapper(["UO"], 503, "overloaded"),
-            ]
+            ],
         },
         "route_config": {
             "name": "ai_gateway",
@@ -279,10 +280,29 @@ def render(
     }
 
 
+# Replies Envoy makes itself reach the service, which answers them in the client's format. If one slips past it (an
+# upstream reset while the response headers are with the service), this envelope still reads as an error to all three
+# SDKs: OpenAI and Anthropic read error.message, Gemini error.code/status. (Per mapper, so that the service's own
+# immediate responses, also local replies to Envoy, keep their bodies.)
+_LOCAL_REPLY_BODY = {
+    "json_format": {
+        "type": "error",
+        "error": {
+            "type": "api_error",
+            "message": "%LOCAL_REPLY_BODY%",
+            "code": "%RESPONSE_CODE%",
+            "status": "UNAVAILABLE",
+        },
+    },
+    "content_type": "application/json",
+}
+
+
 def _local_error_mapper(flags: list[str], status: int, error_type: str) -> dict[str, Any]:
     return {
         "filter": {"response_flag_filter": {"flags": flags}},
         "status_code": status,
+        "body_format_override": _LOCAL_REPLY_BODY,
         "headers_to_add": [
             {"header": {"key": LOCAL_ERROR_HEADER, "value": error_type}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
         ],

@@ -1,8 +1,8 @@
 """One error type for the whole gateway, carrying the seed's error vocabulary and an HTTP status.
 
 Format modules turn a provider's error body into a ``GatewayError`` (``parse_error``) and a ``GatewayError`` into the
-client's own error body (``build_error``). The ``type`` is one of the seed's types, so each client format can map it onto
-its own vocabulary and each official SDK raises its matching exception class.
+client's own error body (``build_error``). The ``type`` is one of the seed's types, so each client format can map it
+onto its own vocabulary and each official SDK raises its matching exception class.
 """
 
 from __future__ import annotations

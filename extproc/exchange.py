@@ -89,6 +89,8 @@ class Exchange:
         "status",
         "stream",
         "stream_opts",
+        "streamed",
+        "stripper",
         "target_model",
         "ttft",
         "usage",
@@ -115,6 +117,8 @@ class Exchange:
         self.ttft: float | None = None
         self.active = False  # counted in proxy_active_requests
         self.overhead = 0.0  # seconds the service spent on this exchange (the servicer adds them up)
+        self.stripper: openai.UsageStripper | None = None
+        self.streamed = False  # the response body arrives in STREAMED mode, chunk by chunk
         self.decoder: Any = None
         self.encoder: Any = None
         self.path = ""
@@ -186,6 +190,7 @@ class Exchange:
         cfg = self.gateway.config
         client = self.client
         assert client is not None
+        head: dict[str, Any] = {}
         if self.client_name != "gemini":
             head = _peek(body)
             model = head.get("model")
@@ -213,7 +218,11 @@ class Exchange:
         if fmt is client:
             self.passthrough = True
             new_body = body
-            if target != self.model and self.client_name != "gemini":
+            if self.client_name == "openai" and self.stream and not openai.wants_stream_usage(head):
+                # Ask upstream for usage anyway (metrics, logs); the extra chunk is dropped on the way back.
+                new_body = openai.with_stream_usage(head, target)
+                self.stripper = openai.UsageStripper()
+            elif target != self.model and self.client_name != "gemini":
                 new_body = fmt.rewrite_model(body, target)
             if self.client_name == "gemini":
                 upstream = prefix + gemini.pass_through_path(
@@ -260,18 +269,33 @@ class Exchange:
             # except an error page that is not JSON (a proxy's HTML 502): that one is wrapped like any other error.
             if self.status >= 400 and "json" not in ctype:
                 return CONTINUE
+            if self.stripper is not None and self.status < 300 and ctype.startswith("text/event-stream"):
+                self.streamed = True
+                return Forward(remove_headers=["content-length"], response_body_mode="STREAMED")
             return Forward(response_body_mode="NONE")
         if self.status < 300 and self.stream and ctype.startswith("text/event-stream"):
             return self._start_stream()
         return CONTINUE
 
     # ------------------------------------------------------------------------------------------------ response body
-    def on_response_body(self, body: bytes) -> Forward:
+    def on_response_body(self, body: bytes, end_of_stream: bool = True) -> Forward:
+        """A response body: the whole of it (BUFFERED) or the next piece of a stream (STREAMED)."""
+        if self.streamed:
+            if self.stripper is not None:
+                out = self.stripper.feed(body) if body else b""
+                if end_of_stream:
+                    out += self.stripper.close()
+                    self.usage = self.stripper.usage
+                return Forward(body=out)
+            return self.on_stream_chunk(body, end_of_stream)
+        return self._whole_body(body)
+
+    def _whole_body(self, body: bytes) -> Forward:
         """The whole (buffered) response body of a translated exchange, or an Envoy local reply."""
         client = self.client
         assert client is not None
         if self.local_error:
-            text = body.decode("utf-8", "replace").strip() or "no response"
+            text = _local_reply_text(body)
             kind = self.local_error
             msg = (
                 f"provider '{self.provider.name if self.provider else '?'}' did not answer in time: {text}"
@@ -309,6 +333,7 @@ class Exchange:
         if self.client_name == "gemini":
             kwargs["sse"] = self.stream_opts.get("sse", True)
         self.encoder = self.client.StreamEncoder(**kwargs)
+        self.streamed = True
         return Forward(
             set_headers=[("content-type", self.encoder.media_type)],
             remove_headers=["content-length"],
@@ -385,6 +410,15 @@ class _Closed:
 
     def close(self) -> list[c.Event]:
         return []
+
+
+def _local_reply_text(body: bytes) -> str:
+    """Envoy's own words from a local reply (wrapped by the bootstrap's ``local_reply_config`` body format)."""
+    try:
+        obj = orjson.loads(body)
+        return str(obj["error"]["message"]).strip() or "no response"
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return body.decode("utf-8", "replace").strip() or "no response"
 
 
 def _peek(body: bytes) -> dict[str, Any]:

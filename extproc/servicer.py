@@ -140,12 +140,9 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
                     continue
                 elif which == "response_body":
                     b = msg.response_body
-                    if ex.encoder is not None:
-                        action = ex.on_stream_chunk(b.body, b.end_of_stream)
-                    else:
-                        action = ex.on_response_body(b.body)
+                    action = ex.on_response_body(b.body, b.end_of_stream)
                     resp = _answer("response_body", action)
-                    if b.end_of_stream or ex.encoder is None:
+                    if b.end_of_stream or not ex.streamed:
                         md = _metadata(ex)
                         if md is not None:
                             resp.dynamic_metadata.CopyFrom(md)

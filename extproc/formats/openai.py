@@ -43,7 +43,7 @@ from extproc.canonical import (
     merge_usage,
 )
 from extproc.errors import ERROR_TYPES, GatewayError, invalid, type_for_status
-from extproc.sse import SSEParser
+from extproc.sse import SSEEvent, SSEParser, encode_event
 
 NAME = "openai"
 EXTRA_HEADERS: list[tuple[str, str]] = []
@@ -1093,3 +1093,54 @@ class StreamDecoder:
             args = orjson.dumps(args).decode()
         if isinstance(args, str) and args:
             out.append(ToolCallDelta(ordinal, args))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Pass-through streams: usage for the gateway even when the client did not ask for it
+# ---------------------------------------------------------------------------------------------------------------------
+def wants_stream_usage(data: dict[str, Any]) -> bool:
+    """Did the client ask for the usage chunk (``stream_options.include_usage``)?"""
+    opts = data.get("stream_options")
+    return isinstance(opts, dict) and opts.get("include_usage") is True
+
+
+def with_stream_usage(data: dict[str, Any], model: str) -> bytes:
+    """The client's request, unknown fields and all, asking upstream for the usage chunk (and aliased)."""
+    opts = data.get("stream_options")
+    data["stream_options"] = {**opts, "include_usage": True} if isinstance(opts, dict) else {"include_usage": True}
+    data["model"] = model
+    return orjson.dumps(data)
+
+
+class UsageStripper:
+    """An OpenAI stream passed through to an OpenAI client that did not ask for usage: every event goes out as it
+    came, except the extra usage chunk (empty ``choices``), which is kept for the gateway's own accounting."""
+
+    __slots__ = ("_sse", "usage")
+
+    media_type = "text/event-stream"
+
+    def __init__(self) -> None:
+        self._sse = SSEParser()
+        self.usage: Usage | None = None
+
+    def feed(self, chunk: bytes) -> bytes:
+        return self._forward(self._sse.feed(chunk))
+
+    def close(self) -> bytes:
+        return self._forward(self._sse.close())
+
+    def _forward(self, events: list[SSEEvent]) -> bytes:
+        out: list[bytes] = []
+        for ev in events:
+            data = ev.data
+            if '"usage"' in data and data != "[DONE]":
+                try:
+                    obj = orjson.loads(data)
+                except orjson.JSONDecodeError:
+                    obj = None
+                if isinstance(obj, dict) and obj.get("choices") == [] and isinstance(obj.get("usage"), dict):
+                    self.usage = _usage_in(obj["usage"])
+                    continue
+            out.append(encode_event(data.encode(), ev.event))
+        return b"".join(out)

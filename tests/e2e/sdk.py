@@ -214,3 +214,113 @@ def _loads(text: str) -> dict[str, Any]:
     import json
 
     return json.loads(text)
+
+
+# ------------------------------------------------------------------------------------------------------------- streams
+@dataclass
+class Streamed:
+    text: str
+    finish: str
+    input_tokens: int | None
+    output_tokens: int | None
+    tool_calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    first_event_at: float | None = None  # time.monotonic() when the first content arrived
+    events: int = 0
+
+
+def stream(client: str, url: str, model: str, text: str, *, tools: bool = False, include_usage: bool = True,
+           gemini_sse: bool = True) -> Streamed:  # fmt: skip
+    """One streamed turn through each SDK's streaming API, collected."""
+    if client == "openai":
+        return _stream_openai(url, model, text, tools, include_usage)
+    if client == "anthropic":
+        return _stream_anthropic(url, model, text, tools)
+    return _stream_gemini(url, model, text, tools, gemini_sse)
+
+
+def _stream_openai(url: str, model: str, text: str, tools: bool, include_usage: bool) -> Streamed:
+    import json
+    import time
+
+    kw: dict[str, Any] = {}
+    if tools:
+        kw["tools"] = [{"type": "function", "function": WEATHER_TOOL}]
+    if include_usage:
+        kw["stream_options"] = {"include_usage": True}
+    cl = openai_client(url)
+    out = Streamed("", "", None, None)
+    calls: dict[int, list[str]] = {}
+    with cl.chat.completions.create(model=model, messages=[{"role": "user", "content": text}], stream=True, **kw) as s:
+        for chunk in s:
+            out.events += 1
+            if chunk.usage is not None:
+                out.input_tokens = chunk.usage.prompt_tokens
+                out.output_tokens = chunk.usage.completion_tokens
+            for choice in chunk.choices:
+                d = choice.delta
+                if (d.content or d.tool_calls) and out.first_event_at is None:
+                    out.first_event_at = time.monotonic()
+                out.text += d.content or ""
+                for tc in d.tool_calls or []:
+                    assert tc.index is not None
+                    if tc.index not in calls:
+                        assert tc.id and tc.function and tc.function.name, "first delta of a call has id and name"
+                        calls[tc.index] = [tc.function.name, ""]
+                    if tc.function and tc.function.arguments:
+                        calls[tc.index][1] += tc.function.arguments
+                if choice.finish_reason:
+                    out.finish = choice.finish_reason
+    out.tool_calls = [(name, json.loads(args)) for _, (name, args) in sorted(calls.items())]
+    return out
+
+
+def _stream_anthropic(url: str, model: str, text: str, tools: bool) -> Streamed:
+    import time
+
+    kw: dict[str, Any] = {}
+    if tools:
+        kw["tools"] = [{"name": WEATHER_TOOL["name"], "description": WEATHER_TOOL["description"],
+                        "input_schema": WEATHER_TOOL["parameters"]}]  # fmt: skip
+    cl = anthropic_client(url)
+    out = Streamed("", "", None, None)
+    with cl.messages.stream(model=model, max_tokens=256, messages=[{"role": "user", "content": text}], **kw) as s:
+        for event in s:
+            out.events += 1
+            if event.type == "content_block_start" and out.first_event_at is None:
+                out.first_event_at = time.monotonic()
+        final = s.get_final_message()
+    out.text = "".join(b.text for b in final.content if b.type == "text")
+    out.tool_calls = [(b.name, dict(b.input)) for b in final.content if b.type == "tool_use"]  # type: ignore[arg-type]
+    out.finish = final.stop_reason or ""
+    out.input_tokens = final.usage.input_tokens
+    out.output_tokens = final.usage.output_tokens
+    return out
+
+
+def _stream_gemini(url: str, model: str, text: str, tools: bool, sse: bool) -> Streamed:
+    import time
+
+    cfg = gtypes.GenerateContentConfig(
+        tools=[gtypes.Tool(function_declarations=[gtypes.FunctionDeclaration(**WEATHER_TOOL)])] if tools else None,
+        automatic_function_calling=gtypes.AutomaticFunctionCallingConfig(disable=True),
+    )
+    cl = gemini_client(url)
+    out = Streamed("", "", None, None)
+    for chunk in cl.models.generate_content_stream(model=model, contents=text, config=cfg):
+        out.events += 1
+        if out.first_event_at is None:
+            out.first_event_at = time.monotonic()
+        cand = chunk.candidates[0] if chunk.candidates else None
+        if cand and cand.content and cand.content.parts:
+            for part in cand.content.parts:
+                if part.text and not part.thought:
+                    out.text += part.text
+                if part.function_call:
+                    out.tool_calls.append((part.function_call.name or "", dict(part.function_call.args or {})))
+        if cand and cand.finish_reason:
+            out.finish = cand.finish_reason.value
+        um = chunk.usage_metadata
+        if um is not None and um.prompt_token_count is not None:
+            out.input_tokens = um.prompt_token_count
+            out.output_tokens = (um.candidates_token_count or 0) + (um.thoughts_token_count or 0)
+    return out

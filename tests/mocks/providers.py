@@ -15,6 +15,7 @@ errors in the provider's real error envelope, and produces deterministic answers
     STOPSEQ            Anthropic stop_reason "stop_sequence", stop_sequence "END"
     SLOWSTREAM         0.3 s between stream events
     DROPSTREAM         2 stream events, then the connection is closed without a terminator
+    STREAMERROR        2 stream events, then the provider's own in-stream error event (overloaded), clean end
 """
 
 from __future__ import annotations
@@ -151,6 +152,19 @@ def _snake(k: str) -> str:
 
 _MAGIC_ERROR = re.compile(r"\bERROR (\d{3})\b")
 _MAGIC_SLEEP = re.compile(r"\bSLEEP (\d+(?:\.\d+)?)\b")
+
+
+def _stream_error_event(kind: str) -> bytes:
+    """What each provider sends when it fails after the stream started (e.g. overloaded mid-generation)."""
+    if kind == "anthropic":
+        body = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded (mock STREAMERROR)"}}
+        return b"event: error\ndata: " + _dumps(body) + b"\n\n"
+    if kind == "openai":
+        body = {"error": {"message": "The server had an error (mock STREAMERROR)", "type": "server_error",
+                          "param": None, "code": None}}  # fmt: skip
+        return b"data: " + _dumps(body) + b"\n\n"
+    body = {"error": {"code": 503, "message": "The model is overloaded (mock STREAMERROR)", "status": "UNAVAILABLE"}}
+    return b"data: " + _dumps(body) + b"\r\n\r\n"
 
 
 def _flag(text: str, word: str) -> bool:
@@ -1651,6 +1665,8 @@ class MockProvider:
         events = self._events(conv, ans, seq)
         if _flag(text, "BADJSON"):
             events = [events[0][: len(events[0]) // 2] + b"\n\n"]
+        if _flag(text, "STREAMERROR"):
+            events = [*events[:2], _stream_error_event(self.kind)]
         slow = _flag(text, "SLOWSTREAM")
         dropping = _flag(text, "DROPSTREAM")
         h.start_stream(self._id_headers(seq))

@@ -1,0 +1,96 @@
+"""Streaming through Envoy for all 9 client x provider pairs, with each official SDK's streaming API."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.conftest import MODELS, Gateway
+from tests.e2e.sdk import FINISH, stream
+
+CLIENTS = ("openai", "anthropic", "gemini")
+PROVIDERS = ("openai", "anthropic", "gemini")
+PAIRS = [(c, p) for c in CLIENTS for p in PROVIDERS]
+
+
+@pytest.mark.parametrize(("client", "provider"), PAIRS)
+def test_stream_text_finish_and_usage(gateway: Gateway, client: str, provider: str) -> None:
+    got = stream(client, gateway.url, MODELS[provider], "stream me")
+    assert got.text == f"Hello from mock {provider}. You said: stream me"
+    assert got.finish == FINISH[client]["stop"]
+    assert (got.input_tokens, got.output_tokens) == (11, 7)
+    assert got.events > 2, "delivered as several events, not one blob"
+
+
+@pytest.mark.parametrize(("client", "provider"), PAIRS)
+def test_stream_tool_call_arguments_whole(gateway: Gateway, client: str, provider: str) -> None:
+    got = stream(client, gateway.url, MODELS[provider], "weather PARALLEL", tools=True)
+    assert got.tool_calls == [("get_weather", {"city": "Paris"}), ("get_weather", {"city": "Tokyo"})]
+    assert got.finish == FINISH[client]["tool_calls"]
+
+
+@pytest.mark.parametrize(("client", "provider"), PAIRS)
+def test_stream_is_incremental(gateway: Gateway, client: str, provider: str) -> None:
+    """The client sees its first event while the provider is still generating."""
+    got = stream(client, gateway.url, MODELS[provider], "SLOWSTREAM please")
+    finished = gateway.mocks[provider].last().stream_finished_at
+    assert got.first_event_at is not None and finished is not None
+    assert got.first_event_at < finished - 0.5
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_openai_stream_without_include_usage_has_no_usage_chunk(gateway: Gateway, provider: str) -> None:
+    got = stream("openai", gateway.url, MODELS[provider], "no usage please", include_usage=False)
+    assert got.text.endswith("no usage please")
+    assert got.input_tokens is None
+    # The gateway still asked upstream for usage (for its own metrics) where the provider is OpenAI-type.
+    if provider == "openai":
+        assert gateway.mocks["openai"].last().body["stream_options"] == {"include_usage": True}
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_gemini_json_array_stream(gateway: Gateway, provider: str) -> None:
+    """`:streamGenerateContent` without alt=sse is one JSON array, written element by element."""
+    r = httpx.post(
+        f"{gateway.url}/gemini/v1beta/models/{MODELS[provider]}:streamGenerateContent",
+        json={"contents": [{"role": "user", "parts": [{"text": "array please"}]}]},
+        headers={"x-goog-api-key": "k"},
+        timeout=30,
+    )
+    assert r.status_code == 200
+    chunks = r.json()
+    assert isinstance(chunks, list) and len(chunks) >= 2
+    text = "".join(p.get("text", "") for c in chunks for p in c["candidates"][0]["content"].get("parts", []))
+    assert text == f"Hello from mock {provider}. You said: array please"
+    assert chunks[-1]["candidates"][0]["finishReason"] == "STOP"
+    assert chunks[-1]["usageMetadata"]["promptTokenCount"] == 11
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_stream_upstream_error_before_first_byte(gateway: Gateway, client: str, provider: str) -> None:
+    from tests.e2e.test_errors import expect_status
+
+    expect_status(client, 429, lambda: stream(client, gateway.url, MODELS[provider], "ERROR 429"))
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_provider_error_mid_stream_becomes_client_in_stream_error(gateway: Gateway, client: str, provider: str) -> None:
+    """The provider's own in-stream error event reaches the client as its format's in-stream error; the SDK raises."""
+    import anthropic
+    import openai
+    from google.genai import errors as gerrors
+
+    with pytest.raises((openai.APIError, anthropic.APIError, gerrors.APIError)) as info:
+        stream(client, gateway.url, MODELS[provider], "STREAMERROR")
+    assert "STREAMERROR" in str(info.value) or "overloaded" in str(info.value).lower()
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_connection_dropped_mid_stream_fails_loudly(gateway: Gateway, client: str, provider: str) -> None:
+    """A provider connection cut mid-stream: Envoy resets the client's stream (it cannot hand the service a last
+    chunk after an upstream reset), so the client's SDK raises rather than seeing a clean, truncated answer."""
+    with pytest.raises(Exception):  # noqa: B017 (each SDK raises its own connection/stream error type)
+        stream(client, gateway.url, MODELS[provider], "DROPSTREAM")
