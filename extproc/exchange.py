@@ -332,6 +332,9 @@ class Exchange:
         kwargs: dict[str, Any] = {"model": self.model, "include_usage": self.request.include_usage}
         if self.client_name == "gemini":
             kwargs["sse"] = self.stream_opts.get("sse", True)
+        elif self.client_name == "openai":
+            kwargs["created"] = int(time.time())
+            kwargs["request_id"] = self.request_id
         self.encoder = self.client.StreamEncoder(**kwargs)
         self.streamed = True
         return Forward(
