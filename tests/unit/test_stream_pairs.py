@@ -93,9 +93,7 @@ def test_client_stream_carries_everything(provider: str, client: str) -> None:
     assert [e.reason for e in events if isinstance(e, c.Finish)] == ["tool_calls"]
     usage = c.Usage()
     for e in events:
-        if isinstance(e, c.UsageUpdate):
-            c.merge_usage(usage, e.usage)
-        elif isinstance(e, c.MessageStart) and e.usage:
+        if isinstance(e, c.UsageUpdate | c.MessageStart) and e.usage is not None:
             c.merge_usage(usage, e.usage)
     assert (usage.input_tokens, usage.output_tokens) == (11, 7)
 
