@@ -165,6 +165,9 @@ def ext_proc_filter(cluster_name: str = EXTPROC_CLUSTER, message_timeout: float 
             "message_timeout": _duration(message_timeout),
             "max_message_timeout": _duration(max(message_timeout, 60.0)),
             "metadata_options": {"receiving_namespaces": {"untyped": [METADATA_NAMESPACE]}},
+            # Lets the service lift the route timeout for streams (x-envoy-upstream-rq-timeout-ms); without it Envoy
+            # silently ignores x-envoy-* mutations.
+            "mutation_rules": {"allow_envoy": True},
         },
     }
 
@@ -209,7 +212,7 @@ def render(
         "local_reply_config": {
             "mappers": [
                 _local_error_mapper(["UF", "UH", "UC", "DF", "URX", "UR", "UPE", "UMSDR"], 502, "network"),
-                _local_error_mapper(["UT"], 504, "timeout"),
+                _local_error_mapper(["UT", "SI"], 504, "timeout"),
                 _local_error_mapper(["UO"], 503, "overloaded"),
             ],
         },

@@ -247,6 +247,10 @@ class Exchange:
             set_headers.append(("content-type", _JSON))
         if provider.api_key:
             set_headers.extend(fmt.auth_headers(provider.api_key))
+        if self.stream:
+            # A stream that keeps producing is never cut: no total deadline (the router consumes this header);
+            # the route's idle timeout still ends a silent one.
+            set_headers.append(("x-envoy-upstream-rq-timeout-ms", "0"))
         set_headers.append((":path", upstream))
         set_headers.append(("content-length", str(len(new_body))))
         # Headers we set must not also be removed.
@@ -356,8 +360,9 @@ class Exchange:
                 out.append(encoder.error(ev.error))
                 self.decoder = _Closed()
                 break
-            if isinstance(ev, c.UsageUpdate):
-                self.usage = c.merge_usage(self.usage or c.Usage(), ev.usage)
+            if isinstance(ev, c.UsageUpdate | c.MessageStart):
+                if ev.usage is not None:
+                    self.usage = c.merge_usage(self.usage or c.Usage(), ev.usage)
             elif self.ttft is None and isinstance(ev, c.TextDelta | c.ToolCallStart | c.ThinkingDelta):
                 self.ttft = time.monotonic() - self.started
             out.append(encoder.encode(ev))

@@ -94,3 +94,43 @@ def test_connection_dropped_mid_stream_fails_loudly(gateway: Gateway, client: st
     chunk after an upstream reset), so the client's SDK raises rather than seeing a clean, truncated answer."""
     with pytest.raises(Exception):  # noqa: B017 (each SDK raises its own connection/stream error type)
         stream(client, gateway.url, MODELS[provider], "DROPSTREAM")
+
+
+@pytest.mark.parametrize(("client", "provider"), [("openai", "anthropic"), ("gemini", "gemini")])
+def test_long_stream_outlives_the_timeout_while_producing(gateway: Gateway, client: str, provider: str) -> None:
+    """Events spread over 8 s with a 6 s `timeout`: never cut while the provider keeps producing."""
+    got = stream(client, gateway.url, MODELS[provider], "LONGSTREAM please")
+    assert got.text == f"Hello from mock {provider}. You said: LONGSTREAM please"
+    assert got.finish == FINISH[client]["stop"]
+    assert "x-envoy-upstream-rq-timeout-ms" not in gateway.mocks[provider].last().headers
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_silent_stream_times_out_with_504(gateway: Gateway, client: str) -> None:
+    from tests.e2e.test_errors import expect_status
+
+    expect_status(client, 504, lambda: stream(client, gateway.url, MODELS["anthropic"], "SLEEP 10"))
+
+
+@pytest.mark.parametrize(("client", "provider"), PAIRS)
+def test_gemini_v1_and_request_id_on_streams(gateway: Gateway, client: str, provider: str) -> None:
+    """Streams carry X-Request-ID too; Gemini's v1 path works like v1beta."""
+    if client == "gemini":
+        from google.genai import types as gtypes
+
+        from tests.e2e.sdk import gemini_client
+
+        cl = gemini_client(gateway.url, api_version="v1")
+        chunks = list(cl.models.generate_content_stream(model=MODELS[provider], contents="v1 stream"))
+        assert "".join(ch.text or "" for ch in chunks).endswith("v1 stream")
+        assert isinstance(chunks[-1], gtypes.GenerateContentResponse)
+        return
+    path = "/openai/v1/chat/completions" if client == "openai" else "/anthropic/v1/messages"
+    body = {"model": MODELS[provider], "stream": True, "max_tokens": 50,
+            "messages": [{"role": "user", "content": "rid"}]}  # fmt: skip
+    with httpx.stream("POST", gateway.url + path, json=body, headers={"x-request-id": "stream-rid-1",
+                      "anthropic-version": "2023-06-01"}, timeout=30) as r:  # fmt: skip
+        assert r.status_code == 200
+        assert r.headers["x-request-id"] == "stream-rid-1"
+        assert r.headers["content-type"].startswith("text/event-stream")
+        r.read()

@@ -15,6 +15,7 @@ errors in the provider's real error envelope, and produces deterministic answers
     STOPSEQ            Anthropic stop_reason "stop_sequence", stop_sequence "END"
     SLOWSTREAM         0.3 s between stream events
     DROPSTREAM         2 stream events, then the connection is closed without a terminator
+    LONGSTREAM         events spread over 8 s in all (longer than the tests' 6 s gateway timeout)
     STREAMERROR        2 stream events, then the provider's own in-stream error event (overloaded), clean end
 """
 
@@ -42,6 +43,7 @@ USAGE_OUT = 7
 GEMINI_THOUGHT_SIGNATURES = ("c2lnLW1vY2stMQ==", "c2lnLW1vY2stMg==")
 # Values Google documents for histories that never saw a real signature (validation is skipped for them).
 _GEMINI_SKIP_SIGNATURES = ("skip_thought_signature_validator", "context_engineering_is_the_way_to_go")
+_LONG_STREAM_SECONDS = 8.0
 _SLOW_STREAM_DELAY = 0.3
 
 
@@ -1668,12 +1670,15 @@ class MockProvider:
         if _flag(text, "STREAMERROR"):
             events = [*events[:2], _stream_error_event(self.kind)]
         slow = _flag(text, "SLOWSTREAM")
+        long_stream = _flag(text, "LONGSTREAM")
         dropping = _flag(text, "DROPSTREAM")
         h.start_stream(self._id_headers(seq))
         try:
             for i, ev in enumerate(events):
                 if i and slow:
                     time.sleep(_SLOW_STREAM_DELAY)
+                elif i and long_stream:
+                    time.sleep(_LONG_STREAM_SECONDS / max(len(events) - 1, 1))
                 if dropping and i == 2:
                     rec.stream_finished_at = time.monotonic()
                     h.drop()
