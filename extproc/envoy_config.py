@@ -318,7 +318,8 @@ def _json_access_log() -> dict[str, Any]:
         "timestamp": "%START_TIME%",
         "request_id": "%REQ(X-REQUEST-ID)%",
         "method": "%REQ(:METHOD)%",
-        "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+        "path": f"%DYNAMIC_METADATA({ns}:path)%",
+        "upstream_path": "%REQ(:PATH)%",
         "status": "%RESPONSE_CODE%",
         "flags": "%RESPONSE_FLAGS%",
         "duration_ms": "%DURATION%",
@@ -330,6 +331,7 @@ def _json_access_log() -> dict[str, Any]:
         "provider": f"%DYNAMIC_METADATA({ns}:provider)%",
         "input_tokens": f"%DYNAMIC_METADATA({ns}:input_tokens)%",
         "output_tokens": f"%DYNAMIC_METADATA({ns}:output_tokens)%",
+        "error_type": f"%DYNAMIC_METADATA({ns}:error_type)%",
     }
     return {
         "name": "envoy.access_loggers.stdout",

@@ -8,6 +8,7 @@ so it is unit-testable and the servicer stays a thin adapter. The exchange recor
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -269,17 +270,27 @@ class Exchange:
             return Forward(remove_headers=[LOCAL_ERROR_HEADER])
         ctype = headers.get("content-type", "")
         if self.passthrough:
-            # Same format both sides: the provider's bytes (answers and errors alike) are already the client's,
-            # except an error page that is not JSON (a proxy's HTML 502): that one is wrapped like any other error.
-            if self.status >= 400 and "json" not in ctype:
-                return CONTINUE
-            if self.stripper is not None and self.status < 300 and ctype.startswith("text/event-stream"):
-                self.streamed = True
-                return Forward(remove_headers=["content-length"], response_body_mode="STREAMED")
-            return Forward(response_body_mode="NONE")
+            return self._passthrough_headers(ctype)
         if self.status < 300 and self.stream and ctype.startswith("text/event-stream"):
             return self._start_stream()
         return CONTINUE
+
+    def _passthrough_headers(self, ctype: str) -> Forward:
+        """Same format both sides: the provider's bytes (answers and errors alike) are already the client's. The body
+        is still read, unchanged, for usage (metrics, logs), except error bodies; an error page that is not JSON (a
+        proxy's HTML 502) is wrapped like any other error."""
+        if self.status >= 400:
+            self.error_type = type_for_status(self.status)
+            return CONTINUE if "json" not in ctype else Forward(response_body_mode="NONE")
+        if not self.stream:
+            return CONTINUE
+        self.streamed = True
+        if self.stripper is not None:
+            return Forward(remove_headers=["content-length"], response_body_mode="STREAMED")
+        assert self.provider_fmt is not None
+        kwargs = {"sse": self.stream_opts.get("sse", True)} if self.client_name == "gemini" else {}
+        self.decoder = self.provider_fmt.StreamDecoder(**kwargs)
+        return Forward(response_body_mode="STREAMED")
 
     # ------------------------------------------------------------------------------------------------ response body
     def on_response_body(self, body: bytes, end_of_stream: bool = True) -> Forward:
@@ -291,8 +302,34 @@ class Exchange:
                     out += self.stripper.close()
                     self.usage = self.stripper.usage
                 return Forward(body=out)
+            if self.passthrough:
+                self._observe(body, end_of_stream)
+                return CONTINUE
             return self.on_stream_chunk(body, end_of_stream)
+        if self.passthrough and self.status < 300 and not self.local_error:
+            assert self.provider_fmt is not None
+            # The client gets the provider's bytes as they are; an unreadable body only costs our accounting.
+            with contextlib.suppress(GatewayError):
+                self.usage = self.provider_fmt.parse_response(body).usage
+            return CONTINUE
         return self._whole_body(body)
+
+    def _observe(self, chunk: bytes, end_of_stream: bool) -> None:
+        """A pass-through stream: bytes go out unchanged; decode them only for usage and time to first token."""
+        events = self.decoder.feed(chunk) if chunk else []
+        if end_of_stream:
+            events.extend(self.decoder.close())
+        for ev in events:
+            self._account(ev)
+
+    def _account(self, ev: c.Event) -> None:
+        if isinstance(ev, c.UsageUpdate | c.MessageStart):
+            if ev.usage is not None:
+                self.usage = c.merge_usage(self.usage or c.Usage(), ev.usage)
+        elif self.ttft is None and isinstance(ev, c.TextDelta | c.ToolCallStart | c.ThinkingDelta):
+            self.ttft = time.monotonic() - self.started
+        elif isinstance(ev, c.StreamError):
+            self.error_type = ev.error.type
 
     def _whole_body(self, body: bytes) -> Forward:
         """The whole (buffered) response body of a translated exchange, or an Envoy local reply."""
@@ -360,11 +397,7 @@ class Exchange:
                 out.append(encoder.error(ev.error))
                 self.decoder = _Closed()
                 break
-            if isinstance(ev, c.UsageUpdate | c.MessageStart):
-                if ev.usage is not None:
-                    self.usage = c.merge_usage(self.usage or c.Usage(), ev.usage)
-            elif self.ttft is None and isinstance(ev, c.TextDelta | c.ToolCallStart | c.ThinkingDelta):
-                self.ttft = time.monotonic() - self.started
+            self._account(ev)
             out.append(encoder.encode(ev))
         if end_of_stream and not isinstance(self.decoder, _Closed):
             out.append(encoder.finish())

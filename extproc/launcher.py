@@ -23,7 +23,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Config
+from .config import Config, ConfigError, load_config
 from .envoy_config import Address, dump, render
 
 log = logging.getLogger("ai-gateway")
@@ -88,6 +88,25 @@ def _client_host(host: str) -> str:
     return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
 
 
+def _mtime(path: str) -> int:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return 0
+
+
+def _admin_epoch(admin: Address) -> int:
+    """The hot-restart epoch of the Envoy currently answering on the admin address (-1 if none answers)."""
+    import json
+
+    try:
+        with urllib.request.urlopen(f"http://{_client_host(admin.host)}:{admin.port}/server_info", timeout=1) as r:
+            info = json.loads(r.read())
+        return int(info["command_line_options"]["restart_epoch"]) if info.get("state") == "LIVE" else -1
+    except (OSError, ValueError, KeyError):
+        return -1
+
+
 def _envoy_ready(admin: Address) -> bool:
     try:
         with urllib.request.urlopen(f"http://{_client_host(admin.host)}:{admin.port}/ready", timeout=1) as r:
@@ -123,7 +142,12 @@ class Supervisor:
         self.runtime = Path(tempfile.mkdtemp(prefix="ai-gateway-"))
         self.workers: list[subprocess.Popen[bytes]] = []
         self.envoy: subprocess.Popen[bytes] | None = None
+        self.old_envoys: list[subprocess.Popen[bytes]] = []  # earlier hot-restart epochs, draining
+        self.epoch = 0
+        self.bootstrap = ""
         self.stopping = False
+        self.reload_requested = False
+        self.config_mtime = _mtime(opts.config_path)
         self.addresses = worker_addresses(opts.extproc_listen, opts.workers, self.runtime)
 
     def _worker_cmd(self, addr: Address) -> list[str]:
@@ -140,19 +164,55 @@ class Supervisor:
         for addr in self.addresses:
             self.workers.append(subprocess.Popen(self._worker_cmd(addr), env=env))
         self._wait("extproc workers", lambda: all(_connectable(a) for a in self.addresses), self.workers)
-        bootstrap = self.runtime / "envoy.yaml"
-        bootstrap.write_text(
-            dump(render(self.cfg, listen=self.opts.listen, admin=self.opts.admin, extproc=self.addresses))
-        )
-        envoy_cmd = [find_envoy(self.opts.envoy_bin), "-c", str(bootstrap), "--use-dynamic-base-id"]
-        envoy_cmd += ["--log-level", "info" if self.opts.verbose else "warn", "--drain-strategy", "immediate"]
-        envoy_cmd += ["--drain-time-s", str(int(self.opts.grace))]
-        self.envoy = subprocess.Popen(envoy_cmd)
+        self.envoy = self._start_envoy(self._render(self.cfg), ["--use-dynamic-base-id", "--base-id-path",
+                                                               str(self.runtime / "base-id")])  # fmt: skip
         self._wait(
             "envoy",
             lambda: _envoy_ready(self.opts.admin) and _connectable(self.opts.listen),
             [self.envoy, *self.workers],
         )
+
+    def _render(self, cfg: Config) -> str:
+        return dump(render(cfg, listen=self.opts.listen, admin=self.opts.admin, extproc=self.addresses))
+
+    def _start_envoy(self, bootstrap: str, base_args: list[str]) -> subprocess.Popen[bytes]:
+        self.bootstrap = bootstrap
+        path = self.runtime / f"envoy-{self.epoch}.yaml"
+        path.write_text(bootstrap)
+        cmd = [find_envoy(self.opts.envoy_bin), "-c", str(path), *base_args, "--restart-epoch", str(self.epoch)]
+        cmd += ["--log-level", "info" if self.opts.verbose else "warn", "--drain-strategy", "immediate"]
+        cmd += ["--file-flush-interval-msec", "500"]  # access log lines reach stdout within half a second
+        cmd += ["--drain-time-s", str(int(self.opts.grace)), "--parent-shutdown-time-s", str(int(self.opts.grace) + 5)]
+        return subprocess.Popen(cmd)
+
+    def reload(self) -> None:
+        """Config changed (SIGHUP or the file): check it, hot-restart Envoy if its clusters/routes changed, then have
+        every worker reload. An invalid file is rejected and the running config stays."""
+        try:
+            cfg = load_config(self.opts.config_path)
+        except ConfigError as exc:
+            log.error("config reload rejected, keeping the old config: %s", exc)
+            return
+        bootstrap = self._render(cfg)
+        if bootstrap != self.bootstrap and self.envoy is not None:
+            base_id = (self.runtime / "base-id").read_text().strip()
+            self.epoch += 1
+            log.info("providers or limits changed: hot-restarting Envoy (epoch %d)", self.epoch)
+            self.old_envoys.append(self.envoy)
+            self.envoy = self._start_envoy(bootstrap, ["--base-id", base_id])
+            # Workers switch only once the new Envoy (with the new routes) has taken over the listener.
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and _admin_epoch(self.opts.admin) != self.epoch:
+                if self.envoy.poll() is not None:
+                    log.error("the new Envoy exited with %s; keeping the old config", self.envoy.returncode)
+                    self.envoy = self.old_envoys.pop()
+                    self.epoch -= 1
+                    return
+                time.sleep(0.1)
+        self.cfg = cfg
+        for w in self.workers:
+            with contextlib.suppress(ProcessLookupError):
+                w.send_signal(signal.SIGHUP)
 
     def _wait(self, what: str, ready: object, procs: list[subprocess.Popen[bytes]], timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -166,8 +226,16 @@ class Supervisor:
         raise RuntimeError(f"{what} not ready after {timeout:.0f}s")
 
     def supervise(self) -> int:
-        """Block until a signal asks to stop (0) or a child dies (1)."""
+        """Block until a signal asks to stop (0) or a child dies (1); reload when asked or the config file changes."""
         while not self.stopping:
+            mtime = _mtime(self.opts.config_path)
+            if mtime != self.config_mtime:
+                self.config_mtime = mtime
+                self.reload_requested = True
+            if self.reload_requested:
+                self.reload_requested = False
+                self.reload()
+            self.old_envoys = [p for p in self.old_envoys if p.poll() is None]
             for p in [self.envoy, *self.workers]:
                 if p is not None and p.poll() is not None:
                     name = "envoy" if p is self.envoy else f"extproc worker (pid {p.pid})"
@@ -176,11 +244,6 @@ class Supervisor:
                     return 1
             time.sleep(0.2)
         return 0
-
-    def reload(self) -> None:
-        for w in self.workers:
-            with contextlib.suppress(ProcessLookupError):
-                w.send_signal(signal.SIGHUP)
 
     def drain(self) -> None:
         """Stop taking new requests, let those in flight finish (up to the grace period)."""
@@ -198,7 +261,7 @@ class Supervisor:
         self.stopping = True
         if graceful and self.envoy is not None and self.envoy.poll() is None:
             self.drain()
-        procs = [p for p in [self.envoy, *self.workers] if p is not None]
+        procs = [p for p in [self.envoy, *self.old_envoys, *self.workers] if p is not None]
         for p in procs:
             if p.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -220,10 +283,13 @@ def run(opts: Options, cfg: Config) -> int:
     def on_signal(signum: int, _frame: object) -> None:
         stop_requested.append(signum)
         sup.stopping = True
+        for w in sup.workers:  # /health answers 503 at once, before the supervisor loop wakes
+            with contextlib.suppress(ProcessLookupError):
+                w.send_signal(signal.SIGUSR1)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGHUP, lambda *_: sup.reload())
+    signal.signal(signal.SIGHUP, lambda *_: setattr(sup, "reload_requested", True))
     try:
         sup.start()
     except (RuntimeError, FileNotFoundError) as exc:

@@ -19,12 +19,23 @@ from google.protobuf.struct_pb2 import Struct
 
 from .envoy_config import METADATA_NAMESPACE
 from .exchange import CONTINUE, Exchange, Forward, Gateway, Reply
+from .logs import redact
 from .metrics import Metrics
 
 log = logging.getLogger("extproc")
 
 _OVERWRITE = HeaderValueOption.HeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD
 _MODES = {"NONE": ProcessingMode.NONE, "STREAMED": ProcessingMode.STREAMED}
+
+
+def _DEBUG() -> bool:
+    return log.isEnabledFor(logging.DEBUG)
+
+
+def _snippet(body: bytes, limit: int = 4096) -> str:
+    """A body for ``--verbose`` debug lines: credentials masked, long bodies cut."""
+    text = redact(body[:limit]).decode("utf-8", "replace")
+    return text + f"... ({len(body)} bytes)" if len(body) > limit else text
 
 
 def _headers(msg: pb.HttpHeaders) -> dict[str, str]:
@@ -83,16 +94,30 @@ def _answer(phase: str, action: Forward | Reply) -> pb.ProcessingResponse:
 
 
 def _metadata(ex: Exchange) -> Struct | None:
-    """Dynamic metadata for Envoy's access log: format, model, provider, tokens."""
-    if ex.provider is None:
+    """Dynamic metadata for Envoy's access log: client path and format, model, provider, tokens, error type."""
+    if not ex.client_name or ex.client_name == "gateway":
         return None
-    fields: dict[str, object] = {"format": ex.client_name, "model": ex.model, "provider": ex.provider.name}
+    fields: dict[str, object] = {"format": ex.client_name, "path": ex.path}
+    if ex.model:
+        fields["model"] = ex.model
+    if ex.provider is not None:
+        fields["provider"] = ex.provider.name
     if ex.usage is not None:
         fields["input_tokens"] = ex.usage.input_tokens
         fields["output_tokens"] = ex.usage.output_tokens
+    if ex.error_type:
+        fields["error_type"] = ex.error_type
     md = Struct()
     md.update({METADATA_NAMESPACE: fields})
     return md
+
+
+def _finish(resp: pb.ProcessingResponse, ex: Exchange) -> pb.ProcessingResponse:
+    """The exchange's last answer to Envoy: attach what the access log should know."""
+    md = _metadata(ex)
+    if md is not None:
+        resp.dynamic_metadata.CopyFrom(md)
+    return resp
 
 
 class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
@@ -120,32 +145,40 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
                     h = msg.request_headers
                     action = ex.on_request_headers(_headers(h), h.end_of_stream)
                     resp = _answer("request_headers", action)
+                    if isinstance(action, Reply):
+                        _finish(resp, ex)
                     ex.overhead += perf_counter() - t0
                     yield resp
                     continue
                 elif which == "request_body":
+                    if _DEBUG():
+                        log.debug("request %s %s body: %s", ex.request_id, ex.path, _snippet(msg.request_body.body))
                     action = ex.on_request_body(msg.request_body.body)
                     if ex.provider is not None and self.metrics is not None and isinstance(action, Forward):
                         self.metrics.started(ex)
                         ex.active = True
                     resp = _answer("request_body", action)
+                    if isinstance(action, Reply):
+                        _finish(resp, ex)
                     ex.overhead += perf_counter() - t0
                     yield resp
                     continue
                 elif which == "response_headers":
                     action = ex.on_response_headers(_headers(msg.response_headers))
                     resp = _answer("response_headers", action)
+                    if action.response_body_mode == "NONE":
+                        _finish(resp, ex)
                     ex.overhead += perf_counter() - t0
                     yield resp
                     continue
                 elif which == "response_body":
                     b = msg.response_body
+                    if _DEBUG():
+                        log.debug("response %s status %s body: %s", ex.request_id, ex.status, _snippet(b.body))
                     action = ex.on_response_body(b.body, b.end_of_stream)
                     resp = _answer("response_body", action)
                     if b.end_of_stream or not ex.streamed:
-                        md = _metadata(ex)
-                        if md is not None:
-                            resp.dynamic_metadata.CopyFrom(md)
+                        _finish(resp, ex)
                     ex.overhead += perf_counter() - t0
                     yield resp
                     continue

@@ -84,6 +84,8 @@ models:
     provider: "needs-key"
   - name: "dead-model"
     provider: "dead"
+  - name: "metrics-model"
+    provider: "anthropic"
 """
 
 
@@ -101,7 +103,9 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -
     raise RuntimeError("gateway did not become healthy")
 
 
-def start_gateway(tmp: Path, mocks: dict[str, MockProvider], config_text: str, workers: int = 2) -> Gateway:
+def start_gateway(
+    tmp: Path, mocks: dict[str, MockProvider], config_text: str, workers: int = 2, extra_args: tuple[str, ...] = ()
+) -> Gateway:
     cfg = tmp / "proxy-config.yaml"
     cfg.write_text(config_text)
     port, admin = free_port(), free_port()
@@ -117,7 +121,17 @@ def start_gateway(tmp: Path, mocks: dict[str, MockProvider], config_text: str, w
     )
     log_path = tmp / "gateway.log"
     cmd = [sys.executable, "-m", "extproc", "--listen", f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{admin}"]
-    cmd += ["--config", str(cfg), "--env-file", str(tmp / "no.env"), "--workers", str(workers), "--grace", "10"]
+    cmd += [
+        "--config",
+        str(cfg),
+        "--env-file",
+        str(tmp / "no.env"),
+        "--workers",
+        str(workers),
+        "--grace",
+        "10",
+        *extra_args,
+    ]
     with open(log_path, "wb") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     gw = Gateway(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin}", mocks, cfg, proc, log_path, env)

@@ -28,7 +28,7 @@ def test_health_has_seed_shape(gateway: Gateway) -> None:
     assert r.status_code == 200
     body = r.json()
     assert body["status"] == "healthy"
-    assert body["models"] == 8
+    assert body["models"] == 9
     assert body["timestamp"].endswith("Z")
     assert r.headers.get("x-request-id")
 

@@ -1,0 +1,221 @@
+"""Metrics, logs, access logs, request ids, health while draining, graceful shutdown with a stream, live reload."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import signal
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import KEYS, MODELS, Gateway, free_port, gateway_config, start_gateway, stop_gateway
+from tests.e2e.sdk import CLIENT_KEY, ask, stream
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """Sum of a metric's samples whose labels include ``labels``."""
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        head, _, value = line.rpartition(" ")
+        found = dict(re.findall(r'(\w+)="([^"]*)"', head))
+        if all(found.get(k) == v for k, v in labels.items()):
+            total += float(value)
+    return total
+
+
+def test_metrics_totals_across_workers(gateway: Gateway) -> None:
+    """9 non-streaming + 3 streaming + 1 error through 2 workers: every count exact, tokens by type, TTFT."""
+    for client in ("openai", "anthropic", "gemini"):
+        for _ in range(3):
+            ask(client, gateway.url, "metrics-model", "count")
+        stream(client, gateway.url, "metrics-model", "count stream")
+    with contextlib.suppress(Exception):  # the SDK's RateLimitError; the metrics are what this test checks
+        ask("openai", gateway.url, "metrics-model", "ERROR 429")
+    text = httpx.get(gateway.url + "/metrics").text
+    assert metric(text, "proxy_requests_total", model="metrics-model") == 13
+    assert metric(text, "proxy_requests_total", model="metrics-model", status="200") == 12
+    assert metric(text, "proxy_requests_total", model="metrics-model", status="429", format="openai") == 1
+    assert metric(text, "proxy_errors_total", model="metrics-model", error_type="rate_limit") == 1
+    assert metric(text, "proxy_request_duration_seconds_count", model="metrics-model") == 13
+    # Usage from all 12 answers, pass-through (Anthropic client) included: 11 in, 7 out each.
+    assert metric(text, "proxy_tokens_total", model="metrics-model", provider="anthropic", type="input") == 12 * 11
+    assert metric(text, "proxy_tokens_total", model="metrics-model", provider="anthropic", type="output") == 12 * 7
+    assert metric(text, "proxy_time_to_first_token_seconds_count", model="metrics-model") == 3
+    assert metric(text, "proxy_gateway_overhead_seconds_count", provider="anthropic") >= 13
+    assert metric(text, "proxy_active_requests", provider="anthropic") == 0
+
+
+def log_lines(gw: Gateway) -> list[dict]:
+    out = []
+    for line in gw.log_text().splitlines():
+        if line.startswith("{"):
+            with contextlib.suppress(json.JSONDecodeError):
+                out.append(json.loads(line))
+    return out
+
+
+def wait_for_line(gw: Gateway, pred, timeout: float = 5.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for rec in log_lines(gw):
+            if pred(rec):
+                return rec
+        time.sleep(0.1)
+    raise AssertionError("no such log line")
+
+
+def test_request_log_line_and_access_log(gateway: Gateway) -> None:
+    rid = "log-check-42"
+    r = httpx.post(
+        gateway.url + "/openai/v1/chat/completions",
+        json={"model": MODELS["gemini"], "messages": [{"role": "user", "content": "log me"}]},
+        headers={"x-request-id": rid, "authorization": f"Bearer {CLIENT_KEY}"},
+    )
+    assert r.status_code == 200
+    rec = wait_for_line(gateway, lambda d: d.get("request_id") == rid and "status_code" in d)
+    for key in ("timestamp", "level", "message", "duration_ms", "status_code", "format", "model", "provider",
+                "streaming"):  # fmt: skip
+        assert key in rec, key
+    assert (rec["format"], rec["model"], rec["provider"], rec["streaming"]) == ("openai", MODELS["gemini"], "gemini",
+                                                                                False)  # fmt: skip
+    assert (rec["input_tokens"], rec["output_tokens"]) == (11, 7)
+    access = wait_for_line(gateway, lambda d: d.get("request_id") == rid and "upstream" in d)
+    assert access["model"] == MODELS["gemini"] and access["provider"] == "gemini"
+    assert access["path"] == "/openai/v1/chat/completions"
+    assert access["input_tokens"] == 11 and access["status"] == 200
+
+
+def test_error_log_line_has_error_type(gateway: Gateway) -> None:
+    rid = "log-err-7"
+    httpx.post(gateway.url + "/anthropic/v1/messages", json={"model": "nope", "max_tokens": 5,
+               "messages": [{"role": "user", "content": "x"}]}, headers={"x-request-id": rid})  # fmt: skip
+    rec = wait_for_line(gateway, lambda d: d.get("request_id") == rid and "status_code" in d)
+    assert rec["status_code"] == 404 and rec["error_type"] == "unknown_model" and rec["level"] == "warn"
+
+
+def test_no_secret_in_any_log_line(gateway: Gateway) -> None:
+    ask("anthropic", gateway.url, MODELS["openai"], "secret check")
+    text = gateway.log_text()
+    for secret in (*KEYS.values(), CLIENT_KEY):
+        assert secret not in text
+
+
+def test_sigterm_with_stream_in_flight(mocks: dict) -> None:  # type: ignore[type-arg]
+    """SIGTERM mid-stream: /health turns 503, the stream finishes whole, the gateway exits 0."""
+    with tempfile.TemporaryDirectory() as tmp:
+        gw = start_gateway(Path(tmp), mocks, gateway_config(free_port()), workers=1)
+        result: dict[str, object] = {}
+
+        def slow() -> None:
+            try:
+                result["got"] = stream("openai", gw.url, MODELS["anthropic"], "SLOWSTREAM drain")
+            except Exception as exc:  # asserted below
+                result["error"] = exc
+
+        t = threading.Thread(target=slow)
+        t.start()
+        time.sleep(0.8)
+        gw.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.2)  # the launcher's signal handler runs
+        statuses = set()
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            try:
+                statuses.add(httpx.get(gw.url + "/health", timeout=1).status_code)
+            except httpx.HTTPError:
+                statuses.add("refused")
+            time.sleep(0.1)
+        t.join(30)
+        code = stop_gateway(gw)
+        assert "error" not in result, result.get("error")
+        assert result["got"].text.endswith("SLOWSTREAM drain")  # type: ignore[attr-defined]
+        assert 503 in statuses or "refused" in statuses
+        assert 200 not in statuses
+        assert code == 0, gw.log_text()[-3000:]
+
+
+def test_live_reload_adds_model_and_rejects_broken_file(mocks: dict) -> None:  # type: ignore[type-arg]
+    with tempfile.TemporaryDirectory() as tmp:
+        base = gateway_config(free_port())
+        gw = start_gateway(Path(tmp), mocks, base, workers=2)
+        try:
+            assert httpx.get(gw.url + "/health").json()["models"] == 9
+            # A new model on an existing provider: picked up from the file change alone.
+            gw.config_path.write_text(base + '  - name: "reloaded-model"\n    provider: "gemini"\n')
+            deadline = time.monotonic() + 10
+            while httpx.get(gw.url + "/health").json()["models"] != 10 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            ans = ask("openai", gw.url, "reloaded-model", "after reload")
+            assert ans.text.endswith("after reload")
+            # A broken file is rejected; the old config keeps serving.
+            gw.config_path.write_text("version: [broken")
+            wait_for_line(gw, lambda d: "reload rejected" in d.get("message", ""))
+            assert ask("openai", gw.url, "reloaded-model", "still here").text.endswith("still here")
+            # A new provider needs a new Envoy cluster: Envoy is hot-restarted; a stream in flight is not dropped.
+            oa = mocks["openai"].base_url
+            text = base.replace(
+                "providers:\n",
+                f'providers:\n  - name: "second-openai"\n    type: "openai"\n    base_url: "{oa}"\n'
+                f'    api_key_env: "OPENAI_API_KEY"\n',
+            )
+            text += '  - name: "new-provider-model"\n    provider: "second-openai"\n'
+            in_flight: dict[str, object] = {}
+
+            def slow() -> None:
+                try:
+                    in_flight["got"] = stream("anthropic", gw.url, MODELS["gemini"], "SLOWSTREAM across restart")
+                except Exception as exc:  # asserted below
+                    in_flight["error"] = exc
+
+            t = threading.Thread(target=slow)
+            t.start()
+            time.sleep(0.5)
+            gw.config_path.write_text(text)
+            deadline = time.monotonic() + 20
+            while httpx.get(gw.url + "/health").json()["models"] != 10 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    ans = ask("openai", gw.url, "new-provider-model", "new cluster")
+                    break
+                except Exception:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.3)
+            assert ans.text.endswith("new cluster")
+            wait_for_line(gw, lambda d: "hot-restarting" in d.get("message", ""))
+            t.join(30)
+            assert "error" not in in_flight, in_flight.get("error")
+            assert in_flight["got"].text.endswith("SLOWSTREAM across restart")  # type: ignore[attr-defined]
+        finally:
+            assert stop_gateway(gw) == 0
+
+
+def test_verbose_adds_debug_lines_with_keys_redacted(mocks: dict) -> None:  # type: ignore[type-arg]
+    with tempfile.TemporaryDirectory() as tmp:
+        gw = start_gateway(Path(tmp), mocks, gateway_config(free_port()), workers=1, extra_args=("--verbose",))
+        try:
+            r = httpx.post(
+                gw.url + "/openai/v1/chat/completions",
+                json={"model": MODELS["anthropic"], "messages": [{"role": "user", "content": "verbose body"}],
+                      "user": "api_key=sk-should-be-redacted"},
+                headers={"authorization": f"Bearer {CLIENT_KEY}", "x-request-id": "verbose-1"},
+            )  # fmt: skip
+            assert r.status_code == 200
+            rec = wait_for_line(gw, lambda d: d.get("level") == "debug" and "verbose body" in d.get("message", ""))
+            assert "verbose-1" in rec["message"]
+            wait_for_line(gw, lambda d: d.get("request_id") == "verbose-1" and "status_code" in d)
+        finally:
+            stop_gateway(gw)
+        text = gw.log_text()
+        assert "sk-should-be-redacted" not in text
+        for secret in (*KEYS.values(), CLIENT_KEY):
+            assert secret not in text
