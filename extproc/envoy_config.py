@@ -147,8 +147,15 @@ def ext_proc_filter(cluster_name: str = EXTPROC_CLUSTER, message_timeout: float 
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
             "grpc_service": {
-                "envoy_grpc": {"cluster_name": cluster_name, "max_receive_message_length": 128 * 1024 * 1024},
+                "envoy_grpc": {
+                    "cluster_name": cluster_name,
+                    "max_receive_message_length": 128 * 1024 * 1024,
+                    # A worker that just died refuses the stream: open it on another worker instead.
+                    "retry_policy": {"retry_on": "connect-failure,refused-stream,unavailable", "num_retries": 2},
+                },
             },
+            # If the service fails mid-request, the client gets a 502 (rewritten below into a JSON error envelope).
+            "status_on_error": {"code": 502},
             # Never let an untranslated body reach a provider.
             "failure_mode_allow": False,
             "processing_mode": {
@@ -214,6 +221,15 @@ def render(
                 _local_error_mapper(["UF", "UH", "UC", "DF", "URX", "UR", "UPE", "UMSDR"], 502, "network"),
                 _local_error_mapper(["UT", "SI"], 504, "timeout"),
                 _local_error_mapper(["UO"], 503, "overloaded"),
+                # ext_proc failed (status_on_error): the service cannot translate this one, so the envelope is final.
+                {
+                    "filter": {
+                        "status_code_filter": {
+                            "comparison": {"op": "EQ", "value": {"default_value": 502, "runtime_key": "ai_gw_502"}}
+                        }
+                    },
+                    "body_format_override": _EXTPROC_FAILED_BODY,
+                },
             ],
         },
         "route_config": {
@@ -256,6 +272,17 @@ def render(
                 },
             }
         },
+        # A dead worker leaves rotation within a second (the launcher restarts it on the same address).
+        "health_checks": [
+            {
+                "timeout": "0.5s",
+                "interval": "1s",
+                "no_traffic_interval": "1s",
+                "unhealthy_threshold": 1,
+                "healthy_threshold": 1,
+                "tcp_health_check": {},
+            }
+        ],
         "load_assignment": {
             "cluster_name": EXTPROC_CLUSTER,
             "endpoints": [{"lb_endpoints": [{"endpoint": {"address": a.envoy()}} for a in extproc]}],
@@ -293,6 +320,20 @@ _LOCAL_REPLY_BODY = {
         "error": {
             "type": "api_error",
             "message": "%LOCAL_REPLY_BODY%",
+            "code": "%RESPONSE_CODE%",
+            "status": "UNAVAILABLE",
+        },
+    },
+    "content_type": "application/json",
+}
+
+
+_EXTPROC_FAILED_BODY = {
+    "json_format": {
+        "type": "error",
+        "error": {
+            "type": "api_error",
+            "message": "ai-gateway: the translation service failed while handling this request; retry it",
             "code": "%RESPONSE_CODE%",
             "status": "UNAVAILABLE",
         },

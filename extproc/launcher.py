@@ -147,6 +147,8 @@ class Supervisor:
         self.bootstrap = ""
         self.stopping = False
         self.reload_requested = False
+        self.restarts: list[float] = []
+        self.worker_env: dict[str, str] = {}
         self.config_mtime = _mtime(opts.config_path)
         self.addresses = worker_addresses(opts.extproc_listen, opts.workers, self.runtime)
 
@@ -161,6 +163,7 @@ class Supervisor:
         metrics_dir = self.runtime / "metrics"
         metrics_dir.mkdir()
         env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir), PYTHONUNBUFFERED="1")
+        self.worker_env = env
         for addr in self.addresses:
             self.workers.append(subprocess.Popen(self._worker_cmd(addr), env=env))
         self._wait("extproc workers", lambda: all(_connectable(a) for a in self.addresses), self.workers)
@@ -236,14 +239,35 @@ class Supervisor:
                 self.reload_requested = False
                 self.reload()
             self.old_envoys = [p for p in self.old_envoys if p.poll() is None]
-            for p in [self.envoy, *self.workers]:
-                if p is not None and p.poll() is not None:
-                    name = "envoy" if p is self.envoy else f"extproc worker (pid {p.pid})"
-                    log.error("%s exited with code %s; stopping the gateway", name, p.returncode)
+            if self.envoy is not None and self.envoy.poll() is not None:
+                log.error("envoy exited with code %s; stopping the gateway", self.envoy.returncode)
+                self.stop(graceful=False)
+                return 1
+            for i, w in enumerate(self.workers):
+                if w.poll() is not None and not self.stopping and not self._restart_worker(i):
                     self.stop(graceful=False)
                     return 1
             time.sleep(0.2)
         return 0
+
+    def _restart_worker(self, i: int) -> bool:
+        """A worker died: its in-flight requests already failed (Envoy answered them 5xx); start a new one on the same
+        address. Gives up (False) when workers keep dying: 5 restarts within 60 s is a crash loop, not bad luck."""
+        dead = self.workers[i]
+        now = time.monotonic()
+        self.restarts = [t for t in self.restarts if now - t < 60] + [now]
+        if len(self.restarts) > 5:
+            log.error("extproc workers keep dying (last: pid %d, code %s); stopping the gateway",
+                      dead.pid, dead.returncode)  # fmt: skip
+            return False
+        log.error("extproc worker pid %d exited with code %s; restarting it", dead.pid, dead.returncode)
+        metrics_dir = self.worker_env.get("PROMETHEUS_MULTIPROC_DIR")
+        if metrics_dir:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(dead.pid, metrics_dir)  # its live gauges no longer count
+        self.workers[i] = subprocess.Popen(self._worker_cmd(self.addresses[i]), env=self.worker_env)
+        return True
 
     def drain(self) -> None:
         """Stop taking new requests, let those in flight finish (up to the grace period)."""
