@@ -128,7 +128,7 @@ class Request:
     include_usage: bool = False  # the client asked for usage in its stream (OpenAI stream_options.include_usage)
     response_format: ResponseFormat | None = None
     reasoning_effort: str | None = None  # "minimal" | "low" | "medium" | "high"
-    thinking_budget: int | None = None  # tokens; 0 disables thinking where the provider allows
+    thinking_budget: int | None = None  # tokens; 0 disables thinking; -1: on, the provider decides (adaptive)
     n: int | None = None
     seed: int | None = None
     presence_penalty: float | None = None
@@ -149,6 +149,15 @@ class Usage:
 
 
 @dataclass(slots=True)
+class Candidate:
+    """A further answer when the client asked for several (OpenAI ``n``, Gemini ``candidateCount``)."""
+
+    parts: list[Part] = field(default_factory=list)
+    finish_reason: str = "stop"
+    stop_sequence: str | None = None
+
+
+@dataclass(slots=True)
 class Response:
     id: str
     model: str
@@ -157,6 +166,7 @@ class Response:
     stop_sequence: str | None = None
     usage: Usage | None = None
     created: int = 0
+    candidates: list[Candidate] = field(default_factory=list)  # answers after the first (n > 1), in order
 
 
 # ---------------------------------------------------------------------------------------------------------------------

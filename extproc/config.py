@@ -17,6 +17,9 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from . import media as _fetch
+from .media import FetchPolicy
+
 PROVIDER_TYPES = ("openai", "anthropic", "gemini")
 
 # Built-in providers: (key env, base URL env, default base URL). OpenAI's base includes /v1, as its SDK's does.
@@ -87,6 +90,7 @@ class Config:
     timeout: float = DEFAULT_TIMEOUT
     anthropic_default_max_tokens: int = 4096
     max_request_bytes: int = 32 * 1024 * 1024
+    image_fetch: FetchPolicy = field(default_factory=FetchPolicy)
     extras: dict[str, Any] = field(default_factory=dict)
 
     def resolve(self, model: str) -> tuple[Provider, str] | None:
@@ -166,6 +170,7 @@ def build_config(data: Any, fname: str, env: dict[str, str]) -> Config:
         "timeout",
         "anthropic_default_max_tokens",
         "max_request_bytes",
+        "image_fetch",
     }
     for key in data:
         if key not in known:
@@ -236,7 +241,38 @@ def build_config(data: Any, fname: str, env: dict[str, str]) -> Config:
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise fail(key, "expected a positive integer")
             setattr(cfg, key, value)
+    if data.get("image_fetch") is not None:
+        cfg.image_fetch = _parse_image_fetch(data["image_fetch"], fail)
     return cfg
+
+
+def _parse_image_fetch(raw: Any, fail: Any) -> FetchPolicy:
+    """``image_fetch: {enabled, max_bytes, allow_hosts, allow_http, timeout}``: off unless enabled with hosts."""
+    if not isinstance(raw, dict):
+        raise fail("image_fetch", "expected a mapping (enabled, max_bytes, allow_hosts, allow_http, timeout)")
+    known = ("enabled", "max_bytes", "allow_hosts", "allow_http", "timeout")
+    for key in raw:
+        if key not in known:
+            raise fail("image_fetch", f"unknown field '{key}' (known: {', '.join(known)})")
+    enabled = raw.get("enabled", False)
+    allow_http = raw.get("allow_http", False)
+    if not isinstance(enabled, bool) or not isinstance(allow_http, bool):
+        raise fail("image_fetch", "'enabled' and 'allow_http' must be true or false")
+    max_bytes = raw.get("max_bytes", _fetch.DEFAULT_MAX_BYTES)
+    if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes <= 0:
+        raise fail("image_fetch.max_bytes", "expected a positive integer")
+    hosts = raw.get("allow_hosts") or []
+    if not isinstance(hosts, list) or not all(isinstance(h, str) and h.strip() for h in hosts):
+        raise fail("image_fetch.allow_hosts", "expected a list of host names ('*.example.com' for subdomains)")
+    if enabled and not hosts:
+        raise fail("image_fetch.allow_hosts", "must name at least one host when fetching is enabled")
+    timeout = _fetch.DEFAULT_TIMEOUT
+    if raw.get("timeout") is not None:
+        try:
+            timeout = parse_duration(raw["timeout"])
+        except ValueError as exc:
+            raise fail("image_fetch.timeout", str(exc)) from None
+    return FetchPolicy(enabled, max_bytes, tuple(h.strip() for h in hosts), allow_http, timeout)
 
 
 def _builtin_providers(env: dict[str, str], fail: Any) -> dict[str, Provider]:

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from . import canonical as c
+from . import catalog, media
 from .config import Config, Provider
 from .envoy_config import LOCAL_ERROR_HEADER, ROUTE_HEADER
 from .errors import GatewayError, invalid, type_for_status
@@ -81,6 +82,7 @@ class Exchange:
         "overhead",
         "passthrough",
         "path",
+        "pending_body",
         "provider",
         "provider_fmt",
         "query",
@@ -125,6 +127,7 @@ class Exchange:
         self.path = ""
         self.method = ""
         self.query = ""
+        self.pending_body: bytes | None = None  # request body held while URL media are fetched (image_fetch)
 
     # ------------------------------------------------------------------------------------------------ request headers
     def on_request_headers(self, headers: dict[str, str], end_of_stream: bool) -> Forward | Reply:
@@ -147,24 +150,34 @@ class Exchange:
             return self._metrics() if method == "GET" else self._method_not_allowed("GET")
         if path.startswith("/openai/"):
             self._set_client("openai")
+            if path == "/openai/v1/models" or path.startswith("/openai/v1/models/"):
+                return self._models(method, path[len("/openai/v1/models/") :] or None)
             if path != "/openai/v1/chat/completions":
                 raise GatewayError("not_found", f"unknown path {path} (the OpenAI API here is /openai/v1/...)", 404)
         elif path.startswith("/anthropic/"):
             self._set_client("anthropic")
-            if path != "/anthropic/v1/messages":
+            if path == "/anthropic/v1/models" or path.startswith("/anthropic/v1/models/"):
+                return self._models(method, path[len("/anthropic/v1/models/") :] or None)
+            if path == "/anthropic/v1/messages/count_tokens":
+                self.stream_opts["count_tokens"] = True
+            elif path != "/anthropic/v1/messages":
                 raise GatewayError(
                     "not_found", f"unknown path {path} (the Anthropic API here is /anthropic/v1/...)", 404
                 )
         elif path.startswith("/gemini/"):
             self._set_client("gemini")
+            listing = catalog.gemini_models_path(path)
+            if listing is not None:
+                return self._models(method, listing[1])
             version, model, action, stream, sse = gemini.parse_path(full_path[len("/gemini") :])
-            if action not in ("generateContent", "streamGenerateContent"):
+            if action not in ("generateContent", "streamGenerateContent", "countTokens"):
                 raise GatewayError("not_found", f"method {action} is not supported here", 404)
             self.model = model
             self.stream = stream
             self.stream_opts = {"sse": sse}
             self.stream_opts["api_version"] = version
             self.stream_opts["action"] = action
+            self.stream_opts["count_tokens"] = action == "countTokens"
         else:
             self._set_client("openai")
             raise GatewayError(
@@ -176,18 +189,48 @@ class Exchange:
             raise invalid("request body is required")
         return CONTINUE
 
+    def _models(self, method: str, model_id: str | None) -> Reply:
+        """``GET .../models`` and ``GET .../models/{id}`` answered from the config in the client's own shape."""
+        if method != "GET":
+            return self._method_not_allowed("GET")
+        self.model = model_id or ""
+        cfg = self.gateway.config
+        if self.client_name == "openai":
+            body = catalog.openai_models(cfg, model_id)
+        elif self.client_name == "anthropic":
+            body = catalog.anthropic_models(cfg, model_id, self.query)
+        else:
+            body = catalog.gemini_models(cfg, model_id, self.query)
+        self.status = 200
+        return Reply(200, body, [("content-type", _JSON)])
+
+    def on_fetched(self, result: dict[str, media.Fetched] | GatewayError) -> Forward | Reply | media.FetchMedia:
+        """Resume a request held by a ``media.FetchMedia`` action with what ``fetch.fetch_all`` returned."""
+        body, self.pending_body = self.pending_body, None
+        if isinstance(result, GatewayError):
+            return self.error_reply(result)
+        assert self.request is not None and body is not None
+        media.substitute(self.request, result)
+        self.pending_body = body  # marks the parsed request as resumable
+        try:
+            return self._translate_request(body)
+        except GatewayError as err:
+            return self.error_reply(err)
+        finally:
+            self.pending_body = None
+
     def _set_client(self, name: str) -> None:
         self.client_name = name
         self.client = FORMATS[name]
 
     # ------------------------------------------------------------------------------------------------ request body
-    def on_request_body(self, body: bytes) -> Forward | Reply:
+    def on_request_body(self, body: bytes) -> Forward | Reply | media.FetchMedia:
         try:
             return self._translate_request(body)
         except GatewayError as err:
             return self.error_reply(err)
 
-    def _translate_request(self, body: bytes) -> Forward:
+    def _translate_request(self, body: bytes) -> Forward | media.FetchMedia:
         cfg = self.gateway.config
         client = self.client
         assert client is not None
@@ -209,6 +252,12 @@ class Exchange:
         self.provider = provider
         self.target_model = target
         fmt = self.provider_fmt = FORMATS[provider.type]
+        if self.stream_opts.get("count_tokens") and provider.type != self.client_name:
+            raise invalid(
+                f"token counting for model '{self.model}' is not available: it is served by a provider of type "
+                f"'{provider.type}', and the gateway only passes count requests to providers of the same type",
+                param="model",
+            )
         if provider.api_key_env and not provider.api_key:
             raise GatewayError(
                 "auth", f"the gateway has no API key for provider '{provider.name}' (set {provider.api_key_env})", 401
@@ -235,9 +284,16 @@ class Exchange:
                 )
                 upstream = prefix + suffix + (f"?{self.query}" if self.query else "")
         else:
-            req = client.parse_request(body, model=self.model, stream=self.stream)
+            resumed = self.request is not None and self.pending_body is not None
+            req = self.request if resumed else client.parse_request(body, model=self.model, stream=self.stream)
+            assert req is not None
             req.stream = self.stream
             self.request = req
+            if not resumed:
+                urls = media.plan(req, provider.type, cfg.image_fetch)  # a clear 400 unless fetching is enabled
+                if urls:
+                    self.pending_body = body
+                    return media.FetchMedia(urls, cfg.image_fetch)
             if provider.type == "anthropic":
                 new_body = fmt.build_request(req, model=target, default_max_tokens=cfg.anthropic_default_max_tokens)
             else:

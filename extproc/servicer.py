@@ -19,7 +19,9 @@ from google.protobuf.struct_pb2 import Struct
 
 from .envoy_config import METADATA_NAMESPACE
 from .exchange import CONTINUE, Exchange, Forward, Gateway, Reply
+from .fetch import fetch_all
 from .logs import redact
+from .media import FetchMedia
 from .metrics import Metrics
 
 log = logging.getLogger("extproc")
@@ -154,6 +156,8 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
                     if _DEBUG():
                         log.debug("request %s %s body: %s", ex.request_id, ex.path, _snippet(msg.request_body.body))
                     action = ex.on_request_body(msg.request_body.body)
+                    if isinstance(action, FetchMedia):  # opt-in URL media: the one await outside gRPC
+                        action = ex.on_fetched(await fetch_all(action.urls, action.policy))
                     if ex.provider is not None and self.metrics is not None and isinstance(action, Forward):
                         self.metrics.started(ex)
                         ex.active = True

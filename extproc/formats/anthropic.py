@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import uuid
 from typing import Any
 
 import orjson
 
-from extproc import errors
+from extproc import errors, schemas
 from extproc.canonical import (
     Document,
     Event,
@@ -101,8 +102,20 @@ _ERROR_TYPES_IN: dict[str, tuple[str, int]] = {
     "overloaded_error": ("overloaded", 529),
 }
 
-_EFFORTS_IN: dict[str, str] = {"low": "low", "medium": "medium", "high": "high", "xhigh": "high", "max": "high"}
-_EFFORTS_OUT: dict[str, str] = {"minimal": "low", "low": "low", "medium": "medium", "high": "high"}
+_EFFORTS_IN: dict[str, str] = {"low": "low", "medium": "medium", "high": "high", "xhigh": "xhigh", "max": "max"}
+_EFFORTS_OUT: dict[str, str] = {
+    "minimal": "low",
+    "low": "low",
+    "medium": "medium",
+    "high": "high",
+    "xhigh": "xhigh",
+    "max": "max",
+}
+# Thinking budgets for models without adaptive thinking (before Claude 4.6), by reasoning effort.
+_BUDGET_BY_EFFORT: dict[str, int] = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 16384, "xhigh": 24576}
+_BUDGET_BY_EFFORT["max"] = 32768
+_CLAUDE_VERSION = re.compile(r"claude-(?:(\d+)-(\d)-[a-z]|(\d+)-[a-z]|[a-z]+-(\d+)(?:-(\d)(?!\d))?)")
+_IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 
 _EMPTY_SCHEMA: dict[str, Any] = {"type": "object", "properties": {}}
 
@@ -490,7 +503,9 @@ def _parse_thinking(thinking: Any, req: Request) -> None:
         req.thinking_budget = budget
     elif kind == "disabled":
         req.thinking_budget = 0
-    elif kind not in ("adaptive", "between_tools"):  # the model decides: nothing to carry across
+    elif kind in ("adaptive", "between_tools"):  # on, the model decides how much
+        req.thinking_budget = -1
+    else:
         raise invalid(
             "thinking.type: must be one of 'enabled', 'disabled', 'adaptive', 'between_tools'", param="thinking.type"
         )
@@ -800,10 +815,62 @@ def auth_headers(api_key: str) -> list[tuple[str, str]]:
     return [("x-api-key", api_key)]
 
 
+def _adaptive_model(model: str) -> bool:
+    """Claude 4.6 and later think adaptively (``thinking.type: adaptive`` + ``output_config.effort``); earlier
+    models need ``enabled`` with ``budget_tokens``. Names the gateway cannot read (aliases, mocks) count as new."""
+    m = _CLAUDE_VERSION.search(model)
+    if m is None:
+        return True
+    major = int(m.group(1) or m.group(3) or m.group(4))
+    minor = int(m.group(2) or m.group(5) or 0) if m.group(3) is None else 0
+    return (major, minor) >= (4, 6)
+
+
+def _thinking_plan(req: Request, model: str) -> tuple[str | None, int, str | None]:
+    """(thinking type or None, budget for ``enabled``, effort for ``output_config``) for this request and model."""
+    effort = req.reasoning_effort
+    budget = req.thinking_budget
+    adaptive = _adaptive_model(model)
+    if effort == "none":
+        return "disabled", 0, None
+    out_effort = _EFFORTS_OUT.get(effort or "") if adaptive else None
+    if budget == 0:
+        return "disabled", 0, out_effort
+    if budget is not None and budget > 0:
+        return "enabled", max(budget, 1024), out_effort
+    if budget == -1 or effort:
+        if adaptive:
+            return "adaptive", 0, out_effort
+        return "enabled", _BUDGET_BY_EFFORT.get(effort or "medium", 8192), None
+    return None, 0, None
+
+
+def _tool_turn_without_thinking(messages: list[Message]) -> bool:
+    """Is the conversation inside a tool loop whose last assistant turn has no signed thinking to replay? Anthropic
+    refuses thinking then (the turn must start with its thinking block), e.g. when a client dropped the signature."""
+    for msg in reversed(messages):
+        if msg.role != "assistant":
+            continue
+        if not any(isinstance(p, ToolCall) for p in msg.parts):
+            return False
+        first = next((p for p in msg.parts if not (isinstance(p, Text) and not p.text)), None)
+        return not (isinstance(first, Thinking) and (first.signature or first.redacted is not None))
+    return False
+
+
 def build_request(req: Request, *, model: str, default_max_tokens: int = 4096) -> bytes:
     """A canonical Request -> an Anthropic ``messages.create`` body. Only keys that are set are written."""
-    budget = req.thinking_budget or 0
-    thinking_on = budget > 0
+    if req.n is not None and req.n > 1:
+        raise invalid("Anthropic models return one answer per request: several candidates (n > 1) are refused")
+    kind, budget, effort = _thinking_plan(req, model)
+    if kind in ("enabled", "adaptive") and _tool_turn_without_thinking(req.messages):
+        kind = None  # the client lost the signed thinking of the turn it continues: continue without thinking
+    if kind == "enabled" and req.max_tokens is not None and budget >= req.max_tokens:
+        budget = req.max_tokens - 1
+        if budget < 1024:
+            kind = None  # no room for Anthropic's minimum budget under the client's cap
+    thinking_on = kind in ("enabled", "adaptive")
+    budget = budget if kind == "enabled" else 0
     max_tokens = req.max_tokens
     if max_tokens is None:
         # Anthropic requires max_tokens, and budget_tokens < max_tokens: with no cap set, leave room for the answer.
@@ -840,15 +907,13 @@ def build_request(req: Request, *, model: str, default_max_tokens: int = 4096) -
         out["metadata"] = {"user_id": req.user}
     if req.stream:
         out["stream"] = True
-    if req.thinking_budget is not None:
-        if thinking_on:
-            out["thinking"] = {"type": "enabled", "budget_tokens": budget}
-        else:
-            out["thinking"] = {"type": "disabled"}
+    if kind == "enabled":
+        out["thinking"] = {"type": "enabled", "budget_tokens": budget}
+    elif kind is not None:
+        out["thinking"] = {"type": kind}
     output_config: dict[str, Any] = {}
     if req.response_format is not None and req.response_format.type == "json_schema" and req.response_format.schema:
-        output_config["format"] = {"type": "json_schema", "schema": req.response_format.schema}
-    effort = _EFFORTS_OUT.get(req.reasoning_effort or "")
+        output_config["format"] = {"type": "json_schema", "schema": schemas.for_anthropic(req.response_format.schema)}
     if effort:
         output_config["effort"] = effort
     if output_config:
@@ -922,7 +987,9 @@ def _content_block(part: Part) -> dict[str, Any] | None:
         if part.redacted is not None:
             return {"type": "redacted_thinking", "data": part.redacted}
         if part.signature:
-            return {"type": "thinking", "thinking": part.text, "signature": part.signature}
+            # The google-genai SDK re-encodes signatures it carried as URL-safe base64; Anthropic's are standard.
+            sig = part.signature.replace("-", "+").replace("_", "/")
+            return {"type": "thinking", "thinking": part.text, "signature": sig}
         return None  # reasoning from another provider: Anthropic would reject it without a valid signature
     if isinstance(part, Image):
         return {"type": "image", "source": _image_source(part)}
@@ -948,6 +1015,8 @@ def _image_source(img: Image) -> dict[str, Any]:
     if img.data is not None:
         if not img.media_type:
             raise invalid("an inline image needs a media type for Anthropic", param="messages")
+        if img.media_type not in _IMAGE_TYPES:
+            raise invalid(f"Anthropic takes JPEG, PNG, GIF and WebP images, not {img.media_type}", param="messages")
         return {"type": "base64", "media_type": img.media_type, "data": img.data}
     if img.url:
         return {"type": "url", "url": img.url}
@@ -957,12 +1026,14 @@ def _image_source(img: Image) -> dict[str, Any]:
 def _document_block(doc: Document) -> dict[str, Any]:
     if doc.data is not None:
         media_type = doc.media_type or "application/pdf"
-        if media_type == "text/plain":
+        if media_type.startswith("text/"):
             try:
                 text = base64.b64decode(doc.data, validate=True).decode("utf-8")
             except (binascii.Error, UnicodeDecodeError):
                 raise invalid("a text/plain document must be base64-encoded UTF-8", param="messages") from None
             source: dict[str, Any] = {"type": "text", "media_type": "text/plain", "data": text}
+        elif media_type != "application/pdf":
+            raise invalid(f"Anthropic takes PDF and text documents, not {media_type}", param="messages")
         else:
             source = {"type": "base64", "media_type": media_type, "data": doc.data}
     elif doc.url:

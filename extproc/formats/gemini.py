@@ -32,7 +32,9 @@ from urllib.parse import parse_qsl, unquote, urlencode
 
 import orjson
 
+from .. import schemas
 from ..canonical import (
+    Candidate,
     Document,
     Event,
     Finish,
@@ -129,8 +131,9 @@ _BUILTIN_TOOLS = {
     "mcp_servers": "mcpServers",
 }
 _EFFORTS = {"minimal": "minimal", "low": "low", "medium": "medium", "high": "high", "xhigh": "high"}
+_EFFORTS_OUT = {**_EFFORTS, "max": "high"}
 # Budgets for models that only know thinkingBudget (Gemini 1.x/2.x), by reasoning effort.
-_BUDGET_BY_EFFORT = {"minimal": 512, "low": 1024, "medium": 8192, "high": 24576}
+_BUDGET_BY_EFFORT = {"none": 0, "minimal": 512, "low": 1024, "medium": 8192, "high": 24576}
 _LEGACY_THINKING_MODEL = re.compile(r"(?:^|/)gemini-(?:1|2)\.")
 _METHODS = ("generateContent", "streamGenerateContent", "countTokens")
 _BAD_MODEL = re.compile(r"[\x00-\x1f\x7f/\\?#]|\.\.")
@@ -395,7 +398,7 @@ def _parse_request(data: dict[str, Any], model: str, stream: bool) -> Request:
 
     tool_config = _get(data, "toolConfig", "tool_config")
     if tool_config is not None:
-        req.tool_choice = _parse_tool_config(_dict(tool_config, "toolConfig"))
+        req.tool_choice = _parse_tool_config(_dict(tool_config, "toolConfig"), req)
 
     gen = _get(data, "generationConfig", "generation_config")
     if gen is not None:
@@ -605,7 +608,7 @@ def _parse_declaration(decl: dict[str, Any], ti: int, di: int) -> Tool:
     return Tool(name=name, description=desc, parameters=schema)
 
 
-def _parse_tool_config(cfg: dict[str, Any]) -> ToolChoice | None:
+def _parse_tool_config(cfg: dict[str, Any], req: Request) -> ToolChoice | None:
     fcc = _get(cfg, "functionCallingConfig", "function_calling_config")
     if fcc is None:
         return None
@@ -624,6 +627,14 @@ def _parse_tool_config(cfg: dict[str, Any]) -> ToolChoice | None:
     if mode == "ANY":
         if names and len(names) == 1:
             return ToolChoice("tool", names[0])
+        if names and req.tools:  # several allowed: send only those tools (the same restriction in every format)
+            unknown = [n for n in names if n not in {t.name for t in req.tools}]
+            if unknown:
+                raise invalid(
+                    f"allowedFunctionNames names undeclared functions: {', '.join(unknown)}",
+                    param="toolConfig.functionCallingConfig.allowedFunctionNames",
+                )
+            req.tools = [t for t in req.tools if t.name in names]
         return ToolChoice("required")
     raise invalid(f"unknown functionCallingConfig mode {mode!r}", param="toolConfig.functionCallingConfig.mode")
 
@@ -648,6 +659,11 @@ def _parse_generation_config(gen: dict[str, Any], req: Request) -> None:
     mime = _get(gen, "responseMimeType", "response_mime_type")
     if mime is not None:
         mime = _str(mime, p + "responseMimeType")
+        if mime not in ("application/json", "text/plain"):
+            raise invalid(
+                f"responseMimeType {mime!r} is not supported across providers (use application/json or text/plain)",
+                param=p + "responseMimeType",
+            )
     if mime == "application/json":
         json_schema = _get(gen, "responseJsonSchema", "response_json_schema")
         if json_schema is not None:
@@ -663,7 +679,7 @@ def _parse_generation_config(gen: dict[str, Any], req: Request) -> None:
     if thinking is not None:
         thinking = _dict(thinking, p + "thinkingConfig")
         budget = _int(_get(thinking, "thinkingBudget", "thinking_budget"), p + "thinkingConfig.thinkingBudget")
-        req.thinking_budget = None if budget is None or budget < 0 else budget
+        req.thinking_budget = None if budget is None else max(budget, -1)  # -1: dynamic (the model decides)
         level = _get(thinking, "thinkingLevel", "thinking_level")
         if level is not None:
             level = _str(level, p + "thinkingConfig.thinkingLevel").lower()
@@ -732,18 +748,25 @@ def _build_generation_config(req: Request, model: str) -> dict[str, Any]:
         gen["presencePenalty"] = req.presence_penalty
     if req.frequency_penalty is not None:
         gen["frequencyPenalty"] = req.frequency_penalty
+    if req.n is not None and req.n > 1 and req.stream:
+        raise invalid("several candidates (n > 1) cannot be streamed across formats: stream one, or don't stream")
     rf = req.response_format
     if rf is not None and rf.type in ("json_object", "json_schema"):
         gen["responseMimeType"] = "application/json"
         if rf.type == "json_schema" and rf.schema is not None:
-            gen["responseJsonSchema"] = rf.schema
+            gen["responseJsonSchema"] = schemas.for_gemini(rf.schema)
     thinking: dict[str, Any] = {}
     if req.thinking_budget is not None:
         thinking["thinkingBudget"] = req.thinking_budget
         if req.thinking_budget != 0:
             thinking["includeThoughts"] = True
+    elif req.reasoning_effort == "none":
+        if _LEGACY_THINKING_MODEL.search(model):
+            thinking["thinkingBudget"] = 0
+        else:
+            thinking["thinkingLevel"] = "MINIMAL"  # Gemini 3 cannot switch thinking off
     elif req.reasoning_effort:
-        effort = _EFFORTS.get(req.reasoning_effort.lower(), "medium")
+        effort = _EFFORTS_OUT.get(req.reasoning_effort.lower(), "medium")
         if _LEGACY_THINKING_MODEL.search(model):
             thinking["thinkingBudget"] = _BUDGET_BY_EFFORT[effort]
         else:
@@ -918,16 +941,29 @@ def parse_response(body: bytes) -> Response:
         blocked = isinstance(feedback, dict) and _get(feedback, "blockReason", "block_reason")
         resp.finish_reason = "content_filter" if blocked else "stop"
         return resp
-    cand = cands[0]
+    answers = [_candidate_in(cand) for cand in sorted(cands, key=_candidate_index)]
+    resp.parts = answers[0].parts
+    resp.finish_reason = answers[0].finish_reason
+    resp.candidates = answers[1:]
+    return resp
+
+
+def _candidate_index(cand: Any) -> int:
+    idx = cand.get("index") if isinstance(cand, dict) else None
+    return idx if isinstance(idx, int) and not isinstance(idx, bool) else 0
+
+
+def _candidate_in(cand: Any) -> Candidate:
     if not isinstance(cand, dict):
         raise GatewayError("server_error", "provider returned a candidate that is not an object", 502)
+    out = Candidate()
     content = cand.get("content")
     if isinstance(content, dict):
-        resp.parts = _response_parts(content.get("parts"), _new_call_id)
-    has_calls = any(isinstance(p, ToolCall) for p in resp.parts)
+        out.parts = _response_parts(content.get("parts"), _new_call_id)
+    has_calls = any(isinstance(p, ToolCall) for p in out.parts)
     reason = _get(cand, "finishReason", "finish_reason")
-    resp.finish_reason = _map_finish(reason if isinstance(reason, str) else None, has_calls)
-    return resp
+    out.finish_reason = _map_finish(reason if isinstance(reason, str) else None, has_calls)
+    return out
 
 
 def parse_error(status: int, body: bytes) -> GatewayError:
@@ -1027,14 +1063,19 @@ def _usage_out(u: Usage) -> dict[str, Any]:
 
 def build_response(resp: Response, *, model: str) -> bytes:
     """A canonical Response as a generateContent body (``model`` is the name the client asked for)."""
-    cut = resp.finish_reason == "length"
-    parts = [o for p in resp.parts if (o := _part_out(p, cut)) is not None]
-    cand: dict[str, Any] = {
-        "content": {"role": "model", "parts": parts},
-        "finishReason": _FINISH_OUT.get(resp.finish_reason, "STOP"),
-        "index": 0,
-    }
-    body: dict[str, Any] = {"candidates": [cand]}
+    answers = [Candidate(resp.parts, resp.finish_reason, resp.stop_sequence), *resp.candidates]
+    cands: list[dict[str, Any]] = []
+    for i, a in enumerate(answers):
+        cut = a.finish_reason == "length"
+        parts = [o for p in a.parts if (o := _part_out(p, cut)) is not None]
+        cands.append(
+            {
+                "content": {"role": "model", "parts": parts},
+                "finishReason": _FINISH_OUT.get(a.finish_reason, "STOP"),
+                "index": i,
+            }
+        )
+    body: dict[str, Any] = {"candidates": cands}
     if resp.usage is not None:
         body["usageMetadata"] = _usage_out(resp.usage)
     body["modelVersion"] = model

@@ -10,6 +10,8 @@ Shapes follow the official ``openai`` SDK types (``openai/types/chat``). Notes o
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 import uuid
 from typing import Any
@@ -17,6 +19,7 @@ from typing import Any
 import orjson
 
 from extproc.canonical import (
+    Candidate,
     Document,
     Event,
     Finish,
@@ -201,7 +204,7 @@ def _parse_request(data: dict[str, Any], model: str | None, stream: bool) -> Req
     if options:
         req.include_usage = _opt(options, "include_usage", bool, "a boolean") is True
     req.tools = _parse_tools(data)
-    req.tool_choice = _parse_tool_choice(data)
+    req.tool_choice = _parse_tool_choice(data, req)
     req.response_format = _parse_response_format(data.get("response_format"))
     return req
 
@@ -328,9 +331,9 @@ def _file_part(obj: Any, param: str) -> Document:
 def _assistant_parts(
     msg: dict[str, Any], param: str, names: dict[str, str], pending_functions: list[tuple[str, str]]
 ) -> list[Part]:
-    parts: list[Part] = []
+    parts: list[Part] = _thinking_blocks(msg.get("thinking_blocks"), f"{param}.thinking_blocks")
     reasoning = msg.get("reasoning_content")
-    if isinstance(reasoning, str) and reasoning:
+    if not parts and isinstance(reasoning, str) and reasoning:
         parts.append(Thinking(reasoning))
     content = msg.get("content")
     if isinstance(content, str):
@@ -369,6 +372,26 @@ def _assistant_parts(
     if not parts and content is None and calls is None:
         raise invalid("assistant messages need 'content' or 'tool_calls'", param=f"{param}.content")
     return parts
+
+
+def _thinking_blocks(blocks: Any, param: str) -> list[Part]:
+    """``thinking_blocks`` (the gateway's, LiteLLM's convention): signed reasoning echoed back so that a provider
+    that needs it (Anthropic with thinking and tools) gets it on the next turn."""
+    if blocks is None:
+        return []
+    if not isinstance(blocks, list):
+        raise invalid("'thinking_blocks' must be an array", param=param)
+    out: list[Part] = []
+    for j, b in enumerate(blocks):
+        kind = b.get("type") if isinstance(b, dict) else None
+        if kind == "thinking" and isinstance(b.get("thinking"), str):
+            sig = b.get("signature")
+            out.append(Thinking(b["thinking"], sig if isinstance(sig, str) and sig else None))
+        elif kind == "redacted_thinking" and isinstance(b.get("data"), str):
+            out.append(Thinking(redacted=b["data"]))
+        else:
+            raise invalid("thinking blocks must be thinking or redacted_thinking objects", param=f"{param}[{j}]")
+    return out
 
 
 def _tool_call(call: Any, param: str, names: dict[str, str]) -> ToolCall:
@@ -417,8 +440,10 @@ def _function_def(fn: Any, param: str) -> Tool:
     return Tool(fn["name"], description, parameters)
 
 
-def _parse_tool_choice(data: dict[str, Any]) -> ToolChoice | None:
+def _parse_tool_choice(data: dict[str, Any], req: Request) -> ToolChoice | None:
     choice = data.get("tool_choice")
+    if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
+        return _allowed_tools(choice.get("allowed_tools"), req)
     key = "tool_choice"
     if choice is None:
         choice = data.get("function_call")
@@ -441,6 +466,26 @@ def _parse_tool_choice(data: dict[str, Any]) -> ToolChoice | None:
             raise invalid("'tool_choice.function.name' must be a string", param="tool_choice.function.name")
         return ToolChoice("tool", name)
     raise invalid("unsupported 'tool_choice': use auto, none, required or a function", param=key)
+
+
+def _allowed_tools(spec: Any, req: Request) -> ToolChoice:
+    """``allowed_tools``: the model may only use these tools. Mapped by sending only them (same meaning everywhere)."""
+    param = "tool_choice.allowed_tools"
+    if not isinstance(spec, dict) or spec.get("mode") not in ("auto", "required"):
+        raise invalid("'allowed_tools' needs 'mode' (auto or required) and 'tools'", param=param)
+    names: list[str] = []
+    for i, t in enumerate(spec.get("tools") or ()):
+        fn = t.get("function") if isinstance(t, dict) else None
+        name = fn.get("name") if isinstance(fn, dict) else None
+        if not isinstance(t, dict) or t.get("type") != "function" or not isinstance(name, str):
+            raise invalid("allowed tools must be function tools with a name", param=f"{param}.tools[{i}]")
+        names.append(name)
+    known = {t.name for t in req.tools}
+    missing = [n for n in names if n not in known]
+    if not names or missing:
+        raise invalid(f"allowed tools must name declared tools (unknown: {', '.join(missing) or 'none'})", param=param)
+    req.tools = [t for t in req.tools if t.name in names]
+    return ToolChoice(spec["mode"])
 
 
 def _parse_response_format(rf: Any) -> ResponseFormat | None:
@@ -477,12 +522,12 @@ def _usage_out(u: Usage) -> dict[str, Any]:
     }
 
 
-def build_response(resp: Response, *, model: str) -> bytes:
-    """A complete ``chat.completion`` object as the SDK's ``ChatCompletion`` model expects it."""
+def _message_out(parts: list[Part]) -> dict[str, Any]:
     texts: list[str] = []
     thoughts: list[str] = []
+    blocks: list[dict[str, Any]] = []
     calls: list[dict[str, Any]] = []
-    for part in resp.parts:
+    for part in parts:
         if isinstance(part, Text):
             texts.append(part.text)
         elif isinstance(part, ToolCall):
@@ -493,8 +538,13 @@ def build_response(resp: Response, *, model: str) -> bytes:
                     "function": {"name": part.name, "arguments": part.arguments},
                 }
             )
-        elif isinstance(part, Thinking) and part.text:
-            thoughts.append(part.text)
+        elif isinstance(part, Thinking):
+            if part.text:
+                thoughts.append(part.text)
+            if part.redacted is not None:
+                blocks.append({"type": "redacted_thinking", "data": part.redacted})
+            elif part.signature:
+                blocks.append({"type": "thinking", "thinking": part.text, "signature": part.signature})
     message: dict[str, Any] = {
         "role": "assistant",
         "content": "".join(texts) if texts or not calls else None,
@@ -504,6 +554,15 @@ def build_response(resp: Response, *, model: str) -> bytes:
         message["tool_calls"] = calls
     if thoughts:
         message["reasoning_content"] = "".join(thoughts)
+    if blocks:
+        message["thinking_blocks"] = blocks
+    return message
+
+
+def build_response(resp: Response, *, model: str) -> bytes:
+    """A complete ``chat.completion`` object as the SDK's ``ChatCompletion`` model expects it. Reasoning goes in
+    ``reasoning_content``; signed reasoning (Anthropic) also in ``thinking_blocks``, to be echoed back."""
+    answers = [Candidate(resp.parts, resp.finish_reason, resp.stop_sequence), *resp.candidates]
     out: dict[str, Any] = {
         "id": resp.id or _gen_id(),
         "object": "chat.completion",
@@ -511,11 +570,12 @@ def build_response(resp: Response, *, model: str) -> bytes:
         "model": model,
         "choices": [
             {
-                "index": 0,
-                "message": message,
-                "finish_reason": _FINISH_OUT.get(resp.finish_reason, "stop"),
+                "index": i,
+                "message": _message_out(a.parts),
+                "finish_reason": _FINISH_OUT.get(a.finish_reason, "stop"),
                 "logprobs": None,
             }
+            for i, a in enumerate(answers)
         ],
         "system_fingerprint": None,
     }
@@ -555,6 +615,7 @@ class StreamEncoder:
         "_model",
         "_request_id",
         "_started",
+        "_thinking",
         "_usage",
     )
 
@@ -576,6 +637,7 @@ class StreamEncoder:
         self._finished = False
         self._done = False
         self._usage: Usage | None = None
+        self._thinking: list[str] = []  # reasoning text of the current block, for its thinking_blocks entry
 
     def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
         chunk: dict[str, Any] = {
@@ -610,8 +672,18 @@ class StreamEncoder:
         if isinstance(event, TextDelta):
             return head + self._chunk({"content": event.text}) if event.text else head
         if isinstance(event, ThinkingDelta):
-            # Signatures and redacted thinking have no place in Chat Completions.
-            return head + self._chunk({"reasoning_content": event.text}) if event.text else head
+            # Reasoning text streams as reasoning_content; a signed block (Anthropic) is sent whole in one
+            # thinking_blocks delta when its signature arrives, so the client can echo it back next turn.
+            if event.text:
+                self._thinking.append(event.text)
+                head += self._chunk({"reasoning_content": event.text})
+            if event.signature:
+                block = {"type": "thinking", "thinking": "".join(self._thinking), "signature": event.signature}
+                self._thinking = []
+                head += self._chunk({"thinking_blocks": [block]})
+            if event.redacted is not None:
+                head += self._chunk({"thinking_blocks": [{"type": "redacted_thinking", "data": event.redacted}]})
+            return head
         if isinstance(event, ToolCallStart):
             call = {
                 "index": event.index,
@@ -689,6 +761,13 @@ def _content_part(part: Part) -> dict[str, Any]:
         if part.data is None:
             raise invalid("OpenAI Chat Completions takes documents only as inline data, not by URL")
         media_type = part.media_type or "application/pdf"
+        if media_type.startswith("text/"):
+            try:
+                return {"type": "text", "text": base64.b64decode(part.data, validate=True).decode("utf-8")}
+            except (binascii.Error, UnicodeDecodeError):
+                raise invalid(f"a {media_type} document must be base64-encoded UTF-8") from None
+        if media_type != "application/pdf":
+            raise invalid(f"OpenAI Chat Completions takes PDF documents only, not {media_type}", param="messages")
         name = part.name or ("document.pdf" if media_type == "application/pdf" else "document")
         return {"type": "file", "file": {"file_data": _data_url(media_type, part.data, media_type), "filename": name}}
     raise invalid(f"{type(part).__name__} parts cannot be sent in an OpenAI user message")
@@ -766,6 +845,8 @@ def build_request(req: Request, *, model: str) -> bytes:
         else:
             _user_messages(msg, messages)
     body: dict[str, Any] = {"model": model, "messages": messages}
+    if req.n is not None and req.n > 1 and req.stream:
+        raise invalid("several candidates (n > 1) cannot be streamed across formats: stream one, or don't stream")
     if req.max_tokens is not None:
         body["max_completion_tokens"] = req.max_tokens
     for key in ("temperature", "top_p", "n", "seed", "presence_penalty", "frequency_penalty", "user"):
@@ -879,7 +960,7 @@ def _content_text(content: Any) -> str:
 
 
 def parse_response(body: bytes) -> Response:
-    """A ``chat.completion`` from the provider; only the first choice is used."""
+    """A ``chat.completion`` from the provider; choices after the first (``n`` > 1) become ``candidates``."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -889,7 +970,29 @@ def parse_response(body: bytes) -> Response:
     choices = data.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise _bad_response("no choices")
-    choice = choices[0]
+    answers = [_choice_in(ch) for ch in sorted(choices, key=_choice_index)]
+    first = answers[0]
+    rid = data.get("id")
+    model = data.get("model")
+    created = data.get("created")
+    return Response(
+        id=rid if isinstance(rid, str) else "",
+        model=model if isinstance(model, str) else "",
+        parts=first.parts,
+        finish_reason=first.finish_reason,
+        usage=_usage_in(data.get("usage")),
+        created=_int(created),
+        candidates=answers[1:],
+    )
+
+
+def _choice_index(choice: Any) -> int:
+    return _int(choice.get("index")) if isinstance(choice, dict) else 0
+
+
+def _choice_in(choice: Any) -> Candidate:
+    if not isinstance(choice, dict):
+        raise _bad_response("choice is not an object")
     msg = choice.get("message")
     if not isinstance(msg, dict):
         raise _bad_response("choice has no message")
@@ -922,17 +1025,7 @@ def parse_response(body: bytes) -> Response:
     if isinstance(fcall, dict) and isinstance(fcall.get("name"), str):
         parts.append(ToolCall(f"call_{fcall['name']}", fcall["name"], fcall.get("arguments") or "{}"))
     reason = _finish_in(choice.get("finish_reason"), any(isinstance(p, ToolCall) for p in parts), refused)
-    rid = data.get("id")
-    model = data.get("model")
-    created = data.get("created")
-    return Response(
-        id=rid if isinstance(rid, str) else "",
-        model=model if isinstance(model, str) else "",
-        parts=parts,
-        finish_reason=reason,
-        usage=_usage_in(data.get("usage")),
-        created=_int(created),
-    )
+    return Candidate(parts, reason)
 
 
 def _finish_in(raw: Any, saw_tool_call: bool, refused: bool) -> str:

@@ -17,6 +17,21 @@ errors in the provider's real error envelope, and produces deterministic answers
     DROPSTREAM         2 stream events, then the connection is closed without a terminator
     LONGSTREAM         events spread over 8 s in all (longer than the tests' 6 s gateway timeout)
     STREAMERROR        2 stream events, then the provider's own in-stream error event (overloaded), clean end
+    REFUSE             a refusal: finish content_filter / stop_reason refusal / finishReason SAFETY
+
+Request features drive the answer too, as they would on the real APIs:
+
+    reasoning on       (OpenAI reasoning_effort, Anthropic thinking enabled/adaptive, Gemini includeThoughts)
+                       Anthropic: a thinking block with a signature from ANTHROPIC_THINKING_SIGNATURES first, and the
+                       next turn of a tool loop must replay it unchanged (else 400, like the API); Gemini: a thought
+                       part first; usage reports reasoning tokens (OpenAI reasoning_tokens, Anthropic
+                       output_tokens_details.thinking_tokens, Gemini thoughtsTokenCount) of REASONING_TOKENS
+    JSON output        (response_format json_object/json_schema, output_config.format, responseMimeType JSON)
+                       text is a JSON value built from the schema ({"answer": "mock"} without one)
+    a named tool       (tool_choice function/tool, Gemini ANY with one allowedFunctionNames) is the one called
+    n / candidateCount several choices / candidates ("Hello ..." + " (#i)" for i > 0)
+    count_tokens       Anthropic POST /v1/messages/count_tokens -> {"input_tokens": 5}; Gemini :countTokens ->
+                       {"totalTokens": 5}
 """
 
 from __future__ import annotations
@@ -35,13 +50,18 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
-__all__ = ["GEMINI_THOUGHT_SIGNATURES", "MockProvider", "Received"]
+__all__ = ["ANTHROPIC_THINKING_SIGNATURES", "GEMINI_THOUGHT_SIGNATURES", "MockProvider", "Received"]
 
 USAGE_IN = 11
 USAGE_OUT = 7
 # base64("sig-mock-1"), base64("sig-mock-2"): the signatures the Gemini mock puts on its functionCall parts.
 GEMINI_THOUGHT_SIGNATURES = ("c2lnLW1vY2stMQ==", "c2lnLW1vY2stMg==")
 # Values Google documents for histories that never saw a real signature (validation is skipped for them).
+# Anthropic thinking signatures: standard base64 with "+" and "/" so that a URL-safe re-encoding is caught.
+ANTHROPIC_THINKING_SIGNATURES = ("EqQB+mock/sig+01", "EqQB+mock/sig+02")
+REASONING_TOKENS = 3
+COUNT_TOKENS = 5
+_THINKING_TEXT = "Let me think about this."
 _GEMINI_SKIP_SIGNATURES = ("skip_thought_signature_validator", "context_engineering_is_the_way_to_go")
 _LONG_STREAM_SECONDS = 8.0
 _SLOW_STREAM_DELAY = 0.3
@@ -96,13 +116,61 @@ class _Conv:
     tool_names: list[str] = field(default_factory=list)  # declared function tools (empty if tool choice is none)
     stop_sequences: list[str] = field(default_factory=list)
     sse: bool = True  # Gemini streams: SSE framing (?alt=sse) or one JSON array
+    thinking: bool = False  # reasoning asked for
+    json_schema: dict | None = None  # structured output schema
+    json: bool = False  # JSON output asked for
+    forced_tool: str | None = None  # the tool the request forces
+    n: int = 1  # candidates asked for
+    count_tokens: bool = False
 
 
 @dataclass
 class _Answer:
     text: str | None
     calls: list[tuple[str, dict]]
-    finish: str  # stop | length | tool | stop_sequence
+    finish: str  # stop | length | tool | stop_sequence | refusal
+    thinking: bool = False
+
+
+def _sample(schema: Any) -> Any:
+    """A JSON value that matches a (simple) JSON Schema."""
+    if not isinstance(schema, dict):
+        return "mock"
+    if schema.get("enum"):
+        return schema["enum"][0]
+    if "const" in schema:
+        return schema["const"]
+    for key in ("anyOf", "oneOf"):
+        if schema.get(key):
+            return _sample(schema[key][0])
+    t = schema.get("type")
+    if isinstance(t, list):
+        t = next((x for x in t if x != "null"), "null")
+    t = t.lower() if isinstance(t, str) else t
+    if t == "object" or "properties" in schema:
+        return {k: _sample(v) for k, v in (schema.get("properties") or {}).items()}
+    return {"array": [], "integer": 1, "number": 1.5, "boolean": True, "null": None}.get(t, "mock")
+
+
+def _an_check_schema(schema: Any, path: str) -> None:
+    """Anthropic structured outputs: every object schema must say additionalProperties: false."""
+    if not isinstance(schema, dict):
+        return
+    if schema.get("type") == "object" and schema.get("additionalProperties") is not False:
+        raise ApiError(
+            400,
+            f"output_config.format.schema: For '{path}', 'additionalProperties' must be explicitly set to false",
+            etype="invalid_request_error",
+        )
+    for k, v in (schema.get("properties") or {}).items():
+        _an_check_schema(v, f"{path}.{k}")
+    for k in ("items",):
+        _an_check_schema(schema.get(k), f"{path}.{k}")
+    for k in ("anyOf", "allOf"):
+        for sub in schema.get(k) or []:
+            _an_check_schema(sub, path)
+    for k, v in (schema.get("$defs") or {}).items():
+        _an_check_schema(v, f"$defs.{k}")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -548,6 +616,16 @@ def _oa_validate(body: dict) -> _Conv:
             )
 
     conv = _Conv(model=body["model"], stream=bool(stream), tool_names=tool_names)
+    effort = body.get("reasoning_effort")
+    if effort is not None:
+        _oa_enum(effort, ("none", "minimal", "low", "medium", "high", "xhigh"), "reasoning_effort")
+        conv.thinking = effort != "none"
+    if isinstance(rf, dict) and rf.get("type") in ("json_object", "json_schema"):
+        conv.json = True
+        conv.json_schema = (rf.get("json_schema") or {}).get("schema")
+    if isinstance(tc, dict) and tc.get("type") == "function":
+        conv.forced_tool = tc["function"].get("name")
+    conv.n = body.get("n") or 1
     conv.include_usage = bool(stream and isinstance(so, dict) and so.get("include_usage"))
     for m in reversed(msgs):
         if m["role"] == "user":
@@ -899,6 +977,7 @@ def _an_validate(body: dict) -> _Conv:
                     )
 
     conv = _Conv(model=body["model"], stream=bool(body.get("stream")), tool_names=tool_names, stop_sequences=stops)
+    _an_features(body, msgs, conv)
     for m in reversed(msgs):
         if m["role"] == "user":
             t = _an_text(m["content"])
@@ -910,6 +989,46 @@ def _an_validate(body: dict) -> _Conv:
         if results:
             conv.tool_results = [_an_text(b.get("content")) for b in results]
     return conv
+
+
+def _an_features(body: dict, msgs: list, conv: _Conv) -> None:
+    """Thinking (and its replay rules), structured output, effort and a forced tool, checked like the API does."""
+    th = body.get("thinking")
+    conv.thinking = isinstance(th, dict) and th.get("type") in ("enabled", "adaptive")
+    if conv.thinking:
+        for k in ("temperature", "top_k"):
+            if k in body and body[k] != 1:
+                raise _an_err(f"`{k}` may only be set to 1 when thinking is enabled or in adaptive mode.")
+    oc = body.get("output_config") or {}
+    if oc.get("effort") is not None and oc["effort"] not in ("low", "medium", "high", "xhigh", "max"):
+        raise _an_err("output_config.effort: Input should be 'low', 'medium', 'high', 'xhigh' or 'max'")
+    fmt = oc.get("format")
+    if fmt is not None:
+        if fmt.get("type") != "json_schema" or not isinstance(fmt.get("schema"), dict):
+            raise _an_err("output_config.format: a json_schema format with a schema object is required")
+        _an_check_schema(fmt["schema"], "schema")
+        conv.json, conv.json_schema = True, fmt["schema"]
+    tc = body.get("tool_choice")
+    if isinstance(tc, dict) and tc.get("type") == "tool":
+        conv.forced_tool = tc.get("name")
+    for i, m in enumerate(msgs):
+        for j, b in enumerate(m["content"] if isinstance(m["content"], list) else []):
+            if b.get("type") == "thinking" and b.get("signature") not in ANTHROPIC_THINKING_SIGNATURES:
+                raise _an_err(f"messages.{i}.content.{j}: Invalid `signature` in `thinking` block")
+    last = msgs[-1]
+    in_tool_loop = last["role"] == "user" and isinstance(last["content"], list)
+    in_tool_loop = in_tool_loop and any(b.get("type") == "tool_result" for b in last["content"])
+    if conv.thinking and in_tool_loop and len(msgs) > 1:
+        i = len(msgs) - 2
+        content = msgs[i]["content"]
+        first = content[0].get("type") if isinstance(content, list) and content else "text"
+        if first not in ("thinking", "redacted_thinking"):
+            raise _an_err(
+                f"messages.{i}.content.0.type: Expected `thinking` or `redacted_thinking`, but found `{first}`. When "
+                "`thinking` is enabled, a final `assistant` message must start with a thinking block (preceeding the "
+                "lastmost set of `tool_use` and `tool_result` blocks). We recommend you include thinking blocks from "
+                "previous turns. To avoid this requirement, disable `thinking`."
+            )
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -1201,6 +1320,22 @@ def _ge_validate(body: dict, model: str, stream: bool, rec: Received) -> _Conv:
 
     stops = list(gc.get("stopSequences") or [])
     conv = _Conv(model=model, stream=stream, tool_names=tool_names, stop_sequences=stops)
+    tcfg = gc.get("thinkingConfig")
+    if isinstance(tcfg, dict):
+        tcfg = _ge_obj(tcfg, {"includeThoughts", "thinkingBudget", "thinkingLevel"}, "thinking_config")
+        if "thinkingBudget" in tcfg and "thinkingLevel" in tcfg:
+            raise _ge_err("thinking_budget and thinking_level are not supported together.")
+        conv.thinking = tcfg.get("includeThoughts") is True
+    if gc.get("responseMimeType") == "application/json":
+        conv.json = True
+        conv.json_schema = gc.get("responseJsonSchema") or gc.get("responseSchema")
+    conv.n = gc.get("candidateCount") or 1
+    if "toolConfig" in body:
+        allowed = {"functionCallingConfig", "retrievalConfig", "includeServerSideToolInvocations"}
+        fcc = _ge_obj(body["toolConfig"], allowed, "tool_config").get("functionCallingConfig")
+        names = (fcc or {}).get("allowedFunctionNames") or (fcc or {}).get("allowed_function_names")
+        if (fcc or {}).get("mode") == "ANY" and isinstance(names, list) and len(names) == 1:
+            conv.forced_tool = names[0]
     for c in reversed(contents):
         if (c.get("role") or "user") == "user":
             t = "".join(p["text"] for p in c["parts"] if "text" in p)
@@ -1382,7 +1517,7 @@ class _Server(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
 
 
-_GEMINI_PATH = re.compile(r"^/(v1|v1beta|v1alpha)/models/([^/:]+):(generateContent|streamGenerateContent)$")
+_GEMINI_PATH = re.compile(r"^/(v1|v1beta|v1alpha)/models/([^/:]+):(generateContent|streamGenerateContent|countTokens)$")
 
 
 class MockProvider:
@@ -1497,7 +1632,7 @@ class MockProvider:
         if kind == "openai":
             found = path == "/v1/chat/completions"
         elif kind == "anthropic":
-            found = path == "/v1/messages"
+            found = path in ("/v1/messages", "/v1/messages/count_tokens")
         else:
             gem = _GEMINI_PATH.match(path)
             found = gem is not None
@@ -1610,8 +1745,18 @@ class MockProvider:
         if kind == "openai":
             return _oa_validate(body)
         if kind == "anthropic":
+            if path.endswith("/count_tokens"):
+                _an_keys(body, _AN_TOP - {"max_tokens", "stream", "temperature", "top_p", "top_k"}, "")
+                _an_req(body, "model", "")
+                _an_req(body, "messages", "")
+                return _Conv(model=body["model"], stream=False, count_tokens=True)
             return _an_validate(body)
         assert gem is not None
+        if gem.group(3) == "countTokens":
+            body = _ge_obj(body, {"contents", "generateContentRequest"}, "")
+            for i, c in enumerate(_ge_list(body.get("contents", []), "contents")):
+                _ge_content(c, f"contents[{i}]")
+            return _Conv(model=gem.group(2), stream=False, count_tokens=True)
         stream = gem.group(3) == "streamGenerateContent"
         conv = _ge_validate(body, gem.group(2), stream, rec)
         conv.sse = query.get("alt", [""])[0] == "sse"
@@ -1620,17 +1765,28 @@ class MockProvider:
     # ---- answering
 
     def _decide(self, conv: _Conv) -> _Answer:
+        ans = self._decide_content(conv)
+        ans.thinking = conv.thinking
+        return ans
+
+    def _decide_content(self, conv: _Conv) -> _Answer:
         text = conv.last_user_text
         if _flag(text, "LENGTH"):
             full = f"Hello from mock {self.kind}. You said: {text}"
             return _Answer(full[:24], [], "length")
+        if _flag(text, "REFUSE"):
+            return _Answer("I can't help with that.", [], "refusal")
         if conv.tool_results is not None:
             return _Answer("Tool results: " + " | ".join(conv.tool_results), [], "stop")
         if conv.tool_names:
-            calls = [(conv.tool_names[0], {"city": "Paris"})]
+            name = conv.forced_tool or conv.tool_names[0]
+            calls = [(name, {"city": "Paris"})]
             if _flag(text, "PARALLEL"):
-                calls.append((conv.tool_names[0], {"city": "Tokyo"}))
+                calls.append((name, {"city": "Tokyo"}))
             return _Answer(None, calls, "tool")
+        if conv.json:
+            value = _sample(conv.json_schema) if conv.json_schema else {"answer": "mock"}
+            return _Answer(_dumps(value).decode(), [], "stop")
         finish = "stop_sequence" if _flag(text, "STOPSEQ") and self.kind == "anthropic" else "stop"
         return _Answer(f"Hello from mock {self.kind}. You said: {text}", [], finish)
 
@@ -1649,6 +1805,11 @@ class MockProvider:
                 b"<body><h1>Internal Server Error</h1><p>The server encountered an internal error.</p></body></html>\n"
             )
             h.send_body(500, page, "text/html; charset=utf-8")
+            return
+        if conv.count_tokens:
+            rec.status = 200
+            counted = {"input_tokens": COUNT_TOKENS} if self.kind == "anthropic" else {"totalTokens": COUNT_TOKENS}
+            h.send_body(200, _dumps(counted), "application/json", self._id_headers(seq))
             return
         ans = self._decide(conv)
         rec.status = 200
@@ -1702,24 +1863,34 @@ class MockProvider:
                      "function": {"name": name, "arguments": _dumps(args).decode()}}
                     for i, (name, args) in enumerate(ans.calls)
                 ]  # fmt: skip
-            finish = {"stop": "stop", "length": "length", "tool": "tool_calls"}.get(ans.finish, "stop")
+            finish = {"stop": "stop", "length": "length", "tool": "tool_calls", "refusal": "content_filter"}.get(
+                ans.finish, "stop"
+            )
+            choices = [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}]
+            for i in range(1, conv.n):
+                extra = {**message, "content": f"{ans.text} (#{i})" if ans.text is not None else None}
+                choices.append({"index": i, "message": extra, "logprobs": None, "finish_reason": finish})
             return {
                 "id": f"chatcmpl-mock{seq:06d}",
                 "object": "chat.completion",
                 "created": int(time.time()),
                 "model": conv.model,
-                "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
-                "usage": self._oa_usage(),
+                "choices": choices,
+                "usage": self._oa_usage(ans.thinking),
                 "service_tier": "default",
                 "system_fingerprint": "fp_mock",
             }
         if self.kind == "anthropic":
             content: list[dict] = []
+            if ans.thinking:
+                sig = ANTHROPIC_THINKING_SIGNATURES[0]
+                content.append({"type": "thinking", "thinking": _THINKING_TEXT, "signature": sig})
             if ans.text is not None:
                 content.append({"type": "text", "text": ans.text})
             for i, (name, args) in enumerate(ans.calls):
                 content.append({"type": "tool_use", "id": f"toolu_mock_{i + 1}", "name": name, "input": args})
             stop_reason, stop_seq = self._an_stop(ans)
+            details = {"output_tokens_details": {"thinking_tokens": REASONING_TOKENS}} if ans.thinking else {}
             return {
                 "id": f"msg_mock{seq:06d}",
                 "type": "message",
@@ -1734,30 +1905,36 @@ class MockProvider:
                     "cache_read_input_tokens": 0,
                     "output_tokens": USAGE_OUT,
                     "service_tier": "standard",
+                    **details,
                 },
             }
+        cands = []
+        for i in range(conv.n):
+            parts = self._ge_parts(ans)
+            if i and ans.text is not None:
+                parts[int(ans.thinking)]["text"] = f"{ans.text} (#{i})"
+            content = {"parts": parts, "role": "model"}
+            cands.append({"content": content, "finishReason": self._ge_finish(ans), "index": i})
         return {
-            "candidates": [
-                {
-                    "content": {"parts": self._ge_parts(ans), "role": "model"},
-                    "finishReason": "MAX_TOKENS" if ans.finish == "length" else "STOP",
-                    "index": 0,
-                }
-            ],
-            "usageMetadata": self._ge_usage(),
+            "candidates": cands,
+            "usageMetadata": self._ge_usage(ans.thinking),
             "modelVersion": conv.model,
             "responseId": f"mockresp{seq:06d}",
         }
 
     @staticmethod
-    def _oa_usage() -> dict:
+    def _ge_finish(ans: _Answer) -> str:
+        return {"length": "MAX_TOKENS", "refusal": "SAFETY"}.get(ans.finish, "STOP")
+
+    @staticmethod
+    def _oa_usage(thinking: bool = False) -> dict:
         return {
             "prompt_tokens": USAGE_IN,
             "completion_tokens": USAGE_OUT,
             "total_tokens": USAGE_IN + USAGE_OUT,
             "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
             "completion_tokens_details": {
-                "reasoning_tokens": 0,
+                "reasoning_tokens": REASONING_TOKENS if thinking else 0,
                 "audio_tokens": 0,
                 "accepted_prediction_tokens": 0,
                 "rejected_prediction_tokens": 0,
@@ -1765,23 +1942,28 @@ class MockProvider:
         }
 
     @staticmethod
-    def _ge_usage() -> dict:
-        return {
+    def _ge_usage(thinking: bool = False) -> dict:
+        out = {
             "promptTokenCount": USAGE_IN,
-            "candidatesTokenCount": USAGE_OUT,
+            "candidatesTokenCount": USAGE_OUT - (REASONING_TOKENS if thinking else 0),
             "totalTokenCount": USAGE_IN + USAGE_OUT,
             "promptTokensDetails": [{"modality": "TEXT", "tokenCount": USAGE_IN}],
         }
+        if thinking:
+            out["thoughtsTokenCount"] = REASONING_TOKENS
+        return out
 
     @staticmethod
     def _an_stop(ans: _Answer) -> tuple[str, str | None]:
         if ans.finish == "stop_sequence":
             return "stop_sequence", "END"
-        return {"stop": "end_turn", "length": "max_tokens", "tool": "tool_use"}[ans.finish], None
+        return {"stop": "end_turn", "length": "max_tokens", "tool": "tool_use", "refusal": "refusal"}[ans.finish], None
 
     @staticmethod
     def _ge_parts(ans: _Answer) -> list[dict]:
         parts: list[dict] = []
+        if ans.thinking:
+            parts.append({"text": _THINKING_TEXT, "thought": True})
         if ans.text is not None:
             parts.append({"text": ans.text})
         for i, (name, args) in enumerate(ans.calls):
@@ -1823,7 +2005,9 @@ class MockProvider:
             out.append(chunk({"tool_calls": [head]}))
             for frag in _split(_dumps(args).decode(), 3):
                 out.append(chunk({"tool_calls": [{"index": i, "function": {"arguments": frag}}]}))
-        finish = {"stop": "stop", "length": "length", "tool": "tool_calls"}.get(ans.finish, "stop")
+        finish = {"stop": "stop", "length": "length", "tool": "tool_calls", "refusal": "content_filter"}.get(
+            ans.finish, "stop"
+        )
         out.append(chunk({}, finish))
         if conv.include_usage:
             usage = {
@@ -1834,7 +2018,7 @@ class MockProvider:
                 "service_tier": "default",
                 "system_fingerprint": "fp_mock",
                 "choices": [],
-                "usage": self._oa_usage(),
+                "usage": self._oa_usage(ans.thinking),
             }
             out.append(b"data: " + _dumps(usage) + b"\n\n")
         out.append(b"data: [DONE]\n\n")
@@ -1865,6 +2049,16 @@ class MockProvider:
         }
         out = [ev(start), ev({"type": "ping"})]
         idx = 0
+        if ans.thinking:
+            block = {"type": "thinking", "thinking": "", "signature": ""}
+            out.append(ev({"type": "content_block_start", "index": idx, "content_block": block}))
+            for piece in _split(_THINKING_TEXT, 2):
+                delta = {"type": "thinking_delta", "thinking": piece}
+                out.append(ev({"type": "content_block_delta", "index": idx, "delta": delta}))
+            delta = {"type": "signature_delta", "signature": ANTHROPIC_THINKING_SIGNATURES[0]}
+            out.append(ev({"type": "content_block_delta", "index": idx, "delta": delta}))
+            out.append(ev({"type": "content_block_stop", "index": idx}))
+            idx += 1
         if ans.text is not None:
             out.append(ev({"type": "content_block_start", "index": idx, "content_block": {"type": "text", "text": ""}}))
             for piece in _split(ans.text, 4):
@@ -1886,7 +2080,9 @@ class MockProvider:
             ev({
                 "type": "message_delta",
                 "delta": {"stop_reason": stop_reason, "stop_sequence": stop_seq},
-                "usage": {"output_tokens": USAGE_OUT},
+                "usage": {"output_tokens": USAGE_OUT, **(
+                    {"output_tokens_details": {"thinking_tokens": REASONING_TOKENS}} if ans.thinking else {}
+                )},
             })
         )  # fmt: skip
         out.append(ev({"type": "message_stop"}))
@@ -1894,6 +2090,8 @@ class MockProvider:
 
     def _ge_events(self, conv: _Conv, ans: _Answer, seq: int) -> list[bytes]:
         pieces: list[list[dict]] = []
+        if ans.thinking:
+            pieces.append([{"text": _THINKING_TEXT, "thought": True}])
         if ans.text is not None:
             pieces += [[{"text": t}] for t in _split(ans.text, 4)]
         fc_parts = [p for p in self._ge_parts(ans) if "functionCall" in p]
@@ -1903,8 +2101,8 @@ class MockProvider:
             cand: dict[str, Any] = {"content": {"parts": parts, "role": "model"}, "index": 0}
             obj: dict[str, Any] = {"candidates": [cand]}
             if i == len(pieces) - 1:
-                cand["finishReason"] = "MAX_TOKENS" if ans.finish == "length" else "STOP"
-                obj["usageMetadata"] = self._ge_usage()
+                cand["finishReason"] = self._ge_finish(ans)
+                obj["usageMetadata"] = self._ge_usage(ans.thinking)
             obj["modelVersion"] = conv.model
             obj["responseId"] = f"mockresp{seq:06d}"
             out.append(b"data: " + _dumps(obj) + b"\r\n\r\n")

@@ -459,8 +459,8 @@ def test_parse_tool_choice(choice: dict[str, Any], mode: str, name: str | None, 
     [
         ({"type": "enabled", "budget_tokens": 2000}, 2000),
         ({"type": "disabled"}, 0),
-        ({"type": "adaptive"}, None),
-        ({"type": "adaptive", "display": "omitted"}, None),
+        ({"type": "adaptive"}, -1),
+        ({"type": "adaptive", "display": "omitted"}, -1),
     ],
 )
 def test_parse_thinking(thinking: dict[str, Any], budget: int | None) -> None:
@@ -470,7 +470,7 @@ def test_parse_thinking(thinking: dict[str, Any], budget: int | None) -> None:
 
 @pytest.mark.parametrize(
     ("effort", "canonical"),
-    [("low", "low"), ("medium", "medium"), ("high", "high"), ("xhigh", "high"), ("max", "high")],
+    [("low", "low"), ("medium", "medium"), ("high", "high"), ("xhigh", "xhigh"), ("max", "max")],
 )
 def test_parse_effort(effort: str, canonical: str) -> None:
     body = _sdk_body(
@@ -711,7 +711,7 @@ def _full_request() -> Request:
         user="u-1",
         response_format=ResponseFormat(type="json_schema", schema={"type": "object"}, name="out"),
         reasoning_effort="minimal",
-        n=2,
+        n=1,
         seed=7,
         presence_penalty=0.1,
         frequency_penalty=0.2,
@@ -762,9 +762,6 @@ def test_build_request_full() -> None:
                 ],
             },
         ],
-        "temperature": 1.0,
-        "top_p": 0.8,
-        "top_k": 20,
         "stop_sequences": ["END"],
         "tools": [
             {
@@ -777,7 +774,14 @@ def test_build_request_full() -> None:
         "tool_choice": {"type": "auto", "disable_parallel_tool_use": True},
         "metadata": {"user_id": "u-1"},
         "stream": True,
-        "output_config": {"format": {"type": "json_schema", "schema": {"type": "object"}}, "effort": "low"},
+        # claude-sonnet-4-5 predates adaptive thinking: reasoning effort becomes a budget; sampling is left out then.
+        "thinking": {"type": "enabled", "budget_tokens": 1024},
+        "output_config": {
+            "format": {
+                "type": "json_schema",
+                "schema": {"type": "object", "properties": {}, "additionalProperties": False},
+            }
+        },
     }
 
 

@@ -540,7 +540,7 @@ def test_parse_request_generation_config_snake_and_schemas() -> None:
     assert req.response_format == ResponseFormat(
         "json_schema", {"type": "object", "properties": {"a": {"type": "integer"}}}
     )
-    assert (req.thinking_budget, req.reasoning_effort) == (None, "low")
+    assert (req.thinking_budget, req.reasoning_effort) == (-1, "low")
     req = parse(
         {
             "contents": [user({"text": "x"})],

@@ -337,7 +337,7 @@ def test_parse_response_formats() -> None:
             "tools[0].function.parameters",
         ),
         ({"tool_choice": "sometimes"}, "tool_choice"),
-        ({"tool_choice": {"type": "allowed_tools"}}, "tool_choice"),
+        ({"tool_choice": {"type": "allowed_tools"}}, "tool_choice.allowed_tools"),
         ({"tool_choice": {"type": "function", "function": {}}}, "tool_choice.function.name"),
         ({"stream_options": {"include_usage": 1}}, "include_usage"),
         (
@@ -837,16 +837,19 @@ def test_stream_encoder_with_usage() -> None:
     assert all("usage" in f and f["usage"] is None for f in fs[:-2])
     assert fs[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     assert fs[1]["choices"][0]["delta"] == {"reasoning_content": "hmm"}
-    assert fs[2]["choices"][0]["delta"] == {"content": "Hi"}
-    assert fs[3]["choices"][0]["delta"]["tool_calls"] == [
+    assert fs[2]["choices"][0]["delta"] == {
+        "thinking_blocks": [{"type": "thinking", "thinking": "hmm", "signature": "sig"}]
+    }
+    assert fs[3]["choices"][0]["delta"] == {"content": "Hi"}
+    assert fs[4]["choices"][0]["delta"]["tool_calls"] == [
         {"index": 0, "id": "c1__thought__SIG", "type": "function", "function": {"name": "f", "arguments": ""}}
     ]
-    assert fs[4]["choices"][0]["delta"]["tool_calls"] == [{"index": 0, "function": {"arguments": '{"a":'}}]
-    assert fs[8]["choices"][0] == {"index": 0, "delta": {}, "finish_reason": "tool_calls", "logprobs": None}
-    assert fs[9]["choices"] == [] and fs[9]["usage"]["prompt_tokens"] == 11
-    assert fs[9]["usage"]["completion_tokens"] == 7 and fs[9]["usage"]["total_tokens"] == 18
-    assert fs[9]["usage"]["completion_tokens_details"] == {"reasoning_tokens": 2}
-    assert len(fs) == 11
+    assert fs[5]["choices"][0]["delta"]["tool_calls"] == [{"index": 0, "function": {"arguments": '{"a":'}}]
+    assert fs[9]["choices"][0] == {"index": 0, "delta": {}, "finish_reason": "tool_calls", "logprobs": None}
+    assert fs[10]["choices"] == [] and fs[10]["usage"]["prompt_tokens"] == 11
+    assert fs[10]["usage"]["completion_tokens"] == 7 and fs[10]["usage"]["total_tokens"] == 18
+    assert fs[10]["usage"]["completion_tokens_details"] == {"reasoning_tokens": 2}
+    assert len(fs) == 12
     assert enc.finish() == b"" and enc.encode(TextDelta("late")) == b""
 
 

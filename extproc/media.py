@@ -1,0 +1,144 @@
+"""Which URL images and documents a provider needs inline, and putting fetched bytes in their place (pure).
+
+The gateway never downloads a URL a client names unless the config opts in (``image_fetch``): fetching arbitrary URLs
+from inside a network is a server-side request forgery hole. Three steps, only the middle one does I/O:
+
+1. ``plan(req, provider_type, policy)`` (pure): the URLs this translated request needs inlined for its provider;
+   a clear 400 when one needs inlining and fetching is off, the host is not allowed, or the URL can never work.
+2. ``await fetch.fetch_all(urls, policy)`` (``extproc/fetch.py``, the I/O): download them (https only unless
+   ``allow_http``; redirects followed only to allowed hosts; each body at most ``max_bytes``); returns
+   ``{url: Fetched}`` or the ``GatewayError`` to answer.
+3. ``substitute(req, fetched)`` (pure): put the bytes in place of the URLs (base64 with the served media type).
+
+The servicer sees a ``FetchMedia`` action from ``Exchange.on_request_body`` and answers it with
+``ex.on_fetched(await fetch.fetch_all(action.urls, action.policy))``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from . import canonical as c
+from .errors import invalid
+
+# Hosts whose file URIs only Gemini can read (the Files API needs the provider's key; YouTube links Gemini takes).
+_GEMINI_HOSTS = ("generativelanguage.googleapis.com",)
+_GEMINI_URL_HOSTS = (*_GEMINI_HOSTS, "www.youtube.com", "youtube.com", "youtu.be")
+DEFAULT_MAX_BYTES = 5 * 1024 * 1024
+DEFAULT_TIMEOUT = 10.0
+
+
+@dataclass(slots=True, frozen=True)
+class FetchPolicy:
+    """``image_fetch`` in the config. Off by default."""
+
+    enabled: bool = False
+    max_bytes: int = DEFAULT_MAX_BYTES
+    allow_hosts: tuple[str, ...] = ()  # exact host names, or "*.example.com" for subdomains
+    allow_http: bool = False  # plain http:// (tests, internal hosts); https only by default
+    timeout: float = DEFAULT_TIMEOUT
+
+    def host_allowed(self, host: str) -> bool:
+        host = host.lower().rstrip(".")
+        for pattern in self.allow_hosts:
+            p = pattern.lower()
+            if p.startswith("*.") and (host.endswith(p[1:]) and host != p[2:]):
+                return True
+            if host == p:
+                return True
+        return False
+
+
+@dataclass(slots=True)
+class Fetched:
+    media_type: str
+    data: str  # base64
+
+
+@dataclass(slots=True)
+class FetchMedia:
+    """Exchange action: fetch these URLs, then call ``Exchange.on_fetched`` with the result of ``fetch_all``."""
+
+    urls: list[str]
+    policy: FetchPolicy
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _media_parts(req: c.Request) -> list[c.Image | c.Document]:
+    out: list[c.Image | c.Document] = []
+
+    def walk(parts: list[c.Part]) -> None:
+        for p in parts:
+            if isinstance(p, c.Image | c.Document):
+                out.append(p)
+            elif isinstance(p, c.ToolResult):
+                walk(p.content)
+
+    for m in req.messages:
+        walk(m.parts)
+    return out
+
+
+def _needs_inline(part: c.Image | c.Document, provider_type: str) -> tuple[bool, str | None]:
+    """(needs inlining, a reason it can never work or None)."""
+    url = part.url or ""
+    scheme = urlsplit(url).scheme.lower()
+    host = (urlsplit(url).hostname or "").lower()
+    if scheme not in ("http", "https"):
+        return True, f"URL scheme '{scheme}:' cannot be read by provider type '{provider_type}'"
+    if provider_type == "gemini":
+        return host not in _GEMINI_URL_HOSTS, None
+    if host in _GEMINI_HOSTS:
+        return True, "Gemini File API URIs can only be read by Gemini providers"
+    if provider_type == "openai":
+        return isinstance(part, c.Document), None  # OpenAI takes image URLs, but files only as file_data
+    return False, None  # Anthropic takes image and PDF document URLs itself
+
+
+def plan(req: c.Request, provider_type: str, policy: FetchPolicy) -> list[str]:
+    """The URLs that must be fetched and inlined before ``req`` can be built for ``provider_type``."""
+    urls: list[str] = []
+    for part in _media_parts(req):
+        if part.data is not None or not part.url or part.url.startswith("data:"):
+            continue
+        needed, never = _needs_inline(part, provider_type)
+        if not needed:
+            continue
+        kind = "image" if isinstance(part, c.Image) else "document"
+        if never:
+            raise invalid(f"{kind} URL {part.url[:200]!r}: {never}", param="messages")
+        if not policy.enabled:
+            raise invalid(
+                f"{kind} URL {part.url[:200]!r}: provider type '{provider_type}' needs the {kind} inline (base64) "
+                "and this gateway does not fetch URLs (send the bytes, or enable image_fetch in the config)",
+                param="messages",
+            )
+        check_url(part.url, policy, kind)
+        if part.url not in urls:
+            urls.append(part.url)
+    return urls
+
+
+def check_url(url: str, policy: FetchPolicy, kind: str = "image") -> None:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme != "https" and not (scheme == "http" and policy.allow_http):
+        raise invalid(f"{kind} URL {url[:200]!r}: only https URLs are fetched", param="messages")
+    if parts.username or parts.password:
+        raise invalid(f"{kind} URL {url[:200]!r}: URLs with credentials are not fetched", param="messages")
+    if not parts.hostname or not policy.host_allowed(parts.hostname):
+        raise invalid(
+            f"{kind} URL {url[:200]!r}: host '{parts.hostname}' is not in image_fetch.allow_hosts", param="messages"
+        )
+
+
+def substitute(req: c.Request, fetched: dict[str, Fetched]) -> None:
+    """Replace each fetched URL by its bytes (in place)."""
+    for part in _media_parts(req):
+        got = fetched.get(part.url or "") if part.data is None else None
+        if got is None:
+            continue
+        part.data = got.data
+        part.media_type = got.media_type
+        part.url = None
