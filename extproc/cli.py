@@ -39,8 +39,16 @@ def build_parser(command: str) -> argparse.ArgumentParser:
     _flag(p, "config", default="config/proxy-config.yaml", help="YAML config (default: %(default)s)")
     _flag(p, "env-file", dest="env_file", default=".env", help=".env file (default: %(default)s)")
     _flag(p, "verbose", action="store_true", help="debug logging")
-    if command in ("run", "envoy-config"):
+    if command == "run":
+        _flag(
+            p,
+            "listen",
+            default=None,
+            help="Envoy listener address (default: :8080 with gateway keys configured, 127.0.0.1:8080 without)",
+        )
+    if command == "envoy-config":
         _flag(p, "listen", default=":8080", help="Envoy listener address (default: %(default)s)")
+    if command in ("run", "envoy-config"):
         _flag(p, "admin", default="127.0.0.1:9901", help="Envoy admin address (default: %(default)s)")
     if command == "run":
         _flag(p, "envoy-bin", dest="envoy_bin", default=None, help="Envoy binary (default: the packaged one)")
@@ -88,6 +96,13 @@ def main(argv: list[str] | None = None) -> int:
         from .server import run
 
         return run(args.config, args.extproc_listen, args.grace, args.verbose)
+    if args.listen is None:  # run without --listen: open to the network only when clients must present a key
+        args.listen = ":8080" if cfg.access.enabled else "127.0.0.1:8080"
+    if not cfg.access.enabled and command == "run":
+        log.warning(
+            "no gateway keys configured (auth.api_keys): anyone who can reach %s spends your provider keys",
+            args.listen,
+        )
     try:
         listen = Address.parse(args.listen)
         admin = Address.parse(args.admin, default_host="127.0.0.1")

@@ -17,7 +17,9 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from . import access
 from . import media as _fetch
+from .access import AccessPolicy
 from .media import FetchPolicy
 
 PROVIDER_TYPES = ("openai", "anthropic", "gemini")
@@ -91,6 +93,7 @@ class Config:
     anthropic_default_max_tokens: int = 4096
     max_request_bytes: int = 32 * 1024 * 1024
     image_fetch: FetchPolicy = field(default_factory=FetchPolicy)
+    access: AccessPolicy = field(default_factory=AccessPolicy)
     extras: dict[str, Any] = field(default_factory=dict)
 
     def resolve(self, model: str) -> tuple[Provider, str] | None:
@@ -171,6 +174,8 @@ def build_config(data: Any, fname: str, env: dict[str, str]) -> Config:
         "anthropic_default_max_tokens",
         "max_request_bytes",
         "image_fetch",
+        "auth",
+        "rate_limits",
     }
     for key in data:
         if key not in known:
@@ -243,6 +248,10 @@ def build_config(data: Any, fname: str, env: dict[str, str]) -> Config:
             setattr(cfg, key, value)
     if data.get("image_fetch") is not None:
         cfg.image_fetch = _parse_image_fetch(data["image_fetch"], fail)
+    cfg.access = access.parse(data.get("auth"), data.get("rate_limits"), env, fail)
+    for model in cfg.access.per_model_rpm:
+        if model not in models:
+            raise fail(f"rate_limits.per_model.{model}", "not a configured model name")
     return cfg
 
 
@@ -324,6 +333,10 @@ def summary(cfg: Config) -> str:
         lines.append(f"  model {m.name}{alias} via {m.provider}")
     if cfg.default_provider:
         lines.append(f"  unknown models go to {cfg.default_provider}")
+    if cfg.access.enabled:
+        lines.append(f"  gateway keys: {', '.join(k.name for k in cfg.access.keys)}")
+    else:
+        lines.append("  gateway keys: none (anyone who can reach the listener uses your provider keys)")
     for p in cfg.used_providers():
         if p.api_key_env is None:
             key = "no key needed"

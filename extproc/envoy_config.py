@@ -17,6 +17,9 @@ import yaml
 from .config import Config, Provider
 
 ROUTE_HEADER = "x-ai-gateway-provider"
+# What Envoy's local rate limit counts: the gateway key's name and the client's model (set by the service).
+RATE_KEY_HEADER = "x-ai-gateway-key"
+RATE_MODEL_HEADER = "x-ai-gateway-model"
 # Set by Envoy's local-reply mappers on replies Envoy made itself (connect failure, timeout), so the service can tell
 # them from a provider's own 502/504 and answer in the client's format with the right error type.
 LOCAL_ERROR_HEADER = "x-ai-gateway-error"
@@ -86,6 +89,8 @@ def _provider_route(p: Provider, timeout: float) -> dict[str, Any]:
             "timeout": _duration(timeout),
             "idle_timeout": _duration(timeout),
         },
+        # The gateway's own headers never reach a provider.
+        "request_headers_to_remove": [ROUTE_HEADER, RATE_KEY_HEADER, RATE_MODEL_HEADER],
     }
 
 
@@ -221,6 +226,15 @@ def render(
                 _local_error_mapper(["UF", "UH", "UC", "DF", "URX", "UR", "UPE", "UMSDR"], 502, "network"),
                 _local_error_mapper(["UT", "SI"], 504, "timeout"),
                 _local_error_mapper(["UO"], 503, "overloaded"),
+                # Envoy's local rate limit (the service never answers 429 itself).
+                {
+                    "filter": {
+                        "status_code_filter": {
+                            "comparison": {"op": "EQ", "value": {"default_value": 429, "runtime_key": "ai_gw_429"}}
+                        }
+                    },
+                    "body_format_override": _RATE_LIMITED_BODY,
+                },
                 # ext_proc failed (status_on_error): the service cannot translate this one, so the envelope is final.
                 {
                     "filter": {
@@ -238,6 +252,7 @@ def render(
         },
         "http_filters": [
             ext_proc_filter(),
+            *_rate_limit_filters(cfg),
             {
                 "name": "envoy.filters.http.router",
                 "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
@@ -340,6 +355,65 @@ _EXTPROC_FAILED_BODY = {
     },
     "content_type": "application/json",
 }
+
+
+_RATE_LIMITED_BODY = {
+    "json_format": {
+        "type": "error",
+        "error": {
+            "type": "rate_limit_error",
+            "message": "ai-gateway: rate limit exceeded for this gateway key or model; retry after x-ratelimit-reset s",
+            "code": "%RESPONSE_CODE%",
+            "status": "RESOURCE_EXHAUSTED",
+        },
+    },
+    "content_type": "application/json",
+}
+
+
+def _bucket(rpm: int) -> dict[str, Any]:
+    return {"max_tokens": rpm, "tokens_per_fill": rpm, "fill_interval": "60s"}
+
+
+def _rate_limit_filters(cfg: Config) -> list[dict[str, Any]]:
+    """Envoy's local rate limit on the key name and model headers the service sets (one bucket per key and per
+    limited model, shared by all of Envoy's threads); nothing when no limit is configured."""
+    policy = cfg.access
+    if not policy.rate_limited:
+        return []
+    descriptors = []
+    names = [k.name for k in policy.keys] or ["anonymous"]
+    keys = {k.name: k for k in policy.keys}
+    for name in names:
+        rpm = policy.key_rpm(keys.get(name))
+        if rpm:
+            descriptors.append({"entries": [{"key": "ai_key", "value": name}], "token_bucket": _bucket(rpm)})
+    for model, rpm in sorted(policy.per_model_rpm.items()):
+        descriptors.append({"entries": [{"key": "ai_model", "value": model}], "token_bucket": _bucket(rpm)})
+    return [
+        {
+            "name": "envoy.filters.http.local_ratelimit",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+                "stat_prefix": "ai_gateway_rate_limit",
+                # Requests that match no descriptor (no limit configured for them) are never limited.
+                "token_bucket": {"max_tokens": 1_000_000_000, "tokens_per_fill": 1_000_000_000, "fill_interval": "1s"},
+                "filter_enabled": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}},
+                "filter_enforced": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}},
+                "enable_x_ratelimit_headers": "DRAFT_VERSION_03",
+                "always_consume_default_token_bucket": False,
+                "rate_limits": [
+                    {"actions": [{"request_headers": {"header_name": RATE_KEY_HEADER, "descriptor_key": "ai_key"}}]},
+                    {
+                        "actions": [
+                            {"request_headers": {"header_name": RATE_MODEL_HEADER, "descriptor_key": "ai_model"}}
+                        ]
+                    },
+                ],
+                "descriptors": descriptors,
+            },
+        }
+    ]
 
 
 def _local_error_mapper(flags: list[str], status: int, error_type: str) -> dict[str, Any]:

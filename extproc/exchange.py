@@ -16,10 +16,10 @@ from typing import Any
 
 import orjson
 
+from . import access, catalog, media
 from . import canonical as c
-from . import catalog, media
 from .config import Config, Provider
-from .envoy_config import LOCAL_ERROR_HEADER, ROUTE_HEADER
+from .envoy_config import LOCAL_ERROR_HEADER, RATE_KEY_HEADER, RATE_MODEL_HEADER, ROUTE_HEADER
 from .errors import GatewayError, invalid, type_for_status
 from .formats import anthropic, gemini, openai
 
@@ -71,6 +71,7 @@ class Exchange:
     __slots__ = (
         "active",
         "client",
+        "client_key",
         "client_name",
         "decoder",
         "encoder",
@@ -104,6 +105,7 @@ class Exchange:
         self.started = time.monotonic()
         self.client: ModuleType | None = None
         self.client_name = ""
+        self.client_key: access.GatewayKey | None = None
         self.provider: Provider | None = None
         self.provider_fmt: ModuleType | None = None
         self.model = ""
@@ -137,11 +139,13 @@ class Exchange:
         path, _, self.query = full_path.partition("?")
         self.path = path
         try:
-            return self._route_headers(method, path, full_path, end_of_stream)
+            return self._route_headers(method, path, full_path, end_of_stream, headers)
         except GatewayError as err:
             return self.error_reply(err)
 
-    def _route_headers(self, method: str, path: str, full_path: str, eos: bool) -> Forward | Reply:
+    def _route_headers(
+        self, method: str, path: str, full_path: str, eos: bool, headers: dict[str, str]
+    ) -> Forward | Reply:
         if path == "/health":
             self.client_name = "gateway"
             return self._health() if method in ("GET", "HEAD") else self._method_not_allowed("GET")
@@ -149,13 +153,13 @@ class Exchange:
             self.client_name = "gateway"
             return self._metrics() if method == "GET" else self._method_not_allowed("GET")
         if path.startswith("/openai/"):
-            self._set_client("openai")
+            self._set_client("openai", headers)
             if path == "/openai/v1/models" or path.startswith("/openai/v1/models/"):
                 return self._models(method, path[len("/openai/v1/models/") :] or None)
             if path != "/openai/v1/chat/completions":
                 raise GatewayError("not_found", f"unknown path {path} (the OpenAI API here is /openai/v1/...)", 404)
         elif path.startswith("/anthropic/"):
-            self._set_client("anthropic")
+            self._set_client("anthropic", headers)
             if path == "/anthropic/v1/models" or path.startswith("/anthropic/v1/models/"):
                 return self._models(method, path[len("/anthropic/v1/models/") :] or None)
             if path == "/anthropic/v1/messages/count_tokens":
@@ -165,7 +169,7 @@ class Exchange:
                     "not_found", f"unknown path {path} (the Anthropic API here is /anthropic/v1/...)", 404
                 )
         elif path.startswith("/gemini/"):
-            self._set_client("gemini")
+            self._set_client("gemini", headers)
             listing = catalog.gemini_models_path(path)
             if listing is not None:
                 return self._models(method, listing[1])
@@ -179,7 +183,7 @@ class Exchange:
             self.stream_opts["action"] = action
             self.stream_opts["count_tokens"] = action == "countTokens"
         else:
-            self._set_client("openai")
+            self._set_client("openai", headers)
             raise GatewayError(
                 "not_found", f"unknown path {path}: use /openai/v1/..., /anthropic/v1/... or /gemini/v1beta/...", 404
             )
@@ -219,9 +223,17 @@ class Exchange:
         finally:
             self.pending_body = None
 
-    def _set_client(self, name: str) -> None:
+    def _set_client(self, name: str, headers: dict[str, str]) -> None:
+        """The client's format is known from the path: from here on errors are in its shape. With gateway keys
+        configured, the request must present one in that format's own auth header."""
         self.client_name = name
         self.client = FORMATS[name]
+        policy = self.gateway.config.access
+        if policy.enabled and self.path.startswith(("/openai/", "/anthropic/", "/gemini/")):
+            key = policy.identify(access.credential(name, headers, self.query))
+            if key is None:
+                raise GatewayError("auth", "missing or invalid gateway API key", 401)
+            self.client_key = key
 
     # ------------------------------------------------------------------------------------------------ request body
     def on_request_body(self, body: bytes) -> Forward | Reply | media.FetchMedia:
@@ -252,6 +264,10 @@ class Exchange:
         self.provider = provider
         self.target_model = target
         fmt = self.provider_fmt = FORMATS[provider.type]
+        if self.client_key is not None and not self.client_key.allows(self.model):
+            raise GatewayError(
+                "permission", f"gateway key '{self.client_key.name}' may not use model '{self.model}'", 403
+            )
         if self.stream_opts.get("count_tokens") and provider.type != self.client_name:
             raise invalid(
                 f"token counting for model '{self.model}' is not available: it is served by a provider of type "
@@ -264,6 +280,9 @@ class Exchange:
             )
         prefix = provider.upstream.prefix
         set_headers: list[tuple[str, str]] = [(ROUTE_HEADER, provider.name)]
+        if cfg.access.rate_limited:  # what Envoy's local rate limit counts (removed before the request leaves)
+            key_name = self.client_key.name if self.client_key is not None else access.ANONYMOUS
+            set_headers += [(RATE_KEY_HEADER, key_name), (RATE_MODEL_HEADER, self.model)]
         remove = list(_STRIP_ALWAYS)
         if fmt is client:
             self.passthrough = True
