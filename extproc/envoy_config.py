@@ -226,6 +226,15 @@ def render(
                 _local_error_mapper(["UF", "UH", "UC", "DF", "URX", "UR", "UPE", "UMSDR"], 502, "network"),
                 _local_error_mapper(["UT", "SI"], 504, "timeout"),
                 _local_error_mapper(["UO"], 503, "overloaded"),
+                # A request body over max_request_bytes (Envoy's buffer limit; the service never answers 413).
+                {
+                    "filter": {
+                        "status_code_filter": {
+                            "comparison": {"op": "EQ", "value": {"default_value": 413, "runtime_key": "ai_gw_413"}}
+                        }
+                    },
+                    "body_format_override": _TOO_LARGE_BODY,
+                },
                 # Envoy's local rate limit (the service never answers 429 itself).
                 {
                     "filter": {
@@ -357,6 +366,18 @@ _EXTPROC_FAILED_BODY = {
 }
 
 
+_TOO_LARGE_BODY = {
+    "json_format": {
+        "type": "error",
+        "error": {
+            "type": "request_too_large",
+            "message": "ai-gateway: request body is larger than max_request_bytes",
+            "code": "%RESPONSE_CODE%",
+            "status": "INVALID_ARGUMENT",
+        },
+    },
+    "content_type": "application/json",
+}
 _RATE_LIMITED_BODY = {
     "json_format": {
         "type": "error",

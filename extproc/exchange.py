@@ -9,6 +9,7 @@ so it is unit-testable and the servicer stays a thin adapter. The exchange recor
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -29,6 +30,8 @@ FORMATS: dict[str, ModuleType] = {"openai": openai, "anthropic": anthropic, "gem
 _STRIP_ALWAYS = ("authorization", "x-api-key", "x-goog-api-key", "accept-encoding", "transfer-encoding")
 _STRIP_CROSS = ("anthropic-version", "anthropic-beta")
 _JSON = "application/json"
+# Model names travel in upstream paths (Gemini) and headers: printable, no slashes-dot-dot tricks, no control chars.
+_MODEL_NAME = re.compile(r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._:@+-]*(?:/[A-Za-z0-9][A-Za-z0-9._:@+-]*)*$")
 
 
 @dataclass(slots=True)
@@ -191,6 +194,12 @@ class Exchange:
             return self._method_not_allowed("POST")
         if eos:
             raise invalid("request body is required")
+        length = headers.get("content-length", "")
+        limit = self.gateway.config.max_request_bytes
+        if length.isdigit() and int(length) > limit:
+            raise GatewayError(
+                "request_too_large", f"request body is {length} bytes, over this gateway's limit of {limit}", 413
+            )
         return CONTINUE
 
     def _models(self, method: str, model_id: str | None) -> Reply:
@@ -255,6 +264,8 @@ class Exchange:
             self.model = model
             stream = head.get("stream", False)
             self.stream = stream is True
+        if len(self.model) > 256 or not _MODEL_NAME.match(self.model):
+            raise invalid(f"model name {self.model[:80]!r} has characters a model name cannot have", param="model")
         resolved = cfg.resolve(self.model)
         if resolved is None:
             raise GatewayError(

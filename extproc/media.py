@@ -16,6 +16,7 @@ The servicer sees a ``FetchMedia`` action from ``Exchange.on_request_body`` and 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -26,6 +27,8 @@ from .errors import invalid
 _GEMINI_HOSTS = ("generativelanguage.googleapis.com",)
 _GEMINI_URL_HOSTS = (*_GEMINI_HOSTS, "www.youtube.com", "youtube.com", "youtu.be")
 DEFAULT_MAX_BYTES = 5 * 1024 * 1024
+# Standard or URL-safe alphabet (the google-genai SDK sends URL-safe), padding optional, whitespace tolerated.
+_BASE64 = re.compile(r"[A-Za-z0-9+/\-_\s]*={0,2}\s*")
 DEFAULT_TIMEOUT = 10.0
 
 
@@ -100,7 +103,12 @@ def plan(req: c.Request, provider_type: str, policy: FetchPolicy) -> list[str]:
     """The URLs that must be fetched and inlined before ``req`` can be built for ``provider_type``."""
     urls: list[str] = []
     for part in _media_parts(req):
-        if part.data is not None or not part.url or part.url.startswith("data:"):
+        if part.data is not None:
+            if not _BASE64.fullmatch(part.data):
+                kind = "image" if isinstance(part, c.Image) else "document"
+                raise invalid(f"{kind} data is not valid base64", param="messages")
+            continue
+        if not part.url or part.url.startswith("data:"):
             continue
         needed, never = _needs_inline(part, provider_type)
         if not needed:
