@@ -92,6 +92,7 @@ class Config:
     timeout: float = DEFAULT_TIMEOUT
     anthropic_default_max_tokens: int = 4096
     max_request_bytes: int = 32 * 1024 * 1024
+    passthrough_usage: bool = True  # read same-format answers (unchanged) for token metrics: one more gRPC message
     image_fetch: FetchPolicy = field(default_factory=FetchPolicy)
     access: AccessPolicy = field(default_factory=AccessPolicy)
     extras: dict[str, Any] = field(default_factory=dict)
@@ -174,6 +175,7 @@ def build_config(data: Any, fname: str, env: dict[str, str]) -> Config:
         "anthropic_default_max_tokens",
         "max_request_bytes",
         "image_fetch",
+        "passthrough_usage",
         "auth",
         "rate_limits",
     }
@@ -246,6 +248,10 @@ def build_config(data: Any, fname: str, env: dict[str, str]) -> Config:
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise fail(key, "expected a positive integer")
             setattr(cfg, key, value)
+    if "passthrough_usage" in data:
+        if not isinstance(data["passthrough_usage"], bool):
+            raise fail("passthrough_usage", "expected true or false")
+        cfg.passthrough_usage = data["passthrough_usage"]
     if data.get("image_fetch") is not None:
         cfg.image_fetch = _parse_image_fetch(data["image_fetch"], fail)
     cfg.access = access.parse(data.get("auth"), data.get("rate_limits"), env, fail)

@@ -368,6 +368,8 @@ class Exchange:
         if self.status >= 400:
             self.error_type = type_for_status(self.status)
             return CONTINUE if "json" not in ctype else Forward(response_body_mode="NONE")
+        if not self.gateway.config.passthrough_usage and self.stripper is None:
+            return Forward(response_body_mode="NONE")  # one gRPC message less; no tokens in metrics for these
         if not self.stream:
             return CONTINUE
         self.streamed = True

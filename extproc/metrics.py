@@ -8,6 +8,7 @@ answered by whichever worker gets the request, aggregates all of them, so totals
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -19,6 +20,7 @@ _FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.0
 
 class Metrics:
     __slots__ = (
+        "_cache",
         "active",
         "duration",
         "errors",
@@ -67,6 +69,7 @@ class Metrics:
             "proxy_gateway_overhead_seconds", "Time spent in the extproc service per request, provider excluded",
             ("format", "provider"), buckets=_FAST_BUCKETS, registry=reg,
         )  # fmt: skip
+        self._cache: dict[tuple[str, str, str], _Series] = {}
         if self.multiproc:
             from prometheus_client import multiprocess
 
@@ -74,33 +77,66 @@ class Metrics:
             multiprocess.MultiProcessCollector(self.registry)
 
     def started(self, ex: Exchange) -> None:
-        self.active.labels(ex.client_name, ex.provider.name if ex.provider else "").inc()
+        self._series(ex).active.inc()
+
+    def _series(self, ex: Exchange) -> _Series:
+        """The label children of one (format, model, provider), looked up once: ``labels()`` costs more than
+        the increments themselves on the hot path."""
+        key = (ex.client_name, ex.model, ex.provider.name if ex.provider else "")
+        series = self._cache.get(key)
+        if series is None:
+            series = self._cache[key] = _Series(self, *key)
+        return series
 
     def done(self, ex: Exchange, duration: float) -> None:
-        provider = ex.provider.name if ex.provider else ""
-        labels = (ex.client_name, ex.model, provider)
+        s = self._series(ex)
         if ex.active:
-            self.active.labels(ex.client_name, provider).dec()
-        self.requests.labels(*labels, str(ex.status or 0)).inc()
-        self.duration.labels(*labels).observe(duration)
-        self.overhead.labels(ex.client_name, provider).observe(ex.overhead)
+            s.active.dec()
+        status = ex.status or 0
+        counter = s.requests.get(status)
+        if counter is None:
+            counter = s.requests[status] = self.requests.labels(*s.key, str(status))
+        counter.inc()
+        s.duration.observe(duration)
+        s.overhead.observe(ex.overhead)
         if ex.error_type:
-            self.errors.labels(*labels, ex.error_type).inc()
+            self.errors.labels(*s.key, ex.error_type).inc()
         u = ex.usage
         if u is not None:
-            tok = self.tokens
             if u.input_tokens:
-                tok.labels(ex.model, provider, "input").inc(u.input_tokens)
+                s.tokens_in.inc(u.input_tokens)
             if u.output_tokens:
-                tok.labels(ex.model, provider, "output").inc(u.output_tokens)
+                s.tokens_out.inc(u.output_tokens)
             if u.cached_tokens:
-                tok.labels(ex.model, provider, "cached").inc(u.cached_tokens)
+                s.tokens_cached.inc(u.cached_tokens)
             if u.reasoning_tokens:
-                tok.labels(ex.model, provider, "reasoning").inc(u.reasoning_tokens)
+                s.tokens_reasoning.inc(u.reasoning_tokens)
         if ex.ttft is not None:
-            self.ttft.labels(*labels).observe(ex.ttft)
+            s.ttft.observe(ex.ttft)
             if u is not None and u.output_tokens > 1:
-                self.tpot.labels(*labels).observe(max(duration - ex.ttft, 0.0) / (u.output_tokens - 1))
+                s.tpot.observe(max(duration - ex.ttft, 0.0) / (u.output_tokens - 1))
 
     def render(self) -> tuple[str, bytes]:
         return CONTENT_TYPE_LATEST, generate_latest(self.registry)
+
+
+class _Series:
+    """Pre-resolved label children for one (format, model, provider)."""
+
+    __slots__ = (
+        "active", "duration", "key", "overhead", "requests", "tokens_cached", "tokens_in", "tokens_out",
+        "tokens_reasoning", "tpot", "ttft",
+    )  # fmt: skip
+
+    def __init__(self, m: Metrics, fmt: str, model: str, provider: str) -> None:
+        self.key = (fmt, model, provider)
+        self.requests: dict[int, Any] = {}
+        self.active = m.active.labels(fmt, provider)
+        self.duration = m.duration.labels(fmt, model, provider)
+        self.overhead = m.overhead.labels(fmt, provider)
+        self.ttft = m.ttft.labels(fmt, model, provider)
+        self.tpot = m.tpot.labels(fmt, model, provider)
+        self.tokens_in = m.tokens.labels(model, provider, "input")
+        self.tokens_out = m.tokens.labels(model, provider, "output")
+        self.tokens_cached = m.tokens.labels(model, provider, "cached")
+        self.tokens_reasoning = m.tokens.labels(model, provider, "reasoning")
