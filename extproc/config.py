@@ -95,7 +95,6 @@ class Config:
     passthrough_usage: bool = True  # read same-format answers (unchanged) for token metrics: one more gRPC message
     image_fetch: FetchPolicy = field(default_factory=FetchPolicy)
     access: AccessPolicy = field(default_factory=AccessPolicy)
-    extras: dict[str, Any] = field(default_factory=dict)
 
     def resolve(self, model: str) -> tuple[Provider, str] | None:
         """The provider and upstream model name for a client's model name, or None if unknown."""

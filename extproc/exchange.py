@@ -83,6 +83,7 @@ class Exchange:
         "local_error",
         "method",
         "model",
+        "not_json",
         "overhead",
         "passthrough",
         "path",
@@ -120,6 +121,7 @@ class Exchange:
         self.request_id: str | None = None
         self.status = 0
         self.local_error: str | None = None
+        self.not_json = False  # a same-format 2xx answer that is not JSON (a web page): answered as a 502
         self.error_type: str | None = None
         self.usage: c.Usage | None = None
         self.ttft: float | None = None
@@ -368,6 +370,9 @@ class Exchange:
         if self.status >= 400:
             self.error_type = type_for_status(self.status)
             return CONTINUE if "json" not in ctype else Forward(response_body_mode="NONE")
+        if not self.stream and "json" not in ctype:  # a web page where JSON should be: wrapped as an error
+            self.not_json = True
+            return CONTINUE
         if not self.gateway.config.passthrough_usage and self.stripper is None:
             return Forward(response_body_mode="NONE")  # one gRPC message less; no tokens in metrics for these
         if not self.stream:
@@ -394,7 +399,7 @@ class Exchange:
                 self._observe(body, end_of_stream)
                 return CONTINUE
             return self.on_stream_chunk(body, end_of_stream)
-        if self.passthrough and self.status < 300 and not self.local_error:
+        if self.passthrough and self.status < 300 and not self.local_error and not self.not_json:
             assert self.provider_fmt is not None
             # The client gets the provider's bytes as they are; an unreadable body only costs our accounting.
             with contextlib.suppress(GatewayError):
@@ -423,6 +428,12 @@ class Exchange:
         """The whole (buffered) response body of a translated exchange, or an Envoy local reply."""
         client = self.client
         assert client is not None
+        if self.not_json:
+            name = self.provider.name if self.provider else "?"
+            return self._error_body(
+                GatewayError("server_error", f"provider '{name}' answered with a non-JSON body, not a valid response"),
+                status=502,
+            )
         if self.local_error:
             text = _local_reply_text(body)
             kind = self.local_error

@@ -154,3 +154,11 @@ def test_request_id_in_error_body_and_header(gateway: Gateway) -> None:
 def test_unknown_path_is_404(gateway: Gateway) -> None:
     r = httpx.get(gateway.url + "/nope")
     assert r.status_code == 404 and r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_html_200_from_provider_is_502(gateway: Gateway, client: str, provider: str) -> None:
+    """A web page where JSON should be (a captive portal, a misrouted proxy): 502 with a clear message."""
+    exc = expect_status(client, 502, lambda: ask(client, gateway.url, MODELS[provider], "HTML200"))
+    assert "not" in message_of(exc).lower() or "invalid" in message_of(exc).lower()

@@ -100,11 +100,23 @@ def test_error_log_line_has_error_type(gateway: Gateway) -> None:
     assert rec["status_code"] == 404 and rec["error_type"] == "unknown_model" and rec["level"] == "warn"
 
 
-def test_no_secret_in_any_log_line(gateway: Gateway) -> None:
+def test_no_secret_in_logs_metrics_or_error_bodies(gateway: Gateway) -> None:
     ask("anthropic", gateway.url, MODELS["openai"], "secret check")
-    text = gateway.log_text()
-    for secret in (*KEYS.values(), CLIENT_KEY):
-        assert secret not in text
+    headers = {"authorization": f"Bearer {CLIENT_KEY}", "x-api-key": CLIENT_KEY, "anthropic-version": "2023-06-01"}
+
+    def chat(model: str, text: str) -> dict:
+        return {"model": model, "max_tokens": 5, "messages": [{"role": "user", "content": text}]}
+
+    cases = [
+        ("/openai/v1/chat/completions", chat(MODELS["anthropic"], "ERROR 401")),
+        ("/anthropic/v1/messages", chat(MODELS["gemini"], "ERROR 403")),
+        ("/openai/v1/chat/completions", chat("no-key-model", "x")),
+    ]
+    errors = [httpx.post(gateway.url + path, json=body, headers=headers).text for path, body in cases]
+    time.sleep(0.6)  # the access log's flush interval
+    for text in (gateway.log_text(), httpx.get(gateway.url + "/metrics").text, *errors):
+        for secret in (*KEYS.values(), CLIENT_KEY):
+            assert secret not in text
 
 
 def test_sigterm_with_stream_in_flight(mocks: dict) -> None:  # type: ignore[type-arg]

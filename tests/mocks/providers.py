@@ -16,6 +16,7 @@ errors in the provider's real error envelope, and produces deterministic answers
     SLOWSTREAM         0.3 s between stream events
     DROPSTREAM         2 stream events, then the connection is closed without a terminator
     LONGSTREAM         events spread over 8 s in all (longer than the tests' 6 s gateway timeout)
+    HTML200            200 with an HTML page instead of JSON
     STREAMERROR        2 stream events, then the provider's own in-stream error event (overloaded), clean end
     REFUSE             a refusal: finish content_filter / stop_reason refusal / finishReason SAFETY
 
@@ -1798,6 +1799,10 @@ class MockProvider:
         m = _MAGIC_ERROR.search(text)
         if m:
             raise _magic_error(self.kind, int(m.group(1)), conv.model)
+        if _flag(text, "HTML200"):  # a captive portal or misrouted proxy answering 200 with a web page
+            rec.status = 200
+            h.send_body(200, b"<!DOCTYPE html><html><body>Please sign in</body></html>", "text/html")
+            return
         if _flag(text, "HTML500"):
             rec.status = 500
             page = (
