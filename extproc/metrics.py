@@ -7,7 +7,9 @@ answered by whichever worker gets the request, aggregates all of them, so totals
 
 from __future__ import annotations
 
+import asyncio
 import os
+from bisect import bisect_left
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -21,6 +23,8 @@ _FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.0
 class Metrics:
     __slots__ = (
         "_cache",
+        "_pending",
+        "_scheduled",
         "active",
         "duration",
         "errors",
@@ -70,6 +74,8 @@ class Metrics:
             ("format", "provider"), buckets=_FAST_BUCKETS, registry=reg,
         )  # fmt: skip
         self._cache: dict[tuple[str, str, str], _Series] = {}
+        self._pending: set[_Series] = set()
+        self._scheduled = False
         if self.multiproc:
             from prometheus_client import multiprocess
 
@@ -77,7 +83,9 @@ class Metrics:
             multiprocess.MultiProcessCollector(self.registry)
 
     def started(self, ex: Exchange) -> None:
-        self._series(ex).active.inc()
+        s = self._series(ex)
+        s.active += 1
+        self._dirty(s)
 
     def _series(self, ex: Exchange) -> _Series:
         """The label children of one (format, model, provider), looked up once: ``labels()`` costs more than
@@ -89,54 +97,116 @@ class Metrics:
         return series
 
     def done(self, ex: Exchange, duration: float) -> None:
+        """Accumulate in plain Python; ``flush`` writes the sums to the shared files (at most 0.2 s later, and
+        before every scrape). Writing each increment costs an mmap write and a ``getpid`` call each."""
         s = self._series(ex)
         if ex.active:
-            s.active.dec()
+            s.active -= 1
         status = ex.status or 0
-        counter = s.requests.get(status)
-        if counter is None:
-            counter = s.requests[status] = self.requests.labels(*s.key, str(status))
-        counter.inc()
-        s.duration.observe(duration)
-        s.overhead.observe(ex.overhead)
+        s.requests[status] = s.requests.get(status, 0) + 1
+        s.duration.add(duration)
+        s.overhead.add(ex.overhead)
         if ex.error_type:
-            self.errors.labels(*s.key, ex.error_type).inc()
+            s.errors[ex.error_type] = s.errors.get(ex.error_type, 0) + 1
         u = ex.usage
         if u is not None:
-            if u.input_tokens:
-                s.tokens_in.inc(u.input_tokens)
-            if u.output_tokens:
-                s.tokens_out.inc(u.output_tokens)
-            if u.cached_tokens:
-                s.tokens_cached.inc(u.cached_tokens)
-            if u.reasoning_tokens:
-                s.tokens_reasoning.inc(u.reasoning_tokens)
+            s.tokens[0] += u.input_tokens
+            s.tokens[1] += u.output_tokens
+            s.tokens[2] += u.cached_tokens
+            s.tokens[3] += u.reasoning_tokens
         if ex.ttft is not None:
-            s.ttft.observe(ex.ttft)
+            s.ttft.add(ex.ttft)
             if u is not None and u.output_tokens > 1:
-                s.tpot.observe(max(duration - ex.ttft, 0.0) / (u.output_tokens - 1))
+                s.tpot.add(max(duration - ex.ttft, 0.0) / (u.output_tokens - 1))
+        self._dirty(s)
+
+    def _dirty(self, s: _Series) -> None:
+        self._pending.add(s)
+        if not self._scheduled:
+            try:
+                asyncio.get_running_loop().call_later(0.2, self.flush)
+                self._scheduled = True
+            except RuntimeError:  # no event loop (tests, tools): write now
+                self.flush()
+
+    def flush(self) -> None:
+        self._scheduled = False
+        pending, self._pending = self._pending, set()
+        for s in pending:
+            s.write(self)
 
     def render(self) -> tuple[str, bytes]:
+        self.flush()
         return CONTENT_TYPE_LATEST, generate_latest(self.registry)
 
 
+class _Hist:
+    """Observations of one histogram child since the last flush, bucketed the way prometheus-client buckets them."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = (*bounds, float("inf"))
+        self.counts = [0] * len(self.bounds)
+        self.total = 0.0
+
+    def add(self, value: float) -> None:
+        self.total += value
+        self.counts[bisect_left(self.bounds, value)] += 1
+
+    def write(self, child: Any) -> None:
+        """Add the accumulated sum and bucket counts to a prometheus-client histogram child (its value objects are
+        the ones ``observe`` would touch), then start again."""
+        if not any(self.counts):
+            return
+        child._sum.inc(self.total)
+        for i, n in enumerate(self.counts):
+            if n:
+                child._buckets[i].inc(n)
+        self.counts = [0] * len(self.bounds)
+        self.total = 0.0
+
+
 class _Series:
-    """Pre-resolved label children for one (format, model, provider)."""
+    """Pre-resolved label children for one (format, model, provider), and what accumulated since the last flush."""
 
     __slots__ = (
-        "active", "duration", "key", "overhead", "requests", "tokens_cached", "tokens_in", "tokens_out",
-        "tokens_reasoning", "tpot", "ttft",
+        "active", "active_child", "children", "duration", "errors", "key", "overhead", "requests", "tokens", "tpot",
+        "ttft",
     )  # fmt: skip
 
     def __init__(self, m: Metrics, fmt: str, model: str, provider: str) -> None:
         self.key = (fmt, model, provider)
-        self.requests: dict[int, Any] = {}
-        self.active = m.active.labels(fmt, provider)
-        self.duration = m.duration.labels(fmt, model, provider)
-        self.overhead = m.overhead.labels(fmt, provider)
-        self.ttft = m.ttft.labels(fmt, model, provider)
-        self.tpot = m.tpot.labels(fmt, model, provider)
-        self.tokens_in = m.tokens.labels(model, provider, "input")
-        self.tokens_out = m.tokens.labels(model, provider, "output")
-        self.tokens_cached = m.tokens.labels(model, provider, "cached")
-        self.tokens_reasoning = m.tokens.labels(model, provider, "reasoning")
+        self.active = 0
+        self.requests: dict[int, int] = {}
+        self.errors: dict[str, int] = {}
+        self.tokens = [0, 0, 0, 0]  # input, output, cached, reasoning
+        self.duration = _Hist(_DURATION_BUCKETS)
+        self.overhead = _Hist(_FAST_BUCKETS)
+        self.ttft = _Hist(_DURATION_BUCKETS)
+        self.tpot = _Hist(_FAST_BUCKETS)
+        self.active_child = m.active.labels(fmt, provider)
+        self.children = (
+            m.duration.labels(fmt, model, provider),
+            m.overhead.labels(fmt, provider),
+            m.ttft.labels(fmt, model, provider),
+            m.tpot.labels(fmt, model, provider),
+        )
+
+    def write(self, m: Metrics) -> None:
+        if self.active:
+            self.active_child.inc(self.active)
+            self.active = 0
+        for status, n in self.requests.items():
+            m.requests.labels(*self.key, str(status)).inc(n)
+        self.requests.clear()
+        for etype, n in self.errors.items():
+            m.errors.labels(*self.key, etype).inc(n)
+        self.errors.clear()
+        _, model, provider = self.key
+        for kind, n in zip(("input", "output", "cached", "reasoning"), self.tokens, strict=True):
+            if n:
+                m.tokens.labels(model, provider, kind).inc(n)
+        self.tokens = [0, 0, 0, 0]
+        for hist, child in zip((self.duration, self.overhead, self.ttft, self.tpot), self.children, strict=True):
+            hist.write(child)

@@ -88,6 +88,7 @@ async def serve(config_path: str, listen: str, grace: float = 30.0, verbose: boo
     gateway.draining = True
     log.info("extproc worker %d draining (up to %.0fs)", os.getpid(), grace)
     await server.stop(grace)
+    metrics.flush()
     logs.flush()
     return 0
 

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import httpx
@@ -36,6 +37,7 @@ def test_health_has_seed_shape(gateway: Gateway) -> None:
 def test_metrics_count_requests(gateway: Gateway) -> None:
     for _ in range(3):
         ask("openai", gateway.url, MODELS["anthropic"], "count me")
+    time.sleep(0.5)  # workers write their sums at most 0.2 s after a request
     text = httpx.get(gateway.url + "/metrics").text
     line = next(
         ln

@@ -38,7 +38,12 @@ def test_metrics_totals_across_workers(gateway: Gateway) -> None:
         stream(client, gateway.url, "metrics-model", "count stream")
     with contextlib.suppress(Exception):  # the SDK's RateLimitError; the metrics are what this test checks
         ask("openai", gateway.url, "metrics-model", "ERROR 429")
+    # Workers write their sums at most 0.2 s after a request (and the one answering /metrics, at once).
+    deadline = time.monotonic() + 3
     text = httpx.get(gateway.url + "/metrics").text
+    while metric(text, "proxy_requests_total", model="metrics-model") < 13 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        text = httpx.get(gateway.url + "/metrics").text
     assert metric(text, "proxy_requests_total", model="metrics-model") == 13
     assert metric(text, "proxy_requests_total", model="metrics-model", status="200") == 12
     assert metric(text, "proxy_requests_total", model="metrics-model", status="429", format="openai") == 1
