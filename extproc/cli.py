@@ -52,7 +52,15 @@ def build_parser(command: str) -> argparse.ArgumentParser:
         _flag(p, "admin", default="127.0.0.1:9901", help="Envoy admin address (default: %(default)s)")
     if command == "run":
         _flag(p, "envoy-bin", dest="envoy_bin", default=None, help="Envoy binary (default: the packaged one)")
-        _flag(p, "workers", type=int, default=os.cpu_count() or 1, help="extproc worker processes (default: CPUs)")
+        _flag(
+            p,
+            "workers",
+            type=int,
+            # Envoy shares the cores: on 2 cores one worker gave the same throughput as two with a lower p99
+            # (benchmarks/README.md).
+            default=max(1, (os.cpu_count() or 2) // 2),
+            help="extproc worker processes (default: half the CPUs, at least 1)",
+        )
         _flag(
             p,
             "extproc-listen",
