@@ -226,6 +226,16 @@ def render(
                 _local_error_mapper(["UF", "UH", "UC", "DF", "URX", "UR", "UPE", "UMSDR"], 502, "network"),
                 _local_error_mapper(["UT", "SI"], 504, "timeout"),
                 _local_error_mapper(["UO"], 503, "overloaded"),
+                # Envoy's own 500s (e.g. an answer over the per-stream buffer limit, response_payload_too_large);
+                # the service never answers 500 itself.
+                {
+                    "filter": {
+                        "status_code_filter": {
+                            "comparison": {"op": "EQ", "value": {"default_value": 500, "runtime_key": "ai_gw_500"}}
+                        }
+                    },
+                    "body_format_override": _ENVOY_FAILED_BODY,
+                },
                 # A request body over max_request_bytes (Envoy's buffer limit; the service never answers 413).
                 {
                     "filter": {
@@ -366,6 +376,19 @@ _EXTPROC_FAILED_BODY = {
 }
 
 
+_ENVOY_FAILED_BODY = {
+    "json_format": {
+        "type": "error",
+        "error": {
+            "type": "api_error",
+            "message": "ai-gateway: Envoy could not complete this request (%RESPONSE_CODE_DETAILS%); a non-streamed "
+            "answer larger than max_request_bytes ends this way",
+            "code": "%RESPONSE_CODE%",
+            "status": "INTERNAL",
+        },
+    },
+    "content_type": "application/json",
+}
 _TOO_LARGE_BODY = {
     "json_format": {
         "type": "error",

@@ -167,3 +167,21 @@ def test_body_over_the_limit_is_413_json(small_limit: Gateway, fmt: str) -> None
             model=OA_MODEL, messages=[{"role": "user", "content": "a" * 200_000}]
         )
     assert info.value.status_code == 413
+
+
+@pytest.mark.parametrize("client", ["openai", "gemini"])
+def test_answer_over_the_limit_is_a_json_5xx(small_limit: Gateway, client: str) -> None:
+    """Envoy's per-stream buffer limit (max_request_bytes) also bounds a buffered answer: over it, a 5xx the SDKs
+    read as a server error, never a truncated body."""
+    path = OA if client == "openai" else GE.format(model=GE_MODEL)
+    body = ({"model": OA_MODEL, "messages": [{"role": "user", "content": "HUGE"}]} if client == "openai"
+            else {"contents": [{"role": "user", "parts": [{"text": "HUGE"}]}]})  # fmt: skip
+    r = httpx.post(small_limit.url + path, json=body, timeout=30)
+    assert r.status_code >= 500, r.status_code
+    assert r.json()["error"]["message"]
+    # Streams are not buffered: the same answer streamed (events paced, each under the limit) arrives whole.
+    if client == "openai":
+        paced = {**body, "stream": True, "messages": [{"role": "user", "content": "HUGE SLOWSTREAM"}]}
+        with httpx.stream("POST", small_limit.url + path, json=paced, timeout=30) as s:
+            data = s.read()
+        assert s.status_code == 200 and data.count(b"x") >= 200_000 and data.rstrip().endswith(b"[DONE]")

@@ -17,6 +17,7 @@ errors in the provider's real error envelope, and produces deterministic answers
     DROPSTREAM         2 stream events, then the connection is closed without a terminator
     LONGSTREAM         events spread over 8 s in all (longer than the tests' 6 s gateway timeout)
     HTML200            200 with an HTML page instead of JSON
+    HUGE               a 200 KB text answer
     STREAMERROR        2 stream events, then the provider's own in-stream error event (overloaded), clean end
     REFUSE             a refusal: finish content_filter / stop_reason refusal / finishReason SAFETY
 
@@ -1777,6 +1778,8 @@ class MockProvider:
             return _Answer(full[:24], [], "length")
         if _flag(text, "REFUSE"):
             return _Answer("I can't help with that.", [], "refusal")
+        if _flag(text, "HUGE"):  # a 200 KB answer, for response-size limits
+            return _Answer("x" * 200_000, [], "stop")
         if conv.tool_results is not None:
             return _Answer("Tool results: " + " | ".join(conv.tool_results), [], "stop")
         if conv.tool_names:
