@@ -747,7 +747,12 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds per scenario (default 2, quick 1)")
     ap.add_argument("--with-litellm", action="store_true", help="also benchmark the LiteLLM proxy (installs it)")
     ap.add_argument("--quick", action="store_true", help="short smoke run: 3 s, 1 round, fewer samples and requests")
-    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="extproc workers (default: cores)")
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=max(1, (os.cpu_count() or 2) // 2),
+        help="extproc workers (default: the gateway's, half the cores)",
+    )
     ap.add_argument("--extproc-listen", default=None, help="passed to the gateway, e.g. 127.0.0.1:PORT (TCP)")
     ap.add_argument("--provider-threads", type=int, default=1, help="provider Envoy --concurrency (default: 1)")
     ap.add_argument("--ttfb-samples", type=int, default=None, help="unloaded stream samples per target (default 400)")
