@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 
 from dotenv import load_dotenv
@@ -88,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     command = "run"
     if argv and argv[0] in COMMANDS:
         command = argv.pop(0)
+    if command == "extproc":
+        # Until the server installs its handlers, a reload or drain signal from the launcher must not kill us.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     args = build_parser(command).parse_args(argv)
     logs.setup(args.verbose)
     load_dotenv(args.env_file, override=False)

@@ -67,7 +67,7 @@ class Provider:
     base_url: str
     upstream: Upstream
     api_key_env: str | None  # None: the upstream needs no key (a local vLLM/Ollama)
-    api_key: str | None  # read from the environment at load; never logged
+    api_key: str | None = field(repr=False)  # read from the environment at load; never logged or printed
 
     @property
     def cluster(self) -> str:

@@ -226,43 +226,16 @@ def render(
                 _local_error_mapper(["UF", "UH", "UC", "DF", "URX", "UR", "UPE", "UMSDR"], 502, "network"),
                 _local_error_mapper(["UT", "SI"], 504, "timeout"),
                 _local_error_mapper(["UO"], 503, "overloaded"),
-                # Envoy's own 500s (e.g. an answer over the per-stream buffer limit, response_payload_too_large);
-                # the service never answers 500 itself.
-                {
-                    "filter": {
-                        "status_code_filter": {
-                            "comparison": {"op": "EQ", "value": {"default_value": 500, "runtime_key": "ai_gw_500"}}
-                        }
-                    },
-                    "body_format_override": _ENVOY_FAILED_BODY,
-                },
-                # A request body over max_request_bytes (Envoy's buffer limit; the service never answers 413).
-                {
-                    "filter": {
-                        "status_code_filter": {
-                            "comparison": {"op": "EQ", "value": {"default_value": 413, "runtime_key": "ai_gw_413"}}
-                        }
-                    },
-                    "body_format_override": _TOO_LARGE_BODY,
-                },
-                # Envoy's local rate limit (the service never answers 429 itself).
-                {
-                    "filter": {
-                        "status_code_filter": {
-                            "comparison": {"op": "EQ", "value": {"default_value": 429, "runtime_key": "ai_gw_429"}}
-                        }
-                    },
-                    "body_format_override": _RATE_LIMITED_BODY,
-                },
-                # ext_proc failed (status_on_error): the service cannot translate this one, so the envelope is final.
-                {
-                    "filter": {
-                        "status_code_filter": {
-                            "comparison": {"op": "EQ", "value": {"default_value": 502, "runtime_key": "ai_gw_502"}}
-                        }
-                    },
-                    "body_format_override": _EXTPROC_FAILED_BODY,
-                },
+                # Envoy's own replies by status. The service's replies (also local replies to Envoy) carry dynamic
+                # metadata, which these mappers skip, so their bodies, already in the client's format, stay.
+                # 500: e.g. an answer over the per-stream buffer limit (response_payload_too_large).
+                _envoy_status_mapper(500, _ENVOY_FAILED_BODY),
+                # 413: a chunked request body over max_request_bytes (with Content-Length the service answers).
+                _envoy_status_mapper(413, _TOO_LARGE_BODY),
+                # 429: Envoy's local rate limit.
+                _envoy_status_mapper(429, _RATE_LIMITED_BODY),
+                # 502: ext_proc failed (status_on_error): the service cannot translate this one.
+                _envoy_status_mapper(502, _EXTPROC_FAILED_BODY),
             ],
         },
         "route_config": {
@@ -460,6 +433,26 @@ def _rate_limit_filters(cfg: Config) -> list[dict[str, Any]]:
     ]
 
 
+def _envoy_status_mapper(status: int, body: dict[str, Any]) -> dict[str, Any]:
+    """A JSON envelope for a local reply of ``status`` that Envoy made itself (not the service: no metadata)."""
+    not_from_service = {
+        "metadata_filter": {
+            "matcher": {
+                "filter": METADATA_NAMESPACE,
+                "path": [{"key": "format"}],
+                "value": {"string_match": {"exact": "not-a-format"}},  # never matches: only absence does
+            },
+            "match_if_key_not_found": True,
+        }
+    }
+    status_is = {
+        "status_code_filter": {
+            "comparison": {"op": "EQ", "value": {"default_value": status, "runtime_key": f"ai_gw_{status}"}}
+        }
+    }
+    return {"filter": {"and_filter": {"filters": [status_is, not_from_service]}}, "body_format_override": body}
+
+
 def _local_error_mapper(flags: list[str], status: int, error_type: str) -> dict[str, Any]:
     return {
         "filter": {"response_flag_filter": {"flags": flags}},
@@ -478,7 +471,7 @@ def _json_access_log() -> dict[str, Any]:
         "request_id": "%REQ(X-REQUEST-ID)%",
         "method": "%REQ(:METHOD)%",
         "path": f"%DYNAMIC_METADATA({ns}:path)%",
-        "upstream_path": "%REQ(:PATH)%",
+        "upstream_path": f"%DYNAMIC_METADATA({ns}:upstream_path)%",
         "status": "%RESPONSE_CODE%",
         "flags": "%RESPONSE_FLAGS%",
         "duration_ms": "%DURATION%",

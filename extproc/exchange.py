@@ -27,7 +27,13 @@ from .formats import anthropic, gemini, openai
 FORMATS: dict[str, ModuleType] = {"openai": openai, "anthropic": anthropic, "gemini": gemini}
 
 # Client credentials never travel upstream; accept-encoding is dropped so provider bodies arrive uncompressed.
-_STRIP_ALWAYS = ("authorization", "x-api-key", "x-goog-api-key", "accept-encoding", "transfer-encoding")
+# Organization/project headers would pick how the gateway's provider key is billed and limited: also stripped.
+_STRIP_ALWAYS = (
+    "authorization", "x-api-key", "x-goog-api-key", "accept-encoding", "transfer-encoding",
+    "openai-organization", "openai-project", "x-goog-user-project",
+)  # fmt: skip
+# The gateway's own request headers: a client can never set them (overwritten later, removed here at once).
+_OWN_HEADERS = (ROUTE_HEADER, RATE_KEY_HEADER, RATE_MODEL_HEADER)
 _STRIP_CROSS = ("anthropic-version", "anthropic-beta")
 _JSON = "application/json"
 # Model names travel in upstream paths (Gemini) and headers: printable, no slashes-dot-dot tricks, no control chars.
@@ -101,6 +107,7 @@ class Exchange:
         "stripper",
         "target_model",
         "ttft",
+        "upstream_path",
         "usage",
     )
 
@@ -124,6 +131,7 @@ class Exchange:
         self.not_json = False  # a same-format 2xx answer that is not JSON (a web page): answered as a 502
         self.error_type: str | None = None
         self.usage: c.Usage | None = None
+        self.upstream_path = ""
         self.ttft: float | None = None
         self.active = False  # counted in proxy_active_requests
         self.overhead = 0.0  # seconds the service spent on this exchange (the servicer adds them up)
@@ -202,7 +210,8 @@ class Exchange:
             raise GatewayError(
                 "request_too_large", f"request body is {length} bytes, over this gateway's limit of {limit}", 413
             )
-        return CONTINUE
+        own = [h for h in _OWN_HEADERS if h in headers]
+        return Forward(remove_headers=own) if own else CONTINUE
 
     def _models(self, method: str, model_id: str | None) -> Reply:
         """``GET .../models`` and ``GET .../models/{id}`` answered from the config in the client's own shape."""
@@ -304,6 +313,11 @@ class Exchange:
                 # Ask upstream for usage anyway (metrics, logs); the extra chunk is dropped on the way back.
                 new_body = openai.with_stream_usage(head, target)
                 self.stripper = openai.UsageStripper()
+            elif self.client_name != "gemini" and body.count(b'"model"') > 1:
+                # Possibly a duplicate top-level "model" (we read the last; a provider might read the first): send
+                # exactly what was checked.
+                head["model"] = target
+                new_body = orjson.dumps(head)
             elif target != self.model and self.client_name != "gemini":
                 new_body = fmt.rewrite_model(body, target)
             if self.client_name == "gemini":
@@ -340,6 +354,7 @@ class Exchange:
             # A stream that keeps producing is never cut: no total deadline (the router consumes this header);
             # the route's idle timeout still ends a silent one.
             set_headers.append(("x-envoy-upstream-rq-timeout-ms", "0"))
+        self.upstream_path = upstream
         set_headers.append((":path", upstream))
         set_headers.append(("content-length", str(len(new_body))))
         # Headers we set must not also be removed.
@@ -444,7 +459,9 @@ class Exchange:
             )
             return self._error_body(GatewayError(kind, msg, self.status or 502))
         fmt = self.provider_fmt
-        assert fmt is not None
+        if fmt is None:  # Envoy answered before a provider was chosen (a chunked body over the limit)
+            status = self.status or 500
+            return self._error_body(GatewayError(type_for_status(status), _local_reply_text(body), status))
         if self.status >= 400 or self.status < 200:
             return self._error_body(fmt.parse_error(self.status, body))
         try:

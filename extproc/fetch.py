@@ -6,6 +6,7 @@ policy: https only unless ``allow_http``, redirects followed only to allowed hos
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from urllib.parse import urljoin
 
@@ -13,6 +14,7 @@ from .errors import GatewayError, invalid
 from .media import Fetched, FetchPolicy, check_url
 
 _MAX_REDIRECTS = 3
+MAX_URLS = 16  # per request
 
 
 def _media_type(header: str | None) -> str:
@@ -26,19 +28,27 @@ async def fetch_all(
     ``httpx.AsyncBaseTransport`` for tests."""
     import httpx  # only the servicer path that fetches needs it
 
+    if len(urls) > MAX_URLS:
+        return invalid(f"a request may name at most {MAX_URLS} media URLs to fetch ({len(urls)} given)")
     out: dict[str, Fetched] = {}
     url = ""
+    total = 0
     try:
         async with httpx.AsyncClient(
             timeout=policy.timeout,
             follow_redirects=False,
             transport=transport,  # type: ignore[arg-type]
         ) as client:
-            for url in urls:
-                out[url] = await _fetch_one(client, url, policy)
+            async with asyncio.timeout(policy.timeout * 2):  # one deadline for the whole request's downloads
+                for url in urls:
+                    out[url] = got = await _fetch_one(client, url, policy)
+                    total += len(got.data)
+                    if total > policy.max_bytes * 4:
+                        return invalid(f"the media URLs of this request add up to more than {policy.max_bytes * 4}"
+                                       " bytes")  # fmt: skip
     except GatewayError as err:
         return err
-    except httpx.HTTPError as exc:
+    except Exception as exc:  # httpx.HTTPError, InvalidURL, IDNA errors...: the client named a URL we cannot read
         return invalid(f"could not fetch {url[:200]!r}: {type(exc).__name__}", param="messages")
     return out
 

@@ -165,7 +165,7 @@ class Supervisor:
         env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir), PYTHONUNBUFFERED="1")
         self.worker_env = env
         for addr in self.addresses:
-            self.workers.append(subprocess.Popen(self._worker_cmd(addr), env=env))
+            self.workers.append(subprocess.Popen(self._worker_cmd(addr), env=env, start_new_session=True))
         self._wait("extproc workers", lambda: all(_connectable(a) for a in self.addresses), self.workers)
         self.envoy = self._start_envoy(self._render(self.cfg), ["--use-dynamic-base-id", "--base-id-path",
                                                                str(self.runtime / "base-id")])  # fmt: skip
@@ -186,7 +186,8 @@ class Supervisor:
         cmd += ["--log-level", "info" if self.opts.verbose else "warn", "--drain-strategy", "immediate"]
         cmd += ["--file-flush-interval-msec", "500"]  # access log lines reach stdout within half a second
         cmd += ["--drain-time-s", str(int(self.opts.grace)), "--parent-shutdown-time-s", str(int(self.opts.grace) + 5)]
-        return subprocess.Popen(cmd)
+        # Own sessions: a terminal's Ctrl-C reaches only the launcher, which then drains in order.
+        return subprocess.Popen(cmd, start_new_session=True)
 
     def reload(self) -> None:
         """Config changed (SIGHUP or the file): check it, hot-restart Envoy if its clusters/routes changed, then have
@@ -200,6 +201,7 @@ class Supervisor:
         if bootstrap != self.bootstrap and self.envoy is not None:
             base_id = (self.runtime / "base-id").read_text().strip()
             self.epoch += 1
+            previous = self.bootstrap
             log.info("providers or limits changed: hot-restarting Envoy (epoch %d)", self.epoch)
             self.old_envoys.append(self.envoy)
             self.envoy = self._start_envoy(bootstrap, ["--base-id", base_id])
@@ -210,6 +212,7 @@ class Supervisor:
                     log.error("the new Envoy exited with %s; keeping the old config", self.envoy.returncode)
                     self.envoy = self.old_envoys.pop()
                     self.epoch -= 1
+                    self.bootstrap = previous
                     return
                 time.sleep(0.1)
         self.cfg = cfg
@@ -266,7 +269,9 @@ class Supervisor:
             from prometheus_client import multiprocess
 
             multiprocess.mark_process_dead(dead.pid, metrics_dir)  # its live gauges no longer count
-        self.workers[i] = subprocess.Popen(self._worker_cmd(self.addresses[i]), env=self.worker_env)
+        self.workers[i] = subprocess.Popen(
+            self._worker_cmd(self.addresses[i]), env=self.worker_env, start_new_session=True
+        )
         return True
 
     def drain(self) -> None:

@@ -90,7 +90,9 @@ class Metrics:
     def _series(self, ex: Exchange) -> _Series:
         """The label children of one (format, model, provider), looked up once: ``labels()`` costs more than
         the increments themselves on the hot path."""
-        key = (ex.client_name, ex.model, ex.provider.name if ex.provider else "")
+        # Only configured model names become label values: a client choosing names must not create series.
+        model = ex.model if ex.model in ex.gateway.config.models else "other"
+        key = (ex.client_name, model, ex.provider.name if ex.provider else "")
         series = self._cache.get(key)
         if series is None:
             series = self._cache[key] = _Series(self, *key)

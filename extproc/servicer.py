@@ -18,6 +18,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from google.protobuf.struct_pb2 import Struct
 
 from .envoy_config import METADATA_NAMESPACE
+from .errors import GatewayError
 from .exchange import CONTINUE, Exchange, Forward, Gateway, Reply
 from .fetch import fetch_all
 from .logs import redact
@@ -104,6 +105,7 @@ def _metadata(ex: Exchange) -> Struct | None:
         fields["model"] = ex.model
     if ex.provider is not None:
         fields["provider"] = ex.provider.name
+        fields["upstream_path"] = ex.upstream_path
     if ex.usage is not None:
         fields["input_tokens"] = ex.usage.input_tokens
         fields["output_tokens"] = ex.usage.output_tokens
@@ -142,57 +144,52 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
         try:
             async for msg in request_iterator:
                 t0 = perf_counter()
-                which = msg.WhichOneof("request")
-                if which == "request_headers":
-                    h = msg.request_headers
-                    action = ex.on_request_headers(_headers(h), h.end_of_stream)
-                    resp = _answer("request_headers", action)
-                    if isinstance(action, Reply):
-                        _finish(resp, ex)
-                    ex.overhead += perf_counter() - t0
-                    yield resp
-                    continue
-                elif which == "request_body":
-                    if _DEBUG():
-                        log.debug("request %s %s body: %s", ex.request_id, ex.path, _snippet(msg.request_body.body))
-                    action = ex.on_request_body(msg.request_body.body)
-                    if isinstance(action, FetchMedia):  # opt-in URL media: the one await outside gRPC
-                        action = ex.on_fetched(await fetch_all(action.urls, action.policy))
-                    if ex.provider is not None and self.metrics is not None and isinstance(action, Forward):
-                        self.metrics.started(ex)
-                        ex.active = True
-                    resp = _answer("request_body", action)
-                    if isinstance(action, Reply):
-                        _finish(resp, ex)
-                    ex.overhead += perf_counter() - t0
-                    yield resp
-                    continue
-                elif which == "response_headers":
-                    action = ex.on_response_headers(_headers(msg.response_headers))
-                    resp = _answer("response_headers", action)
-                    if action.response_body_mode == "NONE":
-                        _finish(resp, ex)
-                    ex.overhead += perf_counter() - t0
-                    yield resp
-                    continue
-                elif which == "response_body":
-                    b = msg.response_body
-                    if _DEBUG():
-                        log.debug("response %s status %s body: %s", ex.request_id, ex.status, _snippet(b.body))
-                    action = ex.on_response_body(b.body, b.end_of_stream)
-                    resp = _answer("response_body", action)
-                    if b.end_of_stream or not ex.streamed:
-                        _finish(resp, ex)
-                    ex.overhead += perf_counter() - t0
-                    yield resp
-                    continue
-                else:  # trailers are not requested; answer anything else with "no change"
-                    resp = pb.ProcessingResponse()
-                    getattr(resp, which).SetInParent()
-                    yield resp
+                try:
+                    resp = await self._handle(ex, msg)
+                except Exception:  # a bug must cost one request a clear 500, never the stream or the worker
+                    log.exception("request %s failed inside the gateway", ex.request_id)
+                    err = GatewayError("server_error", "internal error in the gateway (logged with the request id)")
+                    resp = _finish(_immediate(ex.error_reply(err)), ex)
+                ex.overhead += perf_counter() - t0
+                yield resp
         finally:
             if self.on_done is not None:
                 try:
                     self.on_done(ex)
                 except Exception:  # metrics/logging must never break a request
                     log.exception("recording request %s failed", ex.request_id)
+
+    async def _handle(self, ex: Exchange, msg: pb.ProcessingRequest) -> pb.ProcessingResponse:
+        """One ext_proc message in, its answer out."""
+        which = msg.WhichOneof("request")
+        if which == "request_headers":
+            h = msg.request_headers
+            action = ex.on_request_headers(_headers(h), h.end_of_stream)
+            resp = _answer("request_headers", action)
+            return _finish(resp, ex) if isinstance(action, Reply) else resp
+        if which == "request_body":
+            if _DEBUG():
+                log.debug("request %s %s body: %s", ex.request_id, ex.path, _snippet(msg.request_body.body))
+            action = ex.on_request_body(msg.request_body.body)
+            if isinstance(action, FetchMedia):  # opt-in URL media: the one await outside gRPC
+                t_fetch = perf_counter()
+                action = ex.on_fetched(await fetch_all(action.urls, action.policy))
+                ex.overhead -= perf_counter() - t_fetch  # downloading is not the gateway's own time
+            if ex.provider is not None and self.metrics is not None and isinstance(action, Forward):
+                self.metrics.started(ex)
+                ex.active = True
+            resp = _answer("request_body", action)
+            return _finish(resp, ex) if isinstance(action, Reply) else resp
+        if which == "response_headers":
+            fwd = ex.on_response_headers(_headers(msg.response_headers))
+            resp = _answer("response_headers", fwd)
+            return _finish(resp, ex) if fwd.response_body_mode == "NONE" else resp
+        if which == "response_body":
+            b = msg.response_body
+            if _DEBUG():
+                log.debug("response %s status %s body: %s", ex.request_id, ex.status, _snippet(b.body))
+            resp = _answer("response_body", ex.on_response_body(b.body, b.end_of_stream))
+            return _finish(resp, ex) if b.end_of_stream or not ex.streamed else resp
+        resp = pb.ProcessingResponse()  # trailers are not requested; anything else: "no change"
+        getattr(resp, which).SetInParent()
+        return resp

@@ -185,3 +185,21 @@ def test_answer_over_the_limit_is_a_json_5xx(small_limit: Gateway, client: str) 
         with httpx.stream("POST", small_limit.url + path, json=paced, timeout=30) as s:
             data = s.read()
         assert s.status_code == 200 and data.count(b"x") >= 200_000 and data.rstrip().endswith(b"[DONE]")
+
+
+def test_413_bodies_are_the_clients_own(small_limit: Gateway) -> None:
+    """The service's 413 (from Content-Length) keeps its client-format body and request id; a chunked upload over
+    the limit (Envoy's own 413) is answered in the client's format too."""
+    big = b'{"model": "' + OA_MODEL.encode() + b'", "x": "' + b"a" * 100_000 + b'"}'
+    r = httpx.post(small_limit.url + AN, content=big, headers={"x-request-id": "big-1"})
+    body = r.json()
+    assert r.status_code == 413 and body["type"] == "error" and body["error"]["type"] == "request_too_large"
+    assert body["request_id"] == "big-1"
+
+    def chunks() -> Iterator[bytes]:
+        yield big[:50_000]
+        yield big[50_000:]
+
+    r = httpx.post(small_limit.url + OA, content=chunks(), headers={"x-request-id": "big-2"})
+    assert r.status_code == 413, r.text[:200]
+    assert r.json()["error"]["message"]

@@ -118,6 +118,13 @@ def test_no_secret_in_logs_metrics_or_error_bodies(gateway: Gateway) -> None:
         ("/openai/v1/chat/completions", chat("no-key-model", "x")),
     ]
     errors = [httpx.post(gateway.url + path, json=body, headers=headers).text for path, body in cases]
+    # A Gemini client's ?key= on requests the service answers itself (unknown model, listing) and on translated ones.
+    for path in ("/gemini/v1beta/models/nope:generateContent", "/gemini/v1beta/models",
+                 f"/gemini/v1beta/models/{MODELS['openai']}:generateContent"):  # fmt: skip
+        r = httpx.post(gateway.url + path + f"?key={CLIENT_KEY}", json={"contents": [
+            {"role": "user", "parts": [{"text": "k"}]}]}) if ":" in path else httpx.get(
+            gateway.url + path + f"?key={CLIENT_KEY}")  # fmt: skip
+        errors.append(r.text)
     time.sleep(0.6)  # the access log's flush interval
     for text in (gateway.log_text(), httpx.get(gateway.url + "/metrics").text, *errors):
         for secret in (*KEYS.values(), CLIENT_KEY):
