@@ -331,7 +331,8 @@ class Exchange:
                 upstream = prefix + suffix + (f"?{self.query}" if self.query else "")
         else:
             resumed = self.request is not None and self.pending_body is not None
-            req = self.request if resumed else client.parse_request(body, model=self.model, stream=self.stream)
+            source = head or body  # decoded once already for OpenAI and Anthropic clients
+            req = self.request if resumed else client.parse_request(source, model=self.model, stream=self.stream)
             assert req is not None
             req.stream = self.stream
             self.request = req

@@ -4,7 +4,8 @@ Every format module is pure (bytes and dicts in, bytes and dataclasses out; no g
 and exposes the same API, both directions, so the servicer can pair any client format with any provider format:
 
 Client side (the client speaks this format):
-    parse_request(body: bytes, *, model: str | None = None, stream: bool = False) -> canonical.Request
+    parse_request(body: bytes | dict, *, model: str | None = None, stream: bool = False) -> canonical.Request
+        ``body`` may be the already-decoded JSON object (the exchange decodes once to read ``model``).
         Gemini passes the model and stream flag from the URL path; the others read them from the body.
         Raises errors.GatewayError("invalid_request", ..., 400, param=...) for anything the real API refuses.
     build_response(resp: canonical.Response, *, model: str) -> bytes

@@ -202,9 +202,10 @@ def _load_object(body: bytes, what: str) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------------------------------
 # Client side: request in
 # ---------------------------------------------------------------------------------------------------------------------
-def parse_request(body: bytes, *, model: str | None = None, stream: bool = False) -> Request:
-    """An Anthropic ``messages.create`` body -> canonical Request, refusing what the real API refuses."""
-    data = _load_object(body, "request body")
+def parse_request(body: bytes | dict[str, Any], *, model: str | None = None, stream: bool = False) -> Request:
+    """An Anthropic ``messages.create`` body (bytes, or already decoded) -> canonical Request, refusing what the real
+    API refuses."""
+    data = body if isinstance(body, dict) else _load_object(body, "request body")
     try:
         return _parse_request(data, model, stream)
     except GatewayError:

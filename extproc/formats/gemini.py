@@ -363,10 +363,11 @@ def _schema_to_json(s: Any, param: str) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------------------------------
 # Client side: request
 # ---------------------------------------------------------------------------------------------------------------------
-def parse_request(body: bytes, *, model: str | None = None, stream: bool = False) -> Request:
-    """A client's generateContent body into a canonical Request (model and stream come from the URL path)."""
+def parse_request(body: bytes | dict[str, Any], *, model: str | None = None, stream: bool = False) -> Request:
+    """A client's generateContent body (bytes, or already decoded) into a canonical Request (model and stream come
+    from the URL path)."""
     try:
-        data = orjson.loads(body)
+        data = body if isinstance(body, dict) else orjson.loads(body)
     except orjson.JSONDecodeError as e:
         raise invalid(f"request body is not valid JSON: {e}") from None
     if not isinstance(data, dict):

@@ -153,10 +153,10 @@ def _text_parts(content: Any, param: str, role: str) -> list[Part]:
 # ---------------------------------------------------------------------------------------------------------------------
 # Client side: request in
 # ---------------------------------------------------------------------------------------------------------------------
-def parse_request(body: bytes, *, model: str | None = None, stream: bool = False) -> Request:
-    """Decode and validate a Chat Completions request like the real API would."""
+def parse_request(body: bytes | dict[str, Any], *, model: str | None = None, stream: bool = False) -> Request:
+    """Decode and validate a Chat Completions request like the real API would (``body`` may be already decoded)."""
     try:
-        data = orjson.loads(body)
+        data = body if isinstance(body, dict) else orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise invalid(f"request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
