@@ -8,7 +8,6 @@ so it is unit-testable and the servicer stays a thin adapter. The exchange recor
 
 from __future__ import annotations
 
-import contextlib
 import re
 import time
 from dataclasses import dataclass, field
@@ -417,9 +416,17 @@ class Exchange:
             return self.on_stream_chunk(body, end_of_stream)
         if self.passthrough and self.status < 300 and not self.local_error and not self.not_json:
             assert self.provider_fmt is not None
-            # The client gets the provider's bytes as they are; an unreadable body only costs our accounting.
-            with contextlib.suppress(GatewayError):
+            try:
                 self.usage = self.provider_fmt.parse_response(body).usage
+            except GatewayError:
+                # The client gets the provider's bytes as they are (a shape we do not know costs only our
+                # accounting), unless they are not JSON at all: a truncated answer becomes a clear 502.
+                try:
+                    orjson.loads(body)
+                except orjson.JSONDecodeError:
+                    name = self.provider.name if self.provider else "?"
+                    err = GatewayError("server_error", f"provider '{name}' answered with truncated or invalid JSON")
+                    return self._error_body(err, status=502)
             return CONTINUE
         return self._whole_body(body)
 
