@@ -48,8 +48,8 @@ def _headers(msg: pb.HttpHeaders) -> dict[str, str]:
     return out
 
 
-def _common(fwd: Forward) -> pb.CommonResponse:
-    common = pb.CommonResponse()
+def _fill(common: pb.CommonResponse, fwd: Forward) -> None:
+    """Write a ``Forward`` into the response's own ``CommonResponse`` (no intermediate message, no body copy)."""
     if fwd.set_headers or fwd.remove_headers:
         mut = common.header_mutation
         for key, value in fwd.set_headers:
@@ -67,7 +67,7 @@ def _common(fwd: Forward) -> pb.CommonResponse:
             common.body_mutation.clear_body = True
     if fwd.clear_route_cache:
         common.clear_route_cache = True
-    return common
+    common.SetInParent()
 
 
 def _immediate(reply: Reply) -> pb.ProcessingResponse:
@@ -89,7 +89,7 @@ def _answer(phase: str, action: Forward | Reply) -> pb.ProcessingResponse:
     if action is CONTINUE:
         getattr(resp, phase).SetInParent()
         return resp
-    getattr(resp, phase).response.CopyFrom(_common(action))
+    _fill(getattr(resp, phase).response, action)
     if action.response_body_mode is not None:
         resp.mode_override.SetInParent()
         resp.mode_override.response_body_mode = _MODES[action.response_body_mode]
