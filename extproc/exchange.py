@@ -597,4 +597,4 @@ def _peek(body: bytes) -> dict[str, Any]:
     return obj
 
 
-__all__ = ["CONTINUE", "FORMATS", "Exchange", "Forward", "Gateway", "Reply", "type_for_status"]
+__all__ = ["CONTINUE", "FORMATS", "Exchange", "Forward", "Gateway", "Reply"]
