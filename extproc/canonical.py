@@ -232,6 +232,20 @@ class StreamError:
 Event = MessageStart | TextDelta | ThinkingDelta | ToolCallStart | ToolCallDelta | Finish | UsageUpdate | StreamError
 
 
+THOUGHT_SEP = "__thought__"
+
+
+def join_tool_id(call_id: str, signature: str | None) -> str:
+    """A tool-call id for clients without a place for Gemini thought signatures: ``{id}__thought__{signature}``."""
+    return f"{call_id}{THOUGHT_SEP}{signature}" if signature else call_id
+
+
+def split_tool_id(raw: str) -> tuple[str, str | None]:
+    """The inverse of ``join_tool_id``: (id, signature or None), when a client echoes such an id back."""
+    call_id, sep, signature = raw.partition(THOUGHT_SEP)
+    return (call_id, signature or None) if sep else (raw, None)
+
+
 def merge_usage(into: Usage, update: Usage) -> Usage:
     """Fold a cumulative usage update into ``into`` (non-zero fields win) and return it."""
     if update.input_tokens:

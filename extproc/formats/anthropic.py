@@ -44,7 +44,9 @@ from extproc.canonical import (
     ToolResult,
     Usage,
     UsageUpdate,
+    join_tool_id,
     merge_usage,
+    split_tool_id,
 )
 from extproc.errors import GatewayError, invalid
 from extproc.sse import SSEParser, encode_event
@@ -54,7 +56,6 @@ NAME = "anthropic"
 EXTRA_HEADERS: list[tuple[str, str]] = [("anthropic-version", "2023-06-01")]
 
 # Gemini thought signatures ride inside the tool-call id a client sees (see canonical conventions).
-THOUGHT_SEP = "__thought__"
 
 _STOP_REASONS: dict[str, str] = {
     "end_turn": "stop",
@@ -134,12 +135,6 @@ def _is_num(v: Any) -> bool:
 def _int0(v: Any) -> int:
     """A usage count, 0 when absent or not an integer (mock and malformed usage blocks exist in the wild)."""
     return v if _is_int(v) else 0
-
-
-def _split_id(raw: str) -> tuple[str, str | None]:
-    """``id__thought__sig`` -> (id, sig): a Gemini thought signature travelling inside a tool-use id."""
-    tid, sep, sig = raw.partition(THOUGHT_SEP)
-    return (tid, sig or None) if sep else (raw, None)
 
 
 def _new_id() -> str:
@@ -318,7 +313,7 @@ def _parse_block(block: Any, role: str, where: str, tool_names: dict[str, str]) 
             raise invalid(f"{where}.name: must be a non-empty string", param=f"{where}.name")
         if not isinstance(args, dict):
             raise invalid(f"{where}.input: must be an object", param=f"{where}.input")
-        tid, sig = _split_id(raw_id)
+        tid, sig = split_tool_id(raw_id)
         tool_names[tid] = name
         return ToolCall(id=tid, name=name, arguments=_dumps(args), signature=sig)
     if kind == "tool_result":
@@ -327,7 +322,7 @@ def _parse_block(block: Any, role: str, where: str, tool_names: dict[str, str]) 
         raw_id = block.get("tool_use_id")
         if not isinstance(raw_id, str) or not raw_id:
             raise invalid(f"{where}.tool_use_id: must be a non-empty string", param=f"{where}.tool_use_id")
-        tid, _ = _split_id(raw_id)
+        tid, _ = split_tool_id(raw_id)
         if tid not in tool_names:
             raise invalid(
                 f"{where}.tool_use_id: {raw_id!r} matches no tool_use block in an earlier assistant message",
@@ -546,7 +541,7 @@ def rewrite_model(body: bytes, model: str) -> bytes:
 # Client side: response, error and stream out
 # ---------------------------------------------------------------------------------------------------------------------
 def _tool_use_block(call: ToolCall, input_obj: dict[str, Any]) -> dict[str, Any]:
-    tid = f"{call.id}{THOUGHT_SEP}{call.signature}" if call.signature else call.id
+    tid = join_tool_id(call.id, call.signature)
     return {"type": "tool_use", "id": tid, "name": call.name, "input": input_obj}
 
 

@@ -43,7 +43,9 @@ from extproc.canonical import (
     ToolResult,
     Usage,
     UsageUpdate,
+    join_tool_id,
     merge_usage,
+    split_tool_id,
 )
 from extproc.errors import ERROR_TYPES, GatewayError, invalid, type_for_status
 from extproc.sse import SSEEvent, SSEParser, encode_event
@@ -51,7 +53,6 @@ from extproc.sse import SSEEvent, SSEParser, encode_event
 NAME = "openai"
 EXTRA_HEADERS: list[tuple[str, str]] = []
 
-THOUGHT_SEP = "__thought__"
 _FINISH_IN = {
     "stop": "stop",
     "length": "length",
@@ -94,18 +95,6 @@ _BAD_INPUT = (KeyError, TypeError, ValueError, AttributeError, IndexError)
 # ---------------------------------------------------------------------------------------------------------------------
 # Small helpers
 # ---------------------------------------------------------------------------------------------------------------------
-def split_tool_id(raw: str) -> tuple[str, str | None]:
-    """``call_1__thought__sig`` -> (``call_1``, ``sig``): the client echoes back ids we emitted with a signature."""
-    idx = raw.find(THOUGHT_SEP)
-    if idx < 0:
-        return raw, None
-    return raw[:idx], raw[idx + len(THOUGHT_SEP) :] or None
-
-
-def join_tool_id(call_id: str, signature: str | None) -> str:
-    return f"{call_id}{THOUGHT_SEP}{signature}" if signature else call_id
-
-
 def _parse_data_url(url: str, param: str) -> tuple[str | None, str]:
     """``data:image/png;base64,AAAA`` -> (``image/png``, ``AAAA``). Only base64 data URLs carry binary content."""
     comma = url.find(",")

@@ -684,7 +684,7 @@ def test_build_response_tool_calls_thinking_and_generated_id() -> None:
     assert cc.choices[0].message.tool_calls[0].function.arguments == '{"a":1}'
     assert cc.choices[0].finish_reason == "tool_calls" and "usage" not in body
     # and the id comes back apart on the next turn
-    assert fmt.split_tool_id("c1__thought__SIG") == ("c1", "SIG")
+    assert fmt.split_tool_id("c1__thought__SIG") == ("c1", "SIG")  # re-exported from the canonical model
 
 
 def test_build_response_empty_message_has_empty_content() -> None:
