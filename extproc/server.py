@@ -1,4 +1,4 @@
-"""One extproc worker process: a grpc.aio server running the ExternalProcessor servicer.
+"""One extproc worker process: the ext_proc service on ``grpc_wire`` (or grpc.aio with ``AI_GATEWAY_GRPC=grpcio``).
 
 ``ai-gateway extproc`` runs this alone (docker-compose, meshes); the launcher runs one per worker. SIGTERM drains:
 ``/health`` turns 503, streams in flight finish (up to the grace period), then the process exits 0. SIGUSR1 only
@@ -21,8 +21,9 @@ from . import logs
 from .config import ConfigError, load_config
 from .envoy_config import Address
 from .exchange import Exchange, Gateway
+from .grpc_wire import Server
 from .metrics import Metrics
-from .servicer import ExternalProcessor
+from .servicer import ExternalProcessor, ExtProc
 
 log = logging.getLogger("extproc")
 
@@ -56,16 +57,22 @@ async def serve(config_path: str, listen: str, grace: float = 30.0, verbose: boo
     gateway = Gateway(cfg)
     metrics = Metrics()
     gateway.metrics_text = metrics.render
-    servicer = ExternalProcessor(gateway, make_recorder(metrics, verbose), metrics)
-    server = grpc.aio.server(options=GRPC_OPTIONS)
-    pb_grpc.add_ExternalProcessorServicer_to_server(servicer, server)
+    proc = ExtProc(gateway, make_recorder(metrics, verbose), metrics)
     addr = Address.parse(listen)
-    if addr.path:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(addr.path)
-    server.add_insecure_port(addr.grpc_target())
-    await server.start()
-    log.info("extproc worker %d serving on %s (%d models)", os.getpid(), addr, len(cfg.models))
+    transport = os.environ.get("AI_GATEWAY_GRPC", "wire")
+    server: Server | grpc.aio.Server
+    if transport == "grpcio":
+        server = grpc.aio.server(options=GRPC_OPTIONS)
+        pb_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(proc), server)
+        if addr.path:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(addr.path)
+        server.add_insecure_port(addr.grpc_target())
+        await server.start()
+    else:
+        server = Server(proc)
+        await server.listen(addr.host, addr.port, addr.path)
+    log.info("extproc worker %d serving on %s (%s, %d models)", os.getpid(), addr, transport, len(cfg.models))
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -8,7 +8,7 @@ or ``Reply`` into a ``ProcessingResponse``. One bidi stream is one HTTP request,
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from time import perf_counter
 
 from envoy.config.core.v3.base_pb2 import HeaderValue, HeaderValueOption
@@ -124,8 +124,15 @@ def _finish(resp: pb.ProcessingResponse, ex: Exchange) -> pb.ProcessingResponse:
     return resp
 
 
-class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
-    """One ``Process`` stream per HTTP request passing through Envoy."""
+PROCESS_PATH = "/envoy.service.ext_proc.v3.ExternalProcessor/Process"
+
+
+class ExtProc:
+    """The ext_proc logic both transports share: one ``Exchange`` per stream, one answer per message.
+
+    ``handle`` is synchronous except when a request needs its URL media downloaded (opt-in ``image_fetch``): then
+    it returns a coroutine and the transport holds the stream's later messages until it is done.
+    """
 
     def __init__(
         self,
@@ -137,30 +144,38 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
         self.on_done = on_done
         self.metrics = metrics
 
-    async def Process(
-        self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: object
-    ) -> AsyncIterator[pb.ProcessingResponse]:
-        ex = Exchange(self.gateway)
-        try:
-            async for msg in request_iterator:
-                t0 = perf_counter()
-                try:
-                    resp = await self._handle(ex, msg)
-                except Exception:  # a bug must cost one request a clear 500, never the stream or the worker
-                    log.exception("request %s failed inside the gateway", ex.request_id)
-                    err = GatewayError("server_error", "internal error in the gateway (logged with the request id)")
-                    resp = _finish(_immediate(ex.error_reply(err)), ex)
-                ex.overhead += perf_counter() - t0
-                yield resp
-        finally:
-            if self.on_done is not None:
-                try:
-                    self.on_done(ex)
-                except Exception:  # metrics/logging must never break a request
-                    log.exception("recording request %s failed", ex.request_id)
+    def __call__(self, path: str) -> ProcessCall | None:
+        """``grpc_wire``'s service: a call per ``Process`` stream."""
+        return ProcessCall(self) if path == PROCESS_PATH else None
 
-    async def _handle(self, ex: Exchange, msg: pb.ProcessingRequest) -> pb.ProcessingResponse:
-        """One ext_proc message in, its answer out."""
+    def end(self, ex: Exchange) -> None:
+        if self.on_done is not None:
+            try:
+                self.on_done(ex)
+            except Exception:  # metrics/logging must never break a request
+                log.exception("recording request %s failed", ex.request_id)
+
+    def handle(
+        self, ex: Exchange, msg: pb.ProcessingRequest
+    ) -> pb.ProcessingResponse | Coroutine[None, None, pb.ProcessingResponse]:
+        """One message in, its answer out; a bug costs the request a clear 500, never the stream or the worker."""
+        t0 = perf_counter()
+        try:
+            resp = self._handle(ex, msg)
+        except Exception:
+            resp = self._crashed(ex)
+        ex.overhead += perf_counter() - t0
+        return resp
+
+    @staticmethod
+    def _crashed(ex: Exchange) -> pb.ProcessingResponse:
+        log.exception("request %s failed inside the gateway", ex.request_id)
+        err = GatewayError("server_error", "internal error in the gateway (logged with the request id)")
+        return _finish(_immediate(ex.error_reply(err)), ex)
+
+    def _handle(
+        self, ex: Exchange, msg: pb.ProcessingRequest
+    ) -> pb.ProcessingResponse | Coroutine[None, None, pb.ProcessingResponse]:
         which = msg.WhichOneof("request")
         if which == "request_headers":
             h = msg.request_headers
@@ -171,15 +186,9 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
             if _DEBUG():
                 log.debug("request %s %s body: %s", ex.request_id, ex.path, _snippet(msg.request_body.body))
             action = ex.on_request_body(msg.request_body.body)
-            if isinstance(action, FetchMedia):  # opt-in URL media: the one await outside gRPC
-                t_fetch = perf_counter()
-                action = ex.on_fetched(await fetch_all(action.urls, action.policy))
-                ex.overhead -= perf_counter() - t_fetch  # downloading is not the gateway's own time
-            if ex.provider is not None and self.metrics is not None and isinstance(action, Forward):
-                self.metrics.started(ex)
-                ex.active = True
-            resp = _answer("request_body", action)
-            return _finish(resp, ex) if isinstance(action, Reply) else resp
+            if isinstance(action, FetchMedia):  # opt-in URL media: the one await
+                return self._fetch(ex, action)
+            return self._request_answer(ex, action)
         if which == "response_headers":
             fwd = ex.on_response_headers(_headers(msg.response_headers))
             resp = _answer("response_headers", fwd)
@@ -193,3 +202,60 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
         resp = pb.ProcessingResponse()  # trailers are not requested; anything else: "no change"
         getattr(resp, which).SetInParent()
         return resp
+
+    def _request_answer(self, ex: Exchange, action: Forward | Reply) -> pb.ProcessingResponse:
+        if ex.provider is not None and self.metrics is not None and isinstance(action, Forward):
+            self.metrics.started(ex)
+            ex.active = True
+        resp = _answer("request_body", action)
+        return _finish(resp, ex) if isinstance(action, Reply) else resp
+
+    async def _fetch(self, ex: Exchange, action: FetchMedia) -> pb.ProcessingResponse:
+        try:
+            result = ex.on_fetched(await fetch_all(action.urls, action.policy))
+            while isinstance(result, FetchMedia):  # never in practice: substitution leaves no URL behind
+                result = ex.on_fetched(await fetch_all(result.urls, result.policy))
+            return self._request_answer(ex, result)
+        except Exception:
+            return self._crashed(ex)
+
+
+class ProcessCall:
+    """One ``Process`` stream on ``grpc_wire``: raw message bytes in and out."""
+
+    __slots__ = ("ex", "proc")
+
+    def __init__(self, proc: ExtProc) -> None:
+        self.proc = proc
+        self.ex = Exchange(proc.gateway)
+
+    def message(self, data: bytes) -> bytes | Awaitable[bytes]:
+        resp = self.proc.handle(self.ex, pb.ProcessingRequest.FromString(data))
+        if type(resp) is pb.ProcessingResponse:
+            return resp.SerializeToString()
+        return self._later(resp)  # type: ignore[arg-type]
+
+    @staticmethod
+    async def _later(pending: Coroutine[None, None, pb.ProcessingResponse]) -> bytes:
+        return (await pending).SerializeToString()
+
+    def end(self) -> None:
+        self.proc.end(self.ex)
+
+
+class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
+    """The same logic on grpc.aio (``AI_GATEWAY_GRPC=grpcio``): one ``Process`` stream per HTTP request."""
+
+    def __init__(self, proc: ExtProc) -> None:
+        self.proc = proc
+
+    async def Process(
+        self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: object
+    ) -> AsyncIterator[pb.ProcessingResponse]:
+        ex = Exchange(self.proc.gateway)
+        try:
+            async for msg in request_iterator:
+                resp = self.proc.handle(ex, msg)
+                yield resp if type(resp) is pb.ProcessingResponse else await resp  # type: ignore[misc]
+        finally:
+            self.proc.end(ex)
