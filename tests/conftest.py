@@ -104,7 +104,12 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -
 
 
 def start_gateway(
-    tmp: Path, mocks: dict[str, MockProvider], config_text: str, workers: int = 2, extra_args: tuple[str, ...] = ()
+    tmp: Path,
+    mocks: dict[str, MockProvider],
+    config_text: str,
+    workers: int = 2,
+    extra_args: tuple[str, ...] = (),
+    extra_env: dict[str, str] | None = None,
 ) -> Gateway:
     cfg = tmp / "proxy-config.yaml"
     cfg.write_text(config_text)
@@ -119,6 +124,7 @@ def start_gateway(
         GEMINI_BASE_URL=mocks["gemini"].base_url,
         PYTHONUNBUFFERED="1",
     )
+    env.update(extra_env or {})
     log_path = tmp / "gateway.log"
     cmd = [sys.executable, "-m", "extproc", "--listen", f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{admin}"]
     cmd += [
