@@ -602,20 +602,33 @@ def top_costs(collapsed: str, n: int = 25) -> dict[str, Any]:
 
 # Where a worker's busy time goes, by area (a stack counts in every area it touches).
 AREAS: dict[str, Any] = {
-    "ExternalProcessor.Process (inclusive)": lambda fs: any(f.startswith("ExternalProcessor.Process") for f in fs),
-    "Exchange (routing + translation)": lambda fs: any(f.startswith("Exchange.") for f in fs),
-    "format modules": lambda fs: any(re.search(r"\((openai|anthropic|gemini)\.py", f) for f in fs),
-    "protobuf in/out (servicer helpers)": lambda fs: any(
-        re.match(r"(_answer|_common|_headers|_metadata|_finish|_immediate) ", f) for f in fs
+    "ExtProc.handle (inclusive: routing, translation, protobuf answers)": lambda fs: any(
+        f.startswith("handle (servicer.py") for f in fs
     ),
+    "Exchange (routing + translation)": lambda fs: any(f.startswith("Exchange.") or "(exchange.py" in f for f in fs),
+    "format modules": lambda fs: any(re.search(r"\((openai|anthropic|gemini)\.py", f) for f in fs),
+    "protobuf in/out (servicer helpers, parse, serialize)": lambda fs: (
+        any(
+            re.match(r"(_answer|_fill|_mutation|_header_blob|_headers|_finish|_immediate|message) \(servicer", f)
+            for f in fs
+        )
+        and not any("(exchange.py" in f for f in fs)
+    ),
+    "grpc_wire: HTTP/2 frames and gRPC framing (own Python)": lambda fs: (
+        any("(grpc_wire.py" in f for f in fs) and not any("(servicer.py" in f for f in fs)
+    ),
+    "HPACK decoding (hpack)": lambda fs: any("(hpack.py" in f or "(huffman" in f for f in fs),
     "metrics (prometheus multiprocess)": lambda fs: any(
         x in f for f in fs for x in ("(metrics.py", "(values.py", "(mmap_dict.py")
     ),
     "log line (logs.py)": lambda fs: any("(logs.py" in f for f in fs),
-    "sendmsg (gRPC writes)": lambda fs: fs[-1].startswith("sendmsg"),
-    "write (log + poller wakeups)": lambda fs: fs[-1].startswith("write ("),
-    "getpid (prometheus pid check)": lambda fs: fs[-1].startswith("getpid"),
-    "grpc poller thread": lambda fs: any(f.startswith("Thread.run") for f in fs),
+    "socket syscalls (send/recv/write/read)": lambda fs: (
+        bool(fs) and fs[-1].startswith(("send", "sendmsg", "recv", "write (", "read (", "__libc_send", "__libc_recv"))
+    ),
+    "event loop (asyncio outside our callbacks)": lambda fs: (
+        any("(base_events.py" in f for f in fs)
+        and not any(x in f for f in fs for x in ("(grpc_wire.py", "(metrics.py", "(logs.py"))
+    ),
 }
 
 

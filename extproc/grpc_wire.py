@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import os
 import struct
@@ -57,10 +58,22 @@ def frame(ftype: int, flags: int, sid: int, payload: bytes = b"") -> bytes:
     return _FRAME.pack(n >> 16, n & 0xFFFF, ftype, flags, sid) + payload
 
 
+def _hpack_int(value: int) -> bytes:
+    """An HPACK integer with a 7-bit prefix (string lengths, Huffman bit clear)."""
+    if value < 127:
+        return bytes([value])
+    out = bytearray([127])
+    value -= 127
+    while value >= 128:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
 def _literal(name: bytes, value: bytes) -> bytes:
     """An HPACK literal header field without indexing, new name, no Huffman: encoder state never changes."""
-    assert len(name) < 127 and len(value) < 127
-    return b"\x00" + bytes([len(name)]) + name + bytes([len(value)]) + value
+    return b"\x00" + _hpack_int(len(name)) + name + _hpack_int(len(value)) + value
 
 
 # Response headers: ":status: 200" is static-table entry 8; content-type (entry 31) with a literal value.
@@ -77,7 +90,13 @@ _CONN_WINDOW_UPDATE = frame(WINDOW_UPDATE, 0, 0, _U32.pack(CONN_WINDOW - 65535))
 def _trailers(status: int, message: str) -> bytes:
     block = _literal(b"grpc-status", str(status).encode())
     if message:
-        block += _literal(b"grpc-message", message.encode("ascii", "replace")[:120])
+        # gRPC percent-encodes grpc-message's UTF-8 bytes outside printable ASCII, and "%" itself
+        raw = message.encode()[:200]
+        text = "".join(chr(b) if 0x20 <= b <= 0x7E and b != 0x25 else f"%{b:02X}" for b in raw)
+        if len(text) > 120:  # kept short; never cut inside a %XX
+            text = text[:120]
+            text = text[: text.rfind("%")] if "%" in text[-2:] else text
+        block += _literal(b"grpc-message", text.encode())
     return block
 
 
@@ -95,6 +114,7 @@ Service = Callable[[str], "Call | None"]
 
 class _Stream:
     __slots__ = (
+        "answer",
         "blocked",
         "buf",
         "busy",
@@ -119,6 +139,7 @@ class _Stream:
         self.pending: deque[bytes] = deque()  # whole messages waiting while the handler awaits
         self.busy = False
         self.task: asyncio.Task[None] | None = None
+        self.answer: Awaitable[bytes] | None = None  # the handler's pending answer (closed if never started)
         self.remote_closed = False
         self.local_closed = False
         self.headers_sent = False
@@ -156,8 +177,7 @@ class Connection(asyncio.Protocol):
 
     # ---------------------------------------------------------------------------------------------------- transport
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  (uvloop's transports are not asyncio.Transport)
         self.server.connections.add(self)
         self.out += _OUR_SETTINGS
         self.out += _CONN_WINDOW_UPDATE
@@ -251,6 +271,8 @@ class Connection(asyncio.Protocol):
             if len(payload) != 4:
                 raise _ConnError(FRAME_SIZE_ERROR, "bad WINDOW_UPDATE")
             inc = _U32.unpack(payload)[0] & 0x7FFFFFFF
+            if not inc and not sid:
+                raise _ConnError(PROTOCOL_ERROR, "WINDOW_UPDATE of 0")
             if sid == 0:
                 self.conn_send_window += inc
                 if self.conn_send_window > 0x7FFFFFFF:
@@ -326,16 +348,16 @@ class Connection(asyncio.Protocol):
         path = ""
         for name, value in headers:
             if name == b":path":
-                path = value.decode("latin-1")
+                path = value.decode("utf-8", "replace")
                 break
+        status, why = (UNIMPLEMENTED, f"unknown method {path[:80]}") if path else (INTERNAL, "no :path")
         try:
             call = self.server.service(path)
         except Exception:
             log.exception("gRPC call setup failed for %s", path)
-            call = None
+            call, status, why = None, INTERNAL, "call setup failed"
         if call is None:
-            status = UNIMPLEMENTED if path else INTERNAL
-            block = _RESPONSE_HEADERS + _trailers(status, f"unknown method {path[:80]}")
+            block = _RESPONSE_HEADERS + _trailers(status, why)
             self.out += frame(HEADERS, END_HEADERS | END_STREAM, sid, block)
             if not flags & END_STREAM:
                 self.out += frame(RST_STREAM, 0, sid, _U32.pack(NO_ERROR))
@@ -413,21 +435,25 @@ class Connection(asyncio.Protocol):
             self._send(st, result)
         else:
             st.busy = True
+            st.answer = result  # type: ignore[assignment]
             st.task = asyncio.get_running_loop().create_task(self._wait(st, result))  # type: ignore[arg-type]
 
     async def _wait(self, st: _Stream, result: Awaitable[bytes]) -> None:
         try:
             answer = await result
+            if type(answer) is not bytes:
+                raise TypeError(f"a gRPC handler answered with {type(answer).__name__}, not bytes")
         except asyncio.CancelledError:
             return
         except Exception:
             log.exception("gRPC handler failed")
             st.busy = False
+            st.answer = st.task = None
             self._finish(st, INTERNAL, "handler failed")
             self.flush()
             return
         st.busy = False
-        st.task = None
+        st.answer = st.task = None
         if st.ended:
             return
         self._send(st, answer)
@@ -453,21 +479,21 @@ class Connection(asyncio.Protocol):
         n = min(len(data), st.send_window, self.conn_send_window)
         if n > 0:
             step = self.peer_max_frame
-            view = memoryview(data)
+            out = self.out
             for i in range(0, n, step):
-                chunk = view[i : min(i + step, n)]
-                self.out += _FRAME.pack(len(chunk) >> 16, len(chunk) & 0xFFFF, DATA, 0, st.sid)
-                self.out += chunk
-            view.release()
+                j = min(i + step, n)
+                out += _FRAME.pack((j - i) >> 16, (j - i) & 0xFFFF, DATA, 0, st.sid)
+                out += data[i:j]
             st.send_window -= n
             self.conn_send_window -= n
-        if n < len(data):
-            st.outbox = bytearray(data[max(n, 0) :])
-            if not st.blocked:
-                st.blocked = True
-                self.blocked.append(st)
-        elif st.outbox:
-            st.outbox = bytearray()
+        n = max(n, 0)
+        if data is st.outbox:
+            del st.outbox[:n]  # in place: a big answer trickling out through a small window is copied once
+        elif n < len(data):
+            st.outbox = bytearray(data[n:])
+        if st.outbox and not st.blocked:
+            st.blocked = True
+            self.blocked.append(st)
 
     def _unblock(self) -> None:
         if not self.blocked:
@@ -514,6 +540,9 @@ class Connection(asyncio.Protocol):
         if st.task is not None:
             st.task.cancel()
             st.task = None
+        if inspect.iscoroutine(st.answer) and inspect.getcoroutinestate(st.answer) == inspect.CORO_CREATED:
+            st.answer.close()  # its task was cancelled before it ever ran: nothing else would close it
+        st.answer = None
         try:
             st.call.end()
         except Exception:

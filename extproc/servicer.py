@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from functools import partial
 from time import perf_counter
 
 from envoy.config.core.v3.base_pb2 import HeaderValue, HeaderValueOption
@@ -130,6 +131,7 @@ def _finish(resp: pb.ProcessingResponse, ex: Exchange) -> pb.ProcessingResponse:
     return resp
 
 
+Deferred = Callable[[], Coroutine[None, None, pb.ProcessingResponse]]
 PROCESS_PATH = "/envoy.service.ext_proc.v3.ExternalProcessor/Process"
 
 
@@ -137,7 +139,8 @@ class ExtProc:
     """The ext_proc logic both transports share: one ``Exchange`` per stream, one answer per message.
 
     ``handle`` is synchronous except when a request needs its URL media downloaded (opt-in ``image_fetch``): then
-    it returns a coroutine and the transport holds the stream's later messages until it is done.
+    it returns a ``Deferred`` (a callable making the coroutine that answers, so nothing is left un-awaited when the
+    stream goes away first) and the transport holds the stream's later messages until it is done.
     """
 
     def __init__(
@@ -161,9 +164,7 @@ class ExtProc:
             except Exception:  # metrics/logging must never break a request
                 log.exception("recording request %s failed", ex.request_id)
 
-    def handle(
-        self, ex: Exchange, msg: pb.ProcessingRequest
-    ) -> pb.ProcessingResponse | Coroutine[None, None, pb.ProcessingResponse]:
+    def handle(self, ex: Exchange, msg: pb.ProcessingRequest) -> pb.ProcessingResponse | Deferred:
         """One message in, its answer out; a bug costs the request a clear 500, never the stream or the worker."""
         t0 = perf_counter()
         try:
@@ -179,9 +180,7 @@ class ExtProc:
         err = GatewayError("server_error", "internal error in the gateway (logged with the request id)")
         return _finish(_immediate(ex.error_reply(err)), ex)
 
-    def _handle(
-        self, ex: Exchange, msg: pb.ProcessingRequest
-    ) -> pb.ProcessingResponse | Coroutine[None, None, pb.ProcessingResponse]:
+    def _handle(self, ex: Exchange, msg: pb.ProcessingRequest) -> pb.ProcessingResponse | Deferred:
         which = msg.WhichOneof("request")
         if which == "request_headers":
             h = msg.request_headers
@@ -193,7 +192,7 @@ class ExtProc:
                 log.debug("request %s %s body: %s", ex.request_id, ex.path, _snippet(msg.request_body.body))
             action = ex.on_request_body(msg.request_body.body)
             if isinstance(action, FetchMedia):  # opt-in URL media: the one await
-                return self._fetch(ex, action)
+                return partial(self._fetch, ex, action)
             return self._request_answer(ex, action)
         if which == "response_headers":
             fwd = ex.on_response_headers(_headers(msg.response_headers))
@@ -242,8 +241,8 @@ class ProcessCall:
         return self._later(resp)  # type: ignore[arg-type]
 
     @staticmethod
-    async def _later(pending: Coroutine[None, None, pb.ProcessingResponse]) -> bytes:
-        return (await pending).SerializeToString()
+    async def _later(deferred: Deferred) -> bytes:
+        return (await deferred()).SerializeToString()
 
     def end(self) -> None:
         self.proc.end(self.ex)
@@ -262,6 +261,6 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
         try:
             async for msg in request_iterator:
                 resp = self.proc.handle(ex, msg)
-                yield resp if type(resp) is pb.ProcessingResponse else await resp  # type: ignore[misc]
+                yield resp if type(resp) is pb.ProcessingResponse else await resp()  # type: ignore[operator]
         finally:
             self.proc.end(ex)
