@@ -164,6 +164,7 @@ class Connection(asyncio.Protocol):
         self.last_sid = 0
         self.decoder = Decoder()
         self.decoder.max_header_list_size = MAX_HEADER_LIST
+        self.paths: dict[bytes, str] = {}  # header blocks that do not change the HPACK table -> their :path
         self.header_sid = 0  # stream whose header block continues in CONTINUATION frames
         self.header_block = b""
         self.header_flags = 0
@@ -329,11 +330,35 @@ class Connection(asyncio.Protocol):
         else:
             self.header_sid, self.header_block, self.header_flags = sid, payload, flags
 
-    def _header_block(self, flags: int, sid: int, block: bytes) -> None:
+    def _path(self, block: bytes) -> str:
+        """The ``:path`` of a header block. Envoy sends the same bytes for every ext_proc stream (indexed fields and
+        a Huffman-coded ``:path`` it never indexes), and Huffman decoding in Python was 15 % of a worker's time: a
+        block that leaves the HPACK table as it was is remembered, until any block changes the table."""
+        path = self.paths.get(block)
+        if path is not None:
+            return path
+        table = self.decoder.header_table
+        entries = table.dynamic_entries
+        before = (len(entries), entries[0] if entries else None, table.maxsize)
         try:
-            headers = self.decoder.decode(block, raw=True)  # always decoded: the HPACK table is per connection
+            headers = self.decoder.decode(block, raw=True)  # every block: the HPACK table is per connection
         except HPACKError as exc:
             raise _ConnError(COMPRESSION_ERROR, f"bad header block: {exc}") from None
+        path = ""
+        for name, value in headers:
+            if name == b":path":
+                path = value.decode("utf-8", "replace")
+                break
+        if len(entries) == before[0] and (entries[0] if entries else None) is before[1] and table.maxsize == before[2]:
+            if len(self.paths) >= 64:
+                self.paths.clear()
+            self.paths[block] = path
+        else:
+            self.paths.clear()  # indexed fields in remembered blocks may now mean something else
+        return path
+
+    def _header_block(self, flags: int, sid: int, block: bytes) -> None:
+        path = self._path(block)
         st = self.streams.get(sid)
         if st is not None:  # trailers from the client: only END_STREAM matters
             if flags & END_STREAM:
@@ -345,11 +370,6 @@ class Connection(asyncio.Protocol):
         if self.goaway_sent:
             self.out += frame(RST_STREAM, 0, sid, _U32.pack(0x7))  # REFUSED_STREAM: retry elsewhere
             return
-        path = ""
-        for name, value in headers:
-            if name == b":path":
-                path = value.decode("utf-8", "replace")
-                break
         status, why = (UNIMPLEMENTED, f"unknown method {path[:80]}") if path else (INTERNAL, "no :path")
         try:
             call = self.server.service(path)
@@ -469,6 +489,13 @@ class Connection(asyncio.Protocol):
         if not st.headers_sent:
             st.headers_sent = True
             self.out += frame(HEADERS, END_HEADERS, st.sid, _RESPONSE_HEADERS)
+        n = len(msg) + 5
+        if n <= self.peer_max_frame and n <= st.send_window and n <= self.conn_send_window and not st.outbox:
+            self.out += _FRAME.pack(n >> 16, n & 0xFFFF, DATA, 0, st.sid) + _GRPC_PREFIX.pack(0, n - 5)
+            self.out += msg
+            st.send_window -= n
+            self.conn_send_window -= n
+            return
         data = _GRPC_PREFIX.pack(0, len(msg)) + msg
         if st.outbox:
             st.outbox += data

@@ -1160,3 +1160,29 @@ def test_healthcheck_against_extproc_on_grpc_wire(
     assert len(done) == 5 and len({id(ex) for ex in done}) == 5
     srv.run(srv.server.stop(1))
     assert health.health_status(address, 2) == 0  # nobody listening
+
+
+# -------------------------------------------------------------------------------------------- header block memo
+def test_header_blocks_that_leave_the_table_alone_are_decoded_once() -> None:
+    """Envoy repeats the same header block bytes on every stream; only blocks that change the HPACK table (or meet a
+    changed table) are decoded again, and indexed fields always mean what the current table says."""
+    conn = gw.Connection(gw.Server(lambda path: None))
+    enc = hpack.Encoder()
+    calls = []
+    real = conn.decoder.decode
+    conn.decoder.decode = lambda block, raw=False: calls.append(block) or real(block, raw=raw)  # type: ignore[method-assign]
+    first = enc.encode([(":method", "POST"), (":path", "/svc/A"), ("x-tag", "one")])  # adds entries
+    assert conn._path(first) == "/svc/A"
+    same = enc.encode([(":method", "POST"), (":path", "/svc/A"), ("x-tag", "one")])  # now all indexed
+    assert conn._path(same) == "/svc/A" and conn._path(same) == "/svc/A" and conn._path(same) == "/svc/A"
+    assert len(calls) == 2  # the first block changed the table; the indexed one is decoded once, then remembered
+    other = enc.encode([(":path", "/svc/B"), ("x-tag", "two")])  # a new entry: the table changes
+    assert conn._path(other) == "/svc/B"
+    assert conn.paths == {}  # remembered blocks forgotten: their indices may point elsewhere now
+    ref = hpack.Decoder()  # what a decoder that remembers nothing makes of the same sequence
+    for block in (first, same, other):
+        ref.decode(block)
+    stale = dict(ref.decode(same))[":path"]
+    assert stale != "/svc/A" and conn._path(same) == stale and len(calls) == 4
+    with pytest.raises(gw._ConnError):
+        conn._path(b"\xff\xff\xff\xff")  # bad blocks still fail
