@@ -603,7 +603,7 @@ def top_costs(collapsed: str, n: int = 25) -> dict[str, Any]:
 # Where a worker's busy time goes, by area (a stack counts in every area it touches).
 AREAS: dict[str, Any] = {
     "ExtProc.handle (inclusive: routing, translation, protobuf answers)": lambda fs: any(
-        f.startswith("handle (servicer.py") for f in fs
+        f.startswith("ExtProc.handle (servicer.py") for f in fs
     ),
     "Exchange (routing + translation)": lambda fs: any(f.startswith("Exchange.") or "(exchange.py" in f for f in fs),
     "format modules": lambda fs: any(re.search(r"\((openai|anthropic|gemini)\.py", f) for f in fs),
