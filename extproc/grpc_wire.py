@@ -201,6 +201,8 @@ class Connection(asyncio.Protocol):
             self.transport.close()
 
     def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return  # after a connection error: nothing more is read
         buf = self.inbuf + data if self.inbuf else data
         pos = 0
         try:
@@ -232,6 +234,7 @@ class Connection(asyncio.Protocol):
 
     def _fail(self, code: int, why: str) -> None:
         log.warning("gRPC connection closed: %s", why)
+        self.closing = True
         self.out += frame(GOAWAY, 0, 0, _U32.pack(self.last_sid) + _U32.pack(code) + why.encode()[:100])
         if self.transport is not None:
             self.flush()
