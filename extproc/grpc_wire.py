@@ -37,7 +37,8 @@ END_STREAM = ACK = 0x1
 END_HEADERS = 0x4
 PADDED = 0x8
 PRIORITY_FLAG = 0x20
-NO_ERROR, PROTOCOL_ERROR, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR, COMPRESSION_ERROR = 0x0, 0x1, 0x3, 0x6, 0x9
+NO_ERROR, PROTOCOL_ERROR, FLOW_CONTROL_ERROR, STREAM_CLOSED = 0x0, 0x1, 0x3, 0x5
+FRAME_SIZE_ERROR, COMPRESSION_ERROR = 0x6, 0x9
 # gRPC status codes used here
 OK, UNKNOWN, RESOURCE_EXHAUSTED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE = 0, 2, 8, 12, 13, 14
 
@@ -173,6 +174,7 @@ class Connection(asyncio.Protocol):
         self.conn_send_window = 65535
         self.conn_unacked = 0
         self.blocked: list[_Stream] = []
+        self.table_update = False  # open our next header block with an HPACK table size update
         self.goaway_sent = False
         self.closing = False
 
@@ -192,6 +194,15 @@ class Connection(asyncio.Protocol):
         for st in list(self.streams.values()):
             self._drop(st)
         self.streams.clear()
+
+    def pause_writing(self) -> None:
+        """The peer is not reading what we write: stop reading what it sends until it catches up."""
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def flush(self) -> None:
         if self.out and self.transport is not None and not self.transport.is_closing():
@@ -316,7 +327,9 @@ class Connection(asyncio.Protocol):
                     raise _ConnError(PROTOCOL_ERROR, "bad max frame size")
                 self.peer_max_frame = value
             elif key == 0x1:
-                pass  # the peer's decoder table size: our header blocks never index, so nothing to do
+                # Our blocks never index, but RFC 7541 4.2 wants a size update to open the next block after the
+                # peer changes its table size (nghttp2 rejects the block otherwise): size 0 is valid for any limit.
+                self.table_update = True
         self._unblock()
 
     def _headers(self, flags: int, sid: int, payload: bytes) -> None:
@@ -368,6 +381,8 @@ class Connection(asyncio.Protocol):
                 self._remote_end(st)
             return
         if sid <= self.last_sid:
+            if not flags & END_STREAM:  # not late trailers: a stream that is closed (or never was) cannot open
+                self.out += frame(RST_STREAM, 0, sid, _U32.pack(STREAM_CLOSED))
             return  # a closed stream's trailers
         self.last_sid = sid
         if self.goaway_sent:
@@ -381,7 +396,7 @@ class Connection(asyncio.Protocol):
             call, status, why = None, INTERNAL, "call setup failed"
         if call is None:
             block = _RESPONSE_HEADERS + _trailers(status, why)
-            self.out += frame(HEADERS, END_HEADERS | END_STREAM, sid, block)
+            self._header_frame(sid, END_HEADERS | END_STREAM, block)
             if not flags & END_STREAM:
                 self.out += frame(RST_STREAM, 0, sid, _U32.pack(NO_ERROR))
             return
@@ -403,6 +418,10 @@ class Connection(asyncio.Protocol):
         st = self.streams.get(sid)
         if st is None or st.remote_closed:
             return  # a stream we already finished (or reset): its data is dropped, the window was given back
+        if st.local_closed:  # answered for good (trailers waiting for window): more data is only dropped
+            if flags & END_STREAM:
+                self._remote_end(st)
+            return
         st.unacked += size
         if st.unacked >= STREAM_WINDOW // 2 and not flags & END_STREAM:
             self.out += frame(WINDOW_UPDATE, 0, sid, _U32.pack(st.unacked))
@@ -419,9 +438,11 @@ class Connection(asyncio.Protocol):
                 compressed, n = _GRPC_PREFIX.unpack_from(buf)
                 if compressed:
                     self._finish(st, UNIMPLEMENTED, "compressed messages are not supported")
+                    buf.clear()
                     break
                 if n > MAX_MESSAGE:
                     self._finish(st, RESOURCE_EXHAUSTED, "message too large")
+                    buf.clear()
                     break
                 if len(buf) < n + 5:
                     break
@@ -491,7 +512,7 @@ class Connection(asyncio.Protocol):
             return
         if not st.headers_sent:
             st.headers_sent = True
-            self.out += frame(HEADERS, END_HEADERS, st.sid, _RESPONSE_HEADERS)
+            self._header_frame(st.sid, END_HEADERS, _RESPONSE_HEADERS)
         n = len(msg) + 5
         if n <= self.peer_max_frame and n <= st.send_window and n <= self.conn_send_window and not st.outbox:
             self.out += _FRAME.pack(n >> 16, n & 0xFFFF, DATA, 0, st.sid) + _GRPC_PREFIX.pack(0, n - 5)
@@ -552,10 +573,16 @@ class Connection(asyncio.Protocol):
         if not st.headers_sent:
             st.headers_sent = True
             block = _RESPONSE_HEADERS + block
-        self.out += frame(HEADERS, END_HEADERS | END_STREAM, st.sid, block)
+        self._header_frame(st.sid, END_HEADERS | END_STREAM, block)
         if not st.remote_closed:
             self.out += frame(RST_STREAM, 0, st.sid, _U32.pack(NO_ERROR))
         self._close(st)
+
+    def _header_frame(self, sid: int, flags: int, block: bytes) -> None:
+        if self.table_update:
+            self.table_update = False
+            block = b"\x20" + block  # dynamic table size update: 0
+        self.out += frame(HEADERS, flags, sid, block)
 
     def _close(self, st: _Stream) -> None:
         self.streams.pop(st.sid, None)
@@ -618,7 +645,8 @@ class Server:
         deadline = loop.time() + grace
         while self.active_streams() and loop.time() < deadline:
             await asyncio.sleep(0.05)
-        for conn in list(self.connections):
+        for conn in list(self.connections):  # past the grace period: streams end now, their calls are told
+            conn.connection_lost(None)
             if conn.transport is not None:
-                conn.transport.close()
+                conn.transport.abort()
         await asyncio.sleep(0)

@@ -53,17 +53,24 @@ _BLOBS: dict[tuple[str, str], bytes] = {}
 
 def _header_blob(key: str, value: str) -> bytes:
     """A serialized ``HeaderMutation`` setting one header. Cached: building the protobuf from Python costs ~2 us per
-    header, merging these bytes a tenth of that (``benchmarks/README.md``). Bounded; values vary with the body size."""
+    header, merging these bytes a tenth of that (``benchmarks/README.md``). Bounded: at most 4096 values of at most
+    256 characters (content-length values vary with the body)."""
     blob = _BLOBS.get((key, value))
     if blob is None:
+        if len(value) > 256:  # long values (a client's query string in a path) are built each time, never kept
+            return _one_header(key, value)
         if len(_BLOBS) >= 4096:
             _BLOBS.clear()
-        mut = pb.HeaderMutation()
-        mut.set_headers.append(
-            HeaderValueOption(header=HeaderValue(key=key, raw_value=value.encode("latin-1")), append_action=_OVERWRITE)
-        )
-        blob = _BLOBS[(key, value)] = mut.SerializeToString()
+        blob = _BLOBS[(key, value)] = _one_header(key, value)
     return blob
+
+
+def _one_header(key: str, value: str) -> bytes:
+    mut = pb.HeaderMutation()
+    mut.set_headers.append(
+        HeaderValueOption(header=HeaderValue(key=key, raw_value=value.encode("latin-1")), append_action=_OVERWRITE)
+    )
+    return mut.SerializeToString()
 
 
 def _mutation(mut: pb.HeaderMutation, set_headers: list[tuple[str, str]], remove: list[str]) -> None:
@@ -217,10 +224,16 @@ class ExtProc:
 
     async def _fetch(self, ex: Exchange, action: FetchMedia) -> pb.ProcessingResponse:
         try:
-            result = ex.on_fetched(await fetch_all(action.urls, action.policy))
+            fetched = await fetch_all(action.urls, action.policy)
+            t0 = perf_counter()  # the downloads are not the gateway's own time; what follows is
+            result = ex.on_fetched(fetched)
             while isinstance(result, FetchMedia):  # never in practice: substitution leaves no URL behind
-                result = ex.on_fetched(await fetch_all(result.urls, result.policy))
-            return self._request_answer(ex, result)
+                fetched = await fetch_all(result.urls, result.policy)
+                t0 = perf_counter()
+                result = ex.on_fetched(fetched)
+            resp = self._request_answer(ex, result)
+            ex.overhead += perf_counter() - t0
+            return resp
         except Exception:
             return self._crashed(ex)
 

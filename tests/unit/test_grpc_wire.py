@@ -1186,3 +1186,42 @@ def test_header_blocks_that_leave_the_table_alone_are_decoded_once() -> None:
     assert stale != "/svc/A" and conn._path(same) == stale and len(calls) == 4
     with pytest.raises(gw._ConnError):
         conn._path(b"\xff\xff\xff\xff")  # bad blocks still fail
+
+
+# ------------------------------------------------------------------------------------------------ review findings
+def test_peer_table_size_change_opens_our_next_header_block_with_a_size_update(raw: Callable[..., Raw]) -> None:
+    """RFC 7541 4.2: after the peer changes SETTINGS_HEADER_TABLE_SIZE, our next header block starts with a dynamic
+    table size update (nghttp2, i.e. Envoy with hpack_table_size set, rejects the block otherwise); only that one."""
+    c = raw((0x1, 0))
+    c.send(c.open(1), frame(DATA, END_STREAM, 1, grpc_msg(b"x")))
+    heads = on(c.finish(1), 1, HEADERS)
+    assert heads[0].payload.startswith(b"\x20") and heads[0].headers[":status"] == "200"
+    assert not heads[1].payload.startswith(b"\x20")  # the trailers: no change since
+    c.send(c.open(3), frame(DATA, END_STREAM, 3, grpc_msg(b"y")))
+    assert not any(f.payload.startswith(b"\x20") for f in on(c.finish(3), 3, HEADERS))
+
+
+def test_data_after_our_trailers_wait_for_window_is_dropped(raw: Callable[..., Raw], echo: Echo) -> None:
+    """Once a stream is answered for good (its trailers wait for window), more DATA is not kept nor handled."""
+    c = raw((INITIAL_WINDOW_SIZE, 0))
+    c.send(c.open(1), frame(DATA, 0, 1, grpc_msg(b"a" * 100)), frame(DATA, 0, 1, grpc_msg(b"", compressed=1)))
+    c.barrier()  # the compressed message finished the stream (UNIMPLEMENTED), behind the unsent answer
+    c.send(frame(DATA, 0, 1, grpc_msg(b"b" * 50_000)), frame(DATA, END_STREAM, 1, grpc_msg(b"c")))
+    c.barrier()
+    assert echo[1].calls[0].received == [b"a" * 100]
+    (conn,) = echo[0].server.connections
+    assert not conn.streams[1].buf  # nothing piles up
+    c.send(frame(WINDOW_UPDATE, 0, 1, u32(1000)))
+    _, trailers = answer(c.finish(1), 1)
+    assert trailers["grpc-status"] == str(gw.UNIMPLEMENTED)
+
+
+def test_headers_on_a_closed_stream_id_are_refused(raw: Callable[..., Raw]) -> None:
+    c = raw()
+    c.send(c.open(5), frame(DATA, END_STREAM, 5, grpc_msg(b"x")))
+    c.finish(5)
+    c.send(c.open(3))  # below the highest stream id seen, never opened: cannot open now
+    resets = on(c.barrier(), 3, RST_STREAM)
+    assert [f.payload for f in resets] == [u32(0x5)]  # STREAM_CLOSED
+    c.send(c.open(3, end=True))  # late trailers of a closed stream (END_STREAM) stay silent
+    assert not on(c.barrier(), 3)

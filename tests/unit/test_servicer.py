@@ -1,0 +1,30 @@
+"""The servicer's protobuf helpers: cached header mutations stay exact and bounded."""
+
+from __future__ import annotations
+
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+
+from extproc import servicer
+
+
+def _decoded(blob_parts: list[tuple[str, str]]) -> list[tuple[str, bytes]]:
+    mut = pb.HeaderMutation()
+    servicer._mutation(mut, blob_parts, ["x-gone"])
+    assert list(mut.remove_headers) == ["x-gone"]
+    return [(h.header.key, h.header.raw_value) for h in mut.set_headers]
+
+
+def test_header_mutations_from_cached_blobs_are_exact() -> None:
+    headers = [(":path", "/v1/messages"), ("content-length", "123"), ("x-api-key", "sk-ant-ünicode-ok")]
+    assert _decoded(headers) == [(k, v.encode("latin-1")) for k, v in headers]
+    assert _decoded(headers) == _decoded(headers)  # the second time from the cache, the same
+
+
+def test_long_header_values_are_never_kept() -> None:
+    servicer._BLOBS.clear()
+    long_path = "/v1/chat/completions?" + "q=" + "x" * 5000
+    assert _decoded([(":path", long_path)]) == [(":path", long_path.encode())]
+    assert servicer._BLOBS == {}
+    for i in range(5000):  # bounded by count as well
+        servicer._header_blob("content-length", str(i))
+    assert 0 < len(servicer._BLOBS) <= 4096
