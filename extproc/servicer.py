@@ -1,8 +1,9 @@
-"""The gRPC ExternalProcessor servicer: the only code that talks to Envoy.
+"""The ext_proc ExternalProcessor service: protobuf in, protobuf out, between a transport and the ``Exchange``.
 
 It turns each ext_proc ``ProcessingRequest`` into a call on the request's ``Exchange`` and the returned ``Forward``
-or ``Reply`` into a ``ProcessingResponse``. One bidi stream is one HTTP request, so all per-request state lives in the
-``Exchange`` local to ``Process``. Protobuf messages are upb-backed (``xds-protos``); constant answers are built once.
+or ``Reply`` into a ``ProcessingResponse``. One bidi stream is one HTTP request, so all per-request state lives in
+that stream's ``Exchange``. The transport is ``grpc_wire`` (``ProcessCall``, bytes in and out) or grpc.aio
+(``ExternalProcessor``). Protobuf messages are upb-backed (``xds-protos``); header mutations come from cached bytes.
 """
 
 from __future__ import annotations
