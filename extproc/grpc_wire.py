@@ -558,17 +558,19 @@ class Connection(asyncio.Protocol):
             if not st.outbox and st.finish_after is not None:
                 status, message = st.finish_after
                 st.finish_after = None
-                st.local_closed = False
-                self._finish(st, status, message)
+                self._send_trailers(st, status, message)
 
     def _finish(self, st: _Stream, status: int, message: str) -> None:
-        """Send the trailers (after any answer bytes still waiting for window) and close our side."""
-        if st.local_closed and st.finish_after is None:
+        """Close our side, once: the trailers go now, or after answer bytes still waiting for window."""
+        if st.local_closed:
             return
         st.local_closed = True
         if st.outbox:
             st.finish_after = (status, message)
-            return
+        else:
+            self._send_trailers(st, status, message)
+
+    def _send_trailers(self, st: _Stream, status: int, message: str) -> None:
         block = _TRAILERS_OK if status == OK and not message else _trailers(status, message)
         if not st.headers_sent:
             st.headers_sent = True
