@@ -21,9 +21,10 @@ import httpx
 import pytest
 
 from tests.mocks.providers import MockProvider
+from tests.paths import KONG
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = ROOT.parent / "shared" / "fixtures" / "recorded" / "kong"
+FIXTURES = KONG
 
 KEYS = {"openai": "sk-test-openai-key-123", "anthropic": "sk-ant-test-key-456", "gemini": "AIza-test-gemini-key-789"}
 # The model each provider serves in the tests, by provider type.

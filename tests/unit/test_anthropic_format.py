@@ -6,7 +6,6 @@ transport) and consumes the gateway's responses, streams and errors.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -42,8 +41,8 @@ from extproc.canonical import (
 from extproc.errors import GatewayError
 from extproc.formats import anthropic as fmt
 from extproc.sse import SSEParser
+from tests.paths import KONG
 
-KONG = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "recorded" / "kong"
 RESPONSES = KONG / "anthropic" / "llm-v1-chat" / "responses"
 
 MINIMAL_MESSAGE = {

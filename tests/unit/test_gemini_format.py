@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -39,8 +38,8 @@ from extproc.canonical import (
 )
 from extproc.errors import GatewayError
 from extproc.formats import gemini as g
+from tests.paths import KONG
 
-KONG = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "recorded" / "kong"
 CHUNKS = KONG / "unit" / "streaming-chunk-formats"
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -38,8 +37,8 @@ from extproc.canonical import (
 )
 from extproc.errors import GatewayError
 from extproc.formats import openai as fmt
+from tests.paths import KONG
 
-KONG = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "recorded" / "kong"
 OPENAI = KONG / "openai" / "llm-v1-chat"
 STREAM_BIN = KONG / "unit" / "streaming-chunk-formats" / "text-event-stream" / "input.bin"
 STREAM_FRAME = KONG / "unit" / "real-stream-frames" / "openai" / "llm-v1-chat.txt"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -13,9 +12,9 @@ from hypothesis import strategies as st
 
 from extproc import canonical as c
 from extproc.formats import anthropic, gemini, openai
+from tests.paths import KONG
 
 FORMATS = {"openai": openai, "anthropic": anthropic, "gemini": gemini}
-KONG = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "recorded" / "kong"
 _IDS = re.compile(rb"call_[0-9a-f]{20,32}|toolu_[0-9A-Za-z]{10,}|msg_[0-9A-Za-z]{10,}|chatcmpl-[0-9A-Za-z]{10,}")
 
 EVENTS: list[c.Event] = [
