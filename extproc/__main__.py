@@ -1,5 +1,5 @@
 """``python -m extproc`` is the ``ai-gateway`` command."""
 
-from .cli import main
+from extproc.ops.cli import main
 
 raise SystemExit(main())

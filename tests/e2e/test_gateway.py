@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from extproc.launcher import find_envoy
+from extproc.ops.launcher import find_envoy
 from tests.conftest import KEYS, MODELS, ROOT, Gateway, free_port, gateway_config, start_gateway, stop_gateway
 from tests.e2e.sdk import ask
 

@@ -101,8 +101,9 @@ def _google_grpc(boot: dict, target: str) -> None:  # type: ignore[type-arg]
 def test_envoys_configured_differently_still_talk_to_the_service(mocks: dict, tmp_path: Path, variant: str) -> None:  # type: ignore[type-arg]
     """A mesh's Envoy may not use our cluster settings: with the peer's HPACK table at 0 (our header blocks must open
     with a size update), with the oghttp2 codec, and with Envoy's C-core gRPC client, requests still go through."""
-    from extproc.config import load_config
-    from extproc.envoy_config import Address, render
+    from extproc.core.address import Address
+    from extproc.core.config import load_config
+    from extproc.ops.envoy_config import render
     from tests.conftest import KEYS
     from tests.unit.test_deploy import envoy_bin, http_status, running, wait_for
 

@@ -6,8 +6,8 @@ import hashlib
 
 import pytest
 
-from extproc.access import credential
-from extproc.config import ConfigError, build_config
+from extproc.core.access import credential
+from extproc.core.config import ConfigError, build_config
 
 
 def cfg(extra: dict, env: dict[str, str] | None = None):

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from extproc.canonical import (
+from extproc.translation.canonical import (
     Document,
     Finish,
     Image,
@@ -38,9 +38,9 @@ from extproc.canonical import (
     Usage,
     UsageUpdate,
 )
-from extproc.errors import GatewayError
-from extproc.formats import anthropic as fmt
-from extproc.sse import SSEParser
+from extproc.translation.errors import GatewayError
+from extproc.translation.formats import anthropic as fmt
+from extproc.translation.sse import SSEParser
 from tests.paths import KONG
 
 RESPONSES = KONG / "anthropic" / "llm-v1-chat" / "responses"

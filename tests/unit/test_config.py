@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from extproc.config import ConfigError, build_config, load_config, parse_base_url, parse_duration, summary
+from extproc.core.config import ConfigError, build_config, load_config, parse_base_url, parse_duration, summary
 
 ROOT = Path(__file__).resolve().parents[2]
 

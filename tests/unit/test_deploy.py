@@ -36,9 +36,10 @@ import yaml
 from cloudcoil.models.istio.networking import v1 as istio_v1
 from cloudcoil.models.istio.networking import v1alpha3 as istio_v1alpha3
 
-from extproc.config import load_config
-from extproc.envoy_config import ROUTE_HEADER, ext_proc_filter
-from extproc.launcher import find_envoy
+from extproc.core.config import load_config
+from extproc.core.contract import ROUTE_HEADER
+from extproc.ops.envoy_config import ext_proc_filter
+from extproc.ops.launcher import find_envoy
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -244,7 +245,7 @@ def test_dockerfile_runs_the_service_as_the_tests_do() -> None:
             assert path in allowed, f"{path} is excluded by .dockerignore"
             assert (ROOT / path).exists()
     pyproject = (ROOT / "pyproject.toml").read_text()
-    assert 'ai-gateway = "extproc.cli:main"' in pyproject
+    assert 'ai-gateway = "extproc.ops.cli:main"' in pyproject
     version = re.search(r'^version = "([^"]+)"', pyproject, re.M).group(1)  # type: ignore[union-attr]
     assert compose()["services"]["extproc"]["image"] == f"ai-gateway:{version}"
 

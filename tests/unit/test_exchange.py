@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import orjson
 
-from extproc.config import build_config
-from extproc.envoy_config import ROUTE_HEADER
-from extproc.exchange import CONTINUE, Exchange, Forward, Gateway, Reply
+from extproc.core.config import build_config
+from extproc.core.contract import ROUTE_HEADER
+from extproc.core.exchange import CONTINUE, Exchange, Forward, Gateway, Reply
 
 ENV = {"OPENAI_API_KEY": "sk-o", "ANTHROPIC_API_KEY": "sk-a", "GEMINI_API_KEY": "g-k"}
 

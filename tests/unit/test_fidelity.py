@@ -11,12 +11,14 @@ import httpx
 import orjson
 import pytest
 
-from extproc import canonical as c
-from extproc import catalog, fetch, media, schemas
-from extproc.config import build_config
-from extproc.errors import GatewayError
-from extproc.exchange import Exchange, Forward, Gateway, Reply
-from extproc.formats import anthropic, gemini, openai
+from extproc.core import catalog
+from extproc.core.config import build_config
+from extproc.core.exchange import Exchange, Forward, Gateway, Reply
+from extproc.translation import canonical as c
+from extproc.translation import media, schemas
+from extproc.translation.errors import GatewayError
+from extproc.translation.formats import anthropic, gemini, openai
+from extproc.transport import fetch
 
 FORMATS = {"openai": openai, "anthropic": anthropic, "gemini": gemini}
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 8).decode()

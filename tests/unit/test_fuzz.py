@@ -8,10 +8,10 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from extproc import canonical as c
-from extproc import media
-from extproc.errors import GatewayError
-from extproc.formats import anthropic, gemini, openai
+from extproc.translation import canonical as c
+from extproc.translation import media
+from extproc.translation.errors import GatewayError
+from extproc.translation.formats import anthropic, gemini, openai
 
 FORMATS = {"openai": openai, "anthropic": anthropic, "gemini": gemini}
 FIELDS = [

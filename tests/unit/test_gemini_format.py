@@ -13,7 +13,7 @@ from google.genai import _api_client, errors, types
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from extproc.canonical import (
+from extproc.translation.canonical import (
     Document,
     Finish,
     Image,
@@ -36,8 +36,8 @@ from extproc.canonical import (
     Usage,
     UsageUpdate,
 )
-from extproc.errors import GatewayError
-from extproc.formats import gemini as g
+from extproc.translation.errors import GatewayError
+from extproc.translation.formats import gemini as g
 from tests.paths import KONG
 
 CHUNKS = KONG / "unit" / "streaming-chunk-formats"

@@ -31,10 +31,10 @@ import hpack
 import pytest
 import uvloop
 
-from extproc import grpc_wire as gw
-from extproc.config import build_config
-from extproc.exchange import Gateway
-from extproc.grpc_wire import (
+from extproc.core.config import build_config
+from extproc.core.exchange import Gateway
+from extproc.transport import grpc_wire as gw
+from extproc.transport.grpc_wire import (
     ACK,
     CONTINUATION,
     DATA,
@@ -52,7 +52,7 @@ from extproc.grpc_wire import (
     WINDOW_UPDATE,
     frame,
 )
-from extproc.servicer import PROCESS_PATH, ExtProc
+from extproc.transport.servicer import PROCESS_PATH, ExtProc
 
 ROOT = Path(__file__).resolve().parents[2]
 PATH = "/test.Echo/Chat"

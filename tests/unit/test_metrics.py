@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from extproc.metrics import _DURATION_BUCKETS, _Hist
+from extproc.observability.metrics import _DURATION_BUCKETS, _Hist
 
 
 def test_batched_histogram_equals_observe() -> None:

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from extproc.canonical import (
+from extproc.translation.canonical import (
     Document,
     Finish,
     Image,
@@ -35,8 +35,8 @@ from extproc.canonical import (
     Usage,
     UsageUpdate,
 )
-from extproc.errors import GatewayError
-from extproc.formats import openai as fmt
+from extproc.translation.errors import GatewayError
+from extproc.translation.formats import openai as fmt
 from tests.paths import KONG
 
 OPENAI = KONG / "openai" / "llm-v1-chat"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
-from extproc import servicer
+from extproc.transport import servicer
 
 
 def _decoded(blob_parts: list[tuple[str, str]]) -> list[tuple[str, bytes]]:

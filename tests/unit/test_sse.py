@@ -6,7 +6,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from extproc.sse import JSONArrayStreamParser, SSEEvent, SSEParser, encode_event
+from extproc.translation.sse import JSONArrayStreamParser, SSEEvent, SSEParser, encode_event
 
 SAMPLE = (
     b": keep-alive comment\n\n"

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from extproc import canonical as c
-from extproc.formats import anthropic, gemini, openai
+from extproc.translation import canonical as c
+from extproc.translation.formats import anthropic, gemini, openai
 from tests.paths import KONG
 
 FORMATS = {"openai": openai, "anthropic": anthropic, "gemini": gemini}

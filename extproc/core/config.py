@@ -17,10 +17,10 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from . import access
-from . import media as _fetch
-from .access import AccessPolicy
-from .media import FetchPolicy
+from extproc.core import access
+from extproc.core.access import AccessPolicy
+from extproc.translation import media as _fetch
+from extproc.translation.media import FetchPolicy
 
 PROVIDER_TYPES = ("openai", "anthropic", "gemini")
 

@@ -16,12 +16,13 @@ from typing import Any
 
 import orjson
 
-from . import access, catalog, media
-from . import canonical as c
-from .config import Config, Provider
-from .envoy_config import LOCAL_ERROR_HEADER, RATE_KEY_HEADER, RATE_MODEL_HEADER, ROUTE_HEADER
-from .errors import GatewayError, invalid, type_for_status
-from .formats import anthropic, gemini, openai
+from extproc.core import access, catalog
+from extproc.core.config import Config, Provider
+from extproc.core.contract import LOCAL_ERROR_HEADER, RATE_KEY_HEADER, RATE_MODEL_HEADER, ROUTE_HEADER
+from extproc.translation import canonical as c
+from extproc.translation import media
+from extproc.translation.errors import GatewayError, invalid, type_for_status
+from extproc.translation.formats import anthropic, gemini, openai
 
 FORMATS: dict[str, ModuleType] = {"openai": openai, "anthropic": anthropic, "gemini": gemini}
 

@@ -17,13 +17,13 @@ import time
 import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
-from . import logs
-from .config import ConfigError, load_config
-from .envoy_config import Address
-from .exchange import Exchange, Gateway
-from .grpc_wire import Server
-from .metrics import Metrics
-from .servicer import ExternalProcessor, ExtProc
+from extproc.core.address import Address
+from extproc.core.config import ConfigError, load_config
+from extproc.core.exchange import Exchange, Gateway
+from extproc.observability import logs
+from extproc.observability.metrics import Metrics
+from extproc.transport.grpc_wire import Server
+from extproc.transport.servicer import ExternalProcessor, ExtProc
 
 log = logging.getLogger("extproc")
 

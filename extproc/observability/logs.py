@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from .exchange import Exchange
+from extproc.core.exchange import Exchange
 
 _SECRET_RE = re.compile(
     rb'(?i)("?(?:authorization|x-api-key|x-goog-api-key|api[_-]?key|key)"?\s*[:=]\s*"?)(?:Bearer\s+)?[^"&\s,}]+'

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from extproc.canonical import (
+from extproc.translation.canonical import (
     Candidate,
     Document,
     Event,
@@ -47,8 +47,8 @@ from extproc.canonical import (
     merge_usage,
     split_tool_id,
 )
-from extproc.errors import ERROR_TYPES, GatewayError, invalid, type_for_status
-from extproc.sse import SSEEvent, SSEParser, encode_event
+from extproc.translation.errors import ERROR_TYPES, GatewayError, invalid, type_for_status
+from extproc.translation.sse import SSEEvent, SSEParser, encode_event
 
 NAME = "openai"
 EXTRA_HEADERS: list[tuple[str, str]] = []

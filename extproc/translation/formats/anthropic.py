@@ -19,8 +19,8 @@ from typing import Any
 
 import orjson
 
-from extproc import errors, schemas
-from extproc.canonical import (
+from extproc.translation import errors, schemas
+from extproc.translation.canonical import (
     Document,
     Event,
     Finish,
@@ -48,8 +48,8 @@ from extproc.canonical import (
     merge_usage,
     split_tool_id,
 )
-from extproc.errors import GatewayError, invalid
-from extproc.sse import SSEParser, encode_event
+from extproc.translation.errors import GatewayError, invalid
+from extproc.translation.sse import SSEParser, encode_event
 
 NAME = "anthropic"
 

@@ -20,8 +20,8 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from . import canonical as c
-from .errors import invalid
+from extproc.translation import canonical as c
+from extproc.translation.errors import invalid
 
 # Hosts whose file URIs only Gemini can read (the Files API needs the provider's key; YouTube links Gemini takes).
 _GEMINI_HOSTS = ("generativelanguage.googleapis.com",)

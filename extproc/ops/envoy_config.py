@@ -9,21 +9,20 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
-from .config import Config, Provider
+from extproc.core.address import Address
+from extproc.core.config import Config, Provider
+from extproc.core.contract import (
+    LOCAL_ERROR_HEADER,
+    METADATA_NAMESPACE,
+    RATE_KEY_HEADER,
+    RATE_MODEL_HEADER,
+    ROUTE_HEADER,
+)
 
-ROUTE_HEADER = "x-ai-gateway-provider"
-# What Envoy's local rate limit counts: the gateway key's name and the client's model (set by the service).
-RATE_KEY_HEADER = "x-ai-gateway-key"
-RATE_MODEL_HEADER = "x-ai-gateway-model"
-# Set by Envoy's local-reply mappers on replies Envoy made itself (connect failure, timeout), so the service can tell
-# them from a provider's own 502/504 and answer in the client's format with the right error type.
-LOCAL_ERROR_HEADER = "x-ai-gateway-error"
-METADATA_NAMESPACE = "ai_gateway"
 _HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 EXTPROC_CLUSTER = "extproc"
 
@@ -32,36 +31,6 @@ _CA_BUNDLES = (
     "/etc/pki/tls/certs/ca-bundle.crt",  # Fedora, RHEL
     "/etc/ssl/cert.pem",  # macOS, some BSDs
 )
-
-
-@dataclass(slots=True)
-class Address:
-    """``HOST:PORT`` or ``unix:PATH``."""
-
-    host: str = ""
-    port: int = 0
-    path: str = ""
-
-    @classmethod
-    def parse(cls, text: str, default_host: str = "0.0.0.0") -> Address:
-        if text.startswith("unix:"):
-            return cls(path=text[5:])
-        host, sep, port = text.rpartition(":")
-        if not sep or not port.isdigit():
-            raise ValueError(f"address {text!r} must be HOST:PORT, :PORT or unix:PATH")
-        host = host.strip("[]") or default_host
-        return cls(host=host, port=int(port))
-
-    def envoy(self) -> dict[str, Any]:
-        if self.path:
-            return {"pipe": {"path": self.path}}
-        return {"socket_address": {"address": self.host, "port_value": self.port}}
-
-    def grpc_target(self) -> str:
-        return f"unix:{self.path}" if self.path else f"{self.host}:{self.port}"
-
-    def __str__(self) -> str:
-        return f"unix:{self.path}" if self.path else f"{self.host}:{self.port}"
 
 
 def ca_bundle() -> str:

@@ -18,13 +18,13 @@ from envoy.extensions.filters.http.ext_proc.v3.processing_mode_pb2 import Proces
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
-from .envoy_config import METADATA_NAMESPACE
-from .errors import GatewayError
-from .exchange import CONTINUE, Exchange, Forward, Gateway, Reply
-from .fetch import fetch_all
-from .logs import redact
-from .media import FetchMedia
-from .metrics import Metrics
+from extproc.core.contract import METADATA_NAMESPACE
+from extproc.core.exchange import CONTINUE, Exchange, Forward, Gateway, Reply
+from extproc.observability.logs import redact
+from extproc.observability.metrics import Metrics
+from extproc.translation.errors import GatewayError
+from extproc.translation.media import FetchMedia
+from extproc.transport.fetch import fetch_all
 
 log = logging.getLogger("extproc")
 

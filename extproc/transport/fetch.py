@@ -10,8 +10,8 @@ import asyncio
 import base64
 from urllib.parse import urljoin
 
-from .errors import GatewayError, invalid
-from .media import Fetched, FetchPolicy, check_url
+from extproc.translation.errors import GatewayError, invalid
+from extproc.translation.media import Fetched, FetchPolicy, check_url
 
 _MAX_REDIRECTS = 3
 MAX_URLS = 16  # per request

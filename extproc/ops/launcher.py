@@ -23,8 +23,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Config, ConfigError, load_config
-from .envoy_config import Address, dump, render
+from extproc.core.address import Address
+from extproc.core.config import Config, ConfigError, load_config
+from extproc.ops.envoy_config import dump, render
 
 log = logging.getLogger("ai-gateway")
 

@@ -15,8 +15,8 @@ from urllib.parse import parse_qsl, unquote
 
 import orjson
 
-from .config import Config, Model
-from .errors import GatewayError, invalid
+from extproc.core.config import Config, Model
+from extproc.translation.errors import GatewayError, invalid
 
 _EPOCH = "1970-01-01T00:00:00Z"
 _GEMINI_PATH = re.compile(r"^/gemini/(v1|v1beta)/models(?:/([^:]+))?$")

@@ -14,9 +14,10 @@ import sys
 
 from dotenv import load_dotenv
 
-from . import logs
-from .config import ConfigError, load_config, summary
-from .envoy_config import Address, dump, render
+from extproc.core.address import Address
+from extproc.core.config import ConfigError, load_config, summary
+from extproc.observability import logs
+from extproc.ops.envoy_config import dump, render
 
 COMMANDS = ("run", "extproc", "envoy-config", "check-config")
 log = logging.getLogger("ai-gateway")
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         print(summary(cfg))
         return 0
     if command == "extproc":
-        from .server import run
+        from extproc.transport.server import run
 
         return run(args.config, args.extproc_listen, args.grace, args.verbose)
     if args.listen is None:  # run without --listen: open to the network only when clients must present a key
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(dump(render(cfg, listen=listen, admin=admin, extproc=extproc)))
         return 0
 
-    from .launcher import Options, run
+    from extproc.ops.launcher import Options, run
 
     if args.workers < 1:
         log.error("--workers must be at least 1")

@@ -32,8 +32,8 @@ from urllib.parse import parse_qsl, unquote, urlencode
 
 import orjson
 
-from .. import schemas
-from ..canonical import (
+from extproc.translation import schemas
+from extproc.translation.canonical import (
     Candidate,
     Document,
     Event,
@@ -60,8 +60,8 @@ from ..canonical import (
     UsageUpdate,
     merge_usage,
 )
-from ..errors import GatewayError, invalid, type_for_status
-from ..sse import JSONArrayStreamParser, SSEParser
+from extproc.translation.errors import GatewayError, invalid, type_for_status
+from extproc.translation.sse import JSONArrayStreamParser, SSEParser
 
 NAME = "gemini"
 EXTRA_HEADERS: list[tuple[str, str]] = []

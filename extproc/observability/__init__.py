@@ -1,0 +1,1 @@
+"""Observability: Prometheus metrics (multiprocess) and JSON request logs, fed when an exchange ends."""
