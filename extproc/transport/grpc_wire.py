@@ -80,12 +80,14 @@ class Limits:
     max_concurrent_streams: int = 1024
     # one gRPC message; larger ones end their stream with RESOURCE_EXHAUSTED
     max_message: int = 33 * MiB
-    # request bytes held per connection (partial messages + messages waiting for a busy handler); also our
-    # connection receive window. Past it the stream that brought the bytes ends with RESOURCE_EXHAUSTED.
+    # request bytes held per connection (partial messages, messages waiting for a busy handler or for the answers
+    # to drain). Past it the stream that brought the bytes ends with RESOURCE_EXHAUSTED.
     max_buffered_in: int = 128 * MiB
-    # answer bytes per connection waiting for the peer's flow-control window. Past it the connection stops taking
-    # work (messages wait, receive windows stay closed, new streams are refused) until half of it has drained.
-    max_buffered_out: int = 64 * MiB
+    # answer bytes per connection waiting for the peer's flow-control window. Past it the connection takes no more
+    # work (messages wait, receive windows are not re-opened) until half of it has drained.
+    max_buffered_out: int = 8 * MiB
+    # our connection receive window: what a peer can send while the windows are not re-opened
+    connection_window: int = 16 * MiB
     # decoded header list (SETTINGS_MAX_HEADER_LIST_SIZE); the HPACK-encoded block may be at most twice this
     max_header_list: int = 64 * 1024
     # CONTINUATION frames in one header block
@@ -366,7 +368,7 @@ class Connection(asyncio.Protocol):
         self.peer_window = 65535  # initial stream send window (peer's SETTINGS_INITIAL_WINDOW_SIZE)
         self.peer_max_frame = 16384
         self.conn_send_window = 65535
-        self.conn_window = max(65535, min(limits.max_buffered_in, MAX_WINDOW))  # our receive window
+        self.conn_window = max(65535, min(limits.connection_window, MAX_WINDOW))  # our receive window
         self.conn_unacked = 0  # received DATA bytes not yet given back to the connection window
         self.blocked: list[_Stream] = []
         self.backlog = 0  # answer bytes in outboxes (waiting for the peer's window)
@@ -714,7 +716,7 @@ class Connection(asyncio.Protocol):
                 self.out += frame(RST_STREAM, 0, sid, _U32.pack(STREAM_CLOSED))
             return  # a closed stream's trailers
         self.last_sid = sid
-        if self.goaway_sent or self.congested or len(self.streams) >= self.limits.max_concurrent_streams:
+        if self.goaway_sent or len(self.streams) >= self.limits.max_concurrent_streams:
             if not self.goaway_sent and not self.resets.take():
                 self._calm("streams refused")
             self.out += frame(RST_STREAM, 0, sid, _U32.pack(REFUSED_STREAM))  # retry elsewhere (or later)
@@ -1055,7 +1057,7 @@ class Server:
             (0x5, MAX_FRAME),
             (0x6, limits.max_header_list),
         ]
-        conn_window = max(65535, min(limits.max_buffered_in, MAX_WINDOW))
+        conn_window = max(65535, min(limits.connection_window, MAX_WINDOW))
         self.preface = frame(SETTINGS, 0, 0, b"".join(_SETTING.pack(k, v) for k, v in settings))
         if conn_window > 65535:
             self.preface += frame(WINDOW_UPDATE, 0, 0, _U32.pack(conn_window - 65535))

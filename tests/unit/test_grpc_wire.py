@@ -160,12 +160,12 @@ class EchoService:
 
 # -------------------------------------------------------------------------------- the server in a background thread
 class Running:
-    def __init__(self, service: Callable[[str], Any], loop: str = "asyncio") -> None:
+    def __init__(self, service: Callable[[str], Any], loop: str = "asyncio", limits: gw.Limits | None = None) -> None:
         self.service = service
         self.loop = LOOPS[loop]()
         self.thread = threading.Thread(target=self.loop.run_forever, name=f"grpc-wire-{loop}", daemon=True)
         self.thread.start()
-        self.server = gw.Server(service)
+        self.server = gw.Server(service, limits)
         self.closed = False
 
     def run(self, coro: Coroutine[Any, Any, Any], timeout: float = 10) -> Any:
@@ -218,8 +218,10 @@ class Running:
 def serve() -> Iterator[Callable[..., Running]]:
     started: list[Running] = []
 
-    def start(service: Callable[[str], Any] | None = None, loop: str = "asyncio") -> Running:
-        srv = Running(service if service is not None else EchoService(), loop)
+    def start(
+        service: Callable[[str], Any] | None = None, loop: str = "asyncio", limits: gw.Limits | None = None
+    ) -> Running:
+        srv = Running(service if service is not None else EchoService(), loop, limits)
         started.append(srv)
         return srv
 
