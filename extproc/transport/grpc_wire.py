@@ -64,6 +64,7 @@ RESOURCE_EXHAUSTED, FAILED_PRECONDITION, UNIMPLEMENTED, INTERNAL, UNAVAILABLE = 
 
 MAX_FRAME = 1 << 18  # what we accept from the peer (SETTINGS_MAX_FRAME_SIZE)
 STREAM_WINDOW = 1 << 24  # our receive window per stream (SETTINGS_INITIAL_WINDOW_SIZE)
+_STREAM_HALF = STREAM_WINDOW >> 1  # a stream's window is given back once this much of it is used
 MAX_WINDOW = 0x7FFFFFFF
 MiB = 1024 * 1024
 _REMEMBER_BLOCK = 1024  # header blocks remembered by their bytes are at most this long (Envoy's are ~100 bytes)
@@ -96,7 +97,7 @@ class Limits:
     handshake_timeout: float = 10.0
     # a connection with no open stream for this long is closed (GOAWAY NO_ERROR)
     idle_timeout: float = 300.0
-    # a connection silent for this long gets a PING; no byte back within keepalive_timeout and it is closed
+    # a PING every keepalive_interval; no ACK within keepalive_timeout and the connection is closed
     keepalive_interval: float = 60.0
     keepalive_timeout: float = 20.0
     # PING, SETTINGS, PRIORITY, empty DATA and unknown frames: a burst of this many, then this many per second;
@@ -315,6 +316,7 @@ class Connection(asyncio.Protocol):
         "buffered_in",
         "closing",
         "congested",
+        "conn_half",
         "conn_send_window",
         "conn_unacked",
         "conn_window",
@@ -326,21 +328,20 @@ class Connection(asyncio.Protocol):
         "header_block",
         "header_flags",
         "header_sid",
-        "heard",
         "idle_since",
         "inbuf",
         "last_sid",
         "limits",
         "linger",
+        "max_streams",
         "out",
         "paths",
         "peer_max_frame",
         "peer_window",
         "ping_out",
+        "pinged",
         "preface",
-        "reads",
         "resets",
-        "seen_reads",
         "server",
         "streams",
         "table_update",
@@ -369,6 +370,8 @@ class Connection(asyncio.Protocol):
         self.peer_max_frame = 16384
         self.conn_send_window = 65535
         self.conn_window = max(65535, min(limits.connection_window, MAX_WINDOW))  # our receive window
+        self.conn_half = self.conn_window >> 1
+        self.max_streams = limits.max_concurrent_streams
         self.conn_unacked = 0  # received DATA bytes not yet given back to the connection window
         self.blocked: list[_Stream] = []
         self.backlog = 0  # answer bytes in outboxes (waiting for the peer's window)
@@ -380,10 +383,8 @@ class Connection(asyncio.Protocol):
         self.control = _Bucket(limits.control_burst, limits.control_rate)
         self.resets = _Bucket(limits.reset_burst, limits.reset_rate)
         self.born = time.monotonic()
-        self.reads = 0  # data_received calls: the keepalive timer looks for a change
-        self.seen_reads = 0
-        self.heard = self.born  # when the timer last saw the count change
-        self.ping_out = 0.0  # when our keepalive PING went out (0: none outstanding)
+        self.pinged = self.born  # when our last keepalive PING went out
+        self.ping_out = 0.0  # the same while its ACK has not come back (0: none outstanding)
         self.idle_since: float | None = None
         self.linger = 0.0  # after an idle GOAWAY: not closed before this (streams already in flight get refused)
 
@@ -437,7 +438,6 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return  # after a connection error: nothing more is read
-        self.reads += 1
         buf = self.inbuf + data if self.inbuf else data
         pos = 0
         try:
@@ -505,18 +505,16 @@ class Connection(asyncio.Protocol):
                 code = SETTINGS_TIMEOUT if self.preface else PROTOCOL_ERROR
                 self._fail(code, f"no HTTP/2 client preface and SETTINGS within {limits.handshake_timeout:g}s")
             return
-        if self.reads != self.seen_reads:
-            self.seen_reads, self.heard, self.ping_out = self.reads, now, 0.0
-        elif limits.keepalive_interval and now - self.heard >= limits.keepalive_interval:
-            if not self.ping_out:
-                self.ping_out = now
-                self.out += frame(PING, 0, 0, _KEEPALIVE)
-                self.flush()
-            elif now - self.ping_out >= limits.keepalive_timeout:
+        if limits.keepalive_interval:  # a PING every interval (nothing per read on the hot path); its ACK is due
+            if self.ping_out and now - self.ping_out >= limits.keepalive_timeout:
                 self.server.quiet.warning("gRPC connection from %s closed: no answer to a keepalive PING", self._peer())
                 self.closing = True
                 self.transport.abort()
                 return
+            if not self.ping_out and now - self.pinged >= limits.keepalive_interval:
+                self.ping_out = self.pinged = now
+                self.out += frame(PING, 0, 0, _KEEPALIVE)
+                self.flush()
         if self.streams:
             self.idle_since = None
         elif self.idle_since is None:
@@ -588,6 +586,9 @@ class Connection(asyncio.Protocol):
                 raise _ConnError(FRAME_SIZE_ERROR, "PING of the wrong size")
             if sid:
                 raise _ConnError(PROTOCOL_ERROR, "PING on a stream")
+            if flags & ACK and self.ping_out and payload == _KEEPALIVE:
+                self.ping_out = 0.0  # the peer is alive (the ACK of our own PING costs it nothing)
+                return
             if not self.control.take():
                 self._calm("PINGs")
             if not flags & ACK:
@@ -716,7 +717,7 @@ class Connection(asyncio.Protocol):
                 self.out += frame(RST_STREAM, 0, sid, _U32.pack(STREAM_CLOSED))
             return  # a closed stream's trailers
         self.last_sid = sid
-        if self.goaway_sent or len(self.streams) >= self.limits.max_concurrent_streams:
+        if self.goaway_sent or len(self.streams) >= self.max_streams:
             if not self.goaway_sent and not self.resets.take():
                 self._calm("streams refused")
             self.out += frame(RST_STREAM, 0, sid, _U32.pack(REFUSED_STREAM))  # retry elsewhere (or later)
@@ -745,7 +746,7 @@ class Connection(asyncio.Protocol):
         if not size and not flags & END_STREAM and not self.control.take():
             self._calm("empty DATA frames")
         self.conn_unacked += size
-        if self.conn_unacked >= self.conn_window >> 1:
+        if self.conn_unacked >= self.conn_half:
             if self.conn_unacked > self.conn_window:
                 raise _ConnError(FLOW_CONTROL_ERROR, "DATA beyond the connection window")
             if not self.congested:
@@ -761,7 +762,7 @@ class Connection(asyncio.Protocol):
                 raise _ConnError(PROTOCOL_ERROR, "DATA on an idle stream")
             return  # a stream we already finished (or reset): its data is dropped, the window was given back
         st.unacked += size
-        if st.unacked >= STREAM_WINDOW >> 1:
+        if st.unacked >= _STREAM_HALF:
             if st.unacked > STREAM_WINDOW:
                 raise _ConnError(FLOW_CONTROL_ERROR, "DATA beyond the stream window")
             if not flags & END_STREAM and not self.congested:
@@ -937,11 +938,11 @@ class Connection(asyncio.Protocol):
         self.congested = False
         if self.closing:
             return
-        if self.conn_unacked >= self.conn_window >> 1:
+        if self.conn_unacked >= self.conn_half:
             self.out += frame(WINDOW_UPDATE, 0, 0, _U32.pack(self.conn_unacked))
             self.conn_unacked = 0
         for st in list(self.streams.values()):
-            if st.unacked >= STREAM_WINDOW >> 1 and not st.remote_closed:
+            if st.unacked >= _STREAM_HALF and not st.remote_closed:
                 self.out += frame(WINDOW_UPDATE, 0, st.sid, _U32.pack(st.unacked))
                 st.unacked = 0
         for st in list(self.streams.values()):

@@ -284,6 +284,21 @@ def test_data_beyond_a_closed_window_is_a_flow_control_error(limited: Callable[.
     assert goaway(c.rest()) == (1, gw.FLOW_CONTROL_ERROR)
 
 
+def test_data_beyond_a_stream_window_is_a_flow_control_error(limited: Callable[..., Any]) -> None:
+    """Our stream window (16 MiB) holds too: with the connection window larger, one stream may still not send more
+    than its own window while we hold its WINDOW_UPDATEs back."""
+    _, _, connect = limited(max_buffered_out=1 * KB, connection_window=64 * 1024 * KB)
+    c = connect((INITIAL_WINDOW_SIZE, 0))
+    c.send(c.open(1), frame(DATA, 0, 1, grpc_msg(b"big:5000")))  # congested: windows are not re-opened
+    c.barrier()
+    step = 256 * KB
+    body = struct.pack(">BL", 0, 32 * 1024 * KB) + b"\0" * (gw.STREAM_WINDOW - 5)  # exactly the stream window
+    c.send(c.open(3), *(frame(DATA, 0, 3, body[i : i + step]) for i in range(0, len(body), step)))
+    assert not [f for f in c.barrier() if f.type == GOAWAY]
+    c.send(frame(DATA, 0, 3, b"\0"))  # one byte more
+    assert goaway(c.rest()) == (3, gw.FLOW_CONTROL_ERROR)
+
+
 # ------------------------------------------------------------------------------------------------------ timers
 def test_handshake_timeout(limited: Callable[..., Any]) -> None:
     _, _, connect = limited(handshake_timeout=0.3)
