@@ -77,7 +77,8 @@ class Limits:
     default) plus protobuf overhead, streams that stay open and silent for minutes while an LLM answers. Times are
     seconds; 0 turns a timer off. ``docs/transport.md`` gives the reason for each default."""
 
-    # streams open at once per connection (SETTINGS_MAX_CONCURRENT_STREAMS): more are refused (REFUSED_STREAM)
+    # streams open at once per connection (SETTINGS_MAX_CONCURRENT_STREAMS): more are refused (REFUSED_STREAM);
+    # four times as many until the peer has acknowledged our SETTINGS
     max_concurrent_streams: int = 1024
     # one gRPC message; larger ones end their stream with RESOURCE_EXHAUSTED
     max_message: int = 33 * MiB
@@ -104,7 +105,8 @@ class Limits:
     # past it: GOAWAY ENHANCE_YOUR_CALM
     control_burst: int = 200
     control_rate: float = 20.0
-    # streams the peer resets (or that we refuse) before they ended: a burst, then per second (rapid reset)
+    # streams the peer resets before we answered anything, and streams we refuse: a burst, then per second (rapid
+    # reset; Envoy resets each ext_proc stream when its request is done, after our answers, which does not count)
     reset_burst: int = 1024
     reset_rate: float = 100.0
     # warnings about peer faults: at most one line per interval, with a count of the ones suppressed
@@ -371,7 +373,9 @@ class Connection(asyncio.Protocol):
         self.conn_send_window = 65535
         self.conn_window = max(65535, min(limits.connection_window, MAX_WINDOW))  # our receive window
         self.conn_half = self.conn_window >> 1
-        self.max_streams = limits.max_concurrent_streams
+        # Until the peer acknowledges our SETTINGS it may not know the limit yet (Envoy puts every pending request on a
+        # new connection before its SETTINGS arrive): four times as many are tolerated until then.
+        self.max_streams = 4 * limits.max_concurrent_streams
         self.conn_unacked = 0  # received DATA bytes not yet given back to the connection window
         self.blocked: list[_Stream] = []
         self.backlog = 0  # answer bytes in outboxes (waiting for the peer's window)
@@ -575,6 +579,7 @@ class Connection(asyncio.Protocol):
                     raise _ConnError(FRAME_SIZE_ERROR, "SETTINGS ACK with a payload")
                 if not self.control.take():
                     self._calm("SETTINGS frames")
+                self.max_streams = self.limits.max_concurrent_streams  # our SETTINGS are known now
                 return
             if self.handshaken and not self.control.take():
                 self._calm("SETTINGS frames")
@@ -602,7 +607,9 @@ class Connection(asyncio.Protocol):
                 raise _ConnError(PROTOCOL_ERROR, "RST_STREAM on an idle stream")
             st = self.streams.pop(sid, None)
             if st is not None:
-                if not st.local_closed and not self.resets.take():
+                # Envoy resets every ext_proc stream once its request is done (we have answered by then): only a
+                # stream reset before any answer is what rapid reset does
+                if not st.headers_sent and not self.resets.take():
                     self._calm("streams reset")
                 self._drop(st)
         elif ftype == GOAWAY:

@@ -122,6 +122,7 @@ def limited(serve: Callable[..., Running]) -> Iterator[Callable[..., tuple[Runni
 def test_max_concurrent_streams_is_advertised_and_enforced(limited: Callable[..., Any]) -> None:
     _srv, service, connect = limited(max_concurrent_streams=2)
     c = connect()
+    c.send(frame(SETTINGS, ACK, 0))  # our SETTINGS are known: the limit holds from now on
     first = c.barrier()
     ours = first[0]
     values = dict(struct.unpack_from(">HL", ours.payload, i) for i in range(0, len(ours.payload), 6))
@@ -136,6 +137,19 @@ def test_max_concurrent_streams_is_advertised_and_enforced(limited: Callable[...
     c.send(c.open(7), frame(DATA, END_STREAM, 7, grpc_msg(b"seven")))
     assert answer(c.finish(7), 7)[0] == [b"seven"]
     assert [call.received for call in service.calls] == [[b"one"], [b"three"], [b"seven"]]
+
+
+def test_streams_sent_before_our_settings_are_known_are_tolerated_fourfold(limited: Callable[..., Any]) -> None:
+    """A client may open streams before it has our SETTINGS (Envoy does, with every request waiting for a new
+    connection): until it acknowledges them, up to four times the limit are served, then the limit holds."""
+    _, service, connect = limited(max_concurrent_streams=2)
+    c = connect()  # no SETTINGS ACK yet
+    c.send(*(c.open(sid) + frame(DATA, 0, sid, grpc_msg(b"early")) for sid in range(1, 19, 2)))  # 9 streams
+    got = c.barrier()
+    assert [f.sid for f in got if f.type == RST_STREAM] == [17]  # the ninth: past 4 x 2
+    assert len(service.calls) == 8
+    c.send(frame(SETTINGS, ACK, 0), c.open(19))
+    assert [f.payload for f in on(c.barrier(), 19)] == [u32(REFUSED_STREAM)]  # 8 open, limit 2
 
 
 def test_rapid_reset_is_stopped_by_the_reset_budget(limited: Callable[..., Any]) -> None:
@@ -153,7 +167,7 @@ def test_rapid_reset_is_stopped_by_the_reset_budget(limited: Callable[..., Any])
 def test_streams_refused_past_the_limit_spend_the_reset_budget(limited: Callable[..., Any]) -> None:
     _, _, connect = limited(max_concurrent_streams=1, reset_burst=3, reset_rate=0.01)
     c = connect()
-    c.send(c.open(1))
+    c.send(frame(SETTINGS, ACK, 0), c.open(1))
     c.send(*(c.open(sid) for sid in (3, 5, 7)))
     assert [f.sid for f in c.barrier() if f.type == RST_STREAM] == [3, 5, 7]
     c.send(c.open(9))
