@@ -88,6 +88,15 @@ def _read(path: str) -> bytes:
         return f.read()
 
 
+def _check_readable(tls: TlsFiles) -> None:
+    """Name the file that cannot be read (``ssl`` and grpc only say that one could not)."""
+    for flag, path in (("--tls-cert", tls.cert), ("--tls-key", tls.key), ("--tls-client-ca", tls.client_ca)):
+        try:
+            _read(path)
+        except OSError as exc:
+            raise OSError(f"{flag} {path}: {exc.strerror or exc}") from None
+
+
 def make_recorder(metrics: Metrics, verbose: bool):
     """What happens when an exchange ends: one metric update and one JSON log line."""
 
@@ -126,6 +135,8 @@ async def serve(
     limits = limits_for(cfg.max_request_bytes, limits)
     server: Server | grpc.aio.Server
     try:
+        if tls is not None:
+            _check_readable(tls)
         if transport == "grpcio":
             server = grpc.aio.server(options=grpc_options(limits))
             pb_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(proc), server)

@@ -189,3 +189,14 @@ def test_rendered_mtls_cluster_validates_with_envoy(config: str, pki: dict[str, 
         extproc_tls=tls,
     )
     envoy_validate(json.loads(json.dumps(boot)))
+
+
+@pytest.mark.parametrize("transport", ["wire", "grpcio"])
+def test_unreadable_tls_files_stop_the_worker_with_one_clear_line(
+    config: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, transport: str
+) -> None:
+    monkeypatch.setenv("AI_GATEWAY_GRPC", transport)
+    missing = str(tmp_path / "missing.pem")
+    tls = server_mod.TlsFiles(missing, missing, missing)
+    assert server_mod.run(config, "127.0.0.1:0", 1.0, False, None, tls) == 1
+    assert "cannot serve on 127.0.0.1:0" in caplog.text and "missing.pem" in caplog.text
