@@ -96,8 +96,9 @@ class Limits:
     max_continuations: int = 16
     # from accepting the connection (TLS handshake included) to the client preface and its SETTINGS
     handshake_timeout: float = 10.0
-    # a connection with no open stream for this long is closed (GOAWAY NO_ERROR)
-    idle_timeout: float = 300.0
+    # a connection with no open stream for this long is closed (GOAWAY NO_ERROR); longer than Envoy's own idle
+    # timeout for upstream connections (1 h by default), so that Envoy, which can do it without a race, closes first
+    idle_timeout: float = 3900.0
     # a PING every keepalive_interval; no ACK within keepalive_timeout and the connection is closed
     keepalive_interval: float = 60.0
     keepalive_timeout: float = 20.0
