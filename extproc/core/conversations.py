@@ -27,6 +27,8 @@ from typing import Any, Protocol
 
 import orjson
 
+from extproc.translation.errors import GatewayError
+
 ANONYMOUS = ""
 MAX_CHAIN = 10_000  # previous_response_id links followed at most (a chain is as long as its conversation)
 
@@ -183,3 +185,62 @@ class MemoryStore:
         if self._entry(scope, response_id) is None:
             return False
         return self._drop((scope, response_id))
+
+
+def _previous_missing(prev: str, missing: str) -> GatewayError:
+    detail = "" if missing == prev else f" (it continues response '{missing}', which is no longer stored)"
+    return GatewayError(
+        "invalid_request",
+        f"Previous response with id '{prev}' not found.{detail}",
+        400,
+        param="previous_response_id",
+        code="previous_response_not_found",
+    )
+
+
+def expand_request(
+    body: dict[str, Any], store: ResponseStore | None, scope: str
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A Responses request made whole from the store: the stored conversation ``previous_response_id`` names goes
+    first, and ``item_reference`` items and reasoning items sent by id only are replaced by the stored items (those
+    the store does not hold are left for the format to refuse or drop). Returns the body to translate and this
+    request's own input items (with ids), which is what ``put`` keeps."""
+    raw = body.get("input")
+    if isinstance(raw, str):
+        own: list[dict[str, Any]] = [
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": raw}]}
+        ]
+    elif isinstance(raw, list):
+        own = raw
+    else:
+        return body, []  # the format refuses it with the right message
+    prev = body.get("previous_response_id")
+    history: list[dict[str, Any]] = []
+    if prev is not None:
+        if not isinstance(prev, str) or not prev:
+            raise GatewayError("invalid_request", "'previous_response_id' must be a string", 400,
+                               param="previous_response_id")  # fmt: skip
+        if store is None:
+            raise GatewayError(
+                "invalid_request",
+                "this gateway keeps no conversations (responses.store is off): send the whole conversation as input",
+                400,
+                param="previous_response_id",
+            )
+        try:
+            history = store.history(scope, prev)
+        except HistoryMissing as exc:
+            raise _previous_missing(prev, exc.response_id) from None
+    refs = [
+        it["id"]
+        for it in own
+        if isinstance(it, dict)
+        and isinstance(it.get("id"), str)
+        and (it.get("type") == "item_reference" or (it.get("type") == "reasoning" and not it.get("encrypted_content")))
+    ]
+    if refs and store is not None:
+        found = store.items(scope, refs)
+        own = [found.get(it.get("id"), it) if isinstance(it, dict) and it.get("id") in refs else it for it in own]
+    if not history and not refs and isinstance(raw, list):
+        return body, with_ids(own)
+    return {**body, "input": history + own}, with_ids(own)

@@ -986,7 +986,7 @@ class ResponsesMock:
     def _usage(thinking: bool) -> dict:
         return {
             "input_tokens": USAGE_IN,
-            "input_tokens_details": {"cached_tokens": 0},
+            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
             "output_tokens": USAGE_OUT,
             "output_tokens_details": {"reasoning_tokens": REASONING_TOKENS if thinking else 0},
             "total_tokens": USAGE_IN + USAGE_OUT,

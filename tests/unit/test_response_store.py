@@ -12,7 +12,15 @@ from typing import Any
 
 import pytest
 
-from extproc.core.conversations import HistoryMissing, MemoryStore, ResponseStore, StoreSettings, with_ids
+from extproc.core.conversations import (
+    HistoryMissing,
+    MemoryStore,
+    ResponseStore,
+    StoreSettings,
+    expand_request,
+    with_ids,
+)
+from extproc.translation.errors import GatewayError
 from extproc.transport.response_store import SqliteStore
 
 
@@ -158,3 +166,36 @@ def test_sqlite_shared_by_processes(tmp_path: Path) -> None:
         assert history[0]["content"][0]["text"] == f"{w}/0"
         assert history[-1]["content"][0]["text"] == f"w{w} 39"
     reader.close()
+
+
+def test_expand_request_prepends_the_chain_and_resolves_items() -> None:
+    store = MemoryStore()
+    rs = {"id": "rs_1", "type": "reasoning", "summary": [], "encrypted_content": "YWlndy1yMS57InQiOiIifQ"}
+    first = {"id": "resp_1", "output": [rs, {"id": "fc_1", "type": "function_call", "call_id": "c1", "name": "f",
+                                             "arguments": "{}"}]}  # fmt: skip
+    store.put("k", first, with_ids([user("q1")]), None)
+    body = {
+        "model": "m",
+        "previous_response_id": "resp_1",
+        "input": [{"type": "reasoning", "id": "rs_1", "summary": []}, {"type": "item_reference", "id": "fc_1"},
+                  {"type": "item_reference", "id": "fc_unknown"},
+                  {"type": "function_call_output", "call_id": "c1", "output": "ok"}],
+    }  # fmt: skip
+    expanded, own = expand_request(body, store, "k")
+    kinds = [(i.get("type"), i.get("id")) for i in expanded["input"]]
+    assert kinds[:3] == [("message", kinds[0][1]), ("reasoning", "rs_1"), ("function_call", "fc_1")]
+    assert expanded["input"][3] == rs  # the id-only reasoning item became the stored one, encrypted_content and all
+    assert expanded["input"][5] == {"type": "item_reference", "id": "fc_unknown"}  # left for the format to refuse
+    assert len(own) == 4 and all(i.get("id") for i in own)
+    assert body["input"][0] == {"type": "reasoning", "id": "rs_1", "summary": []}  # the caller's body is untouched
+    with pytest.raises(GatewayError) as info:
+        expand_request({**body, "previous_response_id": "resp_9"}, store, "k")
+    assert (info.value.status, info.value.code) == (400, "previous_response_not_found")
+    with pytest.raises(GatewayError):
+        expand_request(body, store, "other-key")
+    with pytest.raises(GatewayError, match="keeps no conversations"):
+        expand_request(body, None, "k")
+    plain = {"model": "m", "input": [user("x")]}
+    assert expand_request(plain, store, "k")[0] is plain
+    text, own = expand_request({"model": "m", "input": "hello"}, store, "k")
+    assert text["input"][0]["content"][0]["text"] == "hello" and own[0]["id"].startswith("msg_")
