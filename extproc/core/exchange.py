@@ -18,7 +18,13 @@ import orjson
 
 from extproc.core import access, catalog
 from extproc.core.config import Config, Provider
-from extproc.core.contract import LOCAL_ERROR_HEADER, RATE_KEY_HEADER, RATE_MODEL_HEADER, ROUTE_HEADER
+from extproc.core.contract import (
+    LOCAL_ERROR_HEADER,
+    NO_CREDENTIAL,
+    RATE_KEY_HEADER,
+    RATE_MODEL_HEADER,
+    ROUTE_HEADER,
+)
 from extproc.translation import canonical as c
 from extproc.translation import media
 from extproc.translation.errors import GatewayError, invalid, type_for_status
@@ -296,10 +302,6 @@ class Exchange:
                 f"'{provider.type}', and the gateway only passes count requests to providers of the same type",
                 param="model",
             )
-        if provider.api_key_env and not provider.api_key:
-            raise GatewayError(
-                "auth", f"the gateway has no API key for provider '{provider.name}' (set {provider.api_key_env})", 401
-            )
         prefix = provider.upstream.prefix
         set_headers: list[tuple[str, str]] = [(ROUTE_HEADER, provider.name)]
         if cfg.access.rate_limited:  # what Envoy's local rate limit counts (removed before the request leaves)
@@ -349,8 +351,6 @@ class Exchange:
             remove.extend(_STRIP_CROSS)
             set_headers.extend(fmt.EXTRA_HEADERS)
             set_headers.append(("content-type", _JSON))
-        if provider.api_key:
-            set_headers.extend(fmt.auth_headers(provider.api_key))
         if self.stream:
             # A stream that keeps producing is never cut: no total deadline (the router consumes this header);
             # the route's idle timeout still ends a silent one.
@@ -459,14 +459,7 @@ class Exchange:
                 status=502,
             )
         if self.local_error:
-            text = _local_reply_text(body)
-            kind = self.local_error
-            msg = (
-                f"provider '{self.provider.name if self.provider else '?'}' did not answer in time: {text}"
-                if kind == "timeout"
-                else f"could not reach provider '{self.provider.name if self.provider else '?'}': {text}"
-            )
-            return self._error_body(GatewayError(kind, msg, self.status or 502))
+            return self._error_body(self._envoy_error(self.local_error, _local_reply_text(body)))
         fmt = self.provider_fmt
         if fmt is None:  # Envoy answered before a provider was chosen (a chunked body over the limit)
             status = self.status or 500
@@ -480,6 +473,17 @@ class Exchange:
         self.usage = resp.usage
         out = client.build_response(resp, model=self.model)
         return Forward([("content-type", _JSON), ("content-length", str(len(out)))], body=out)
+
+    def _envoy_error(self, kind: str, text: str) -> GatewayError:
+        """A reply Envoy made itself for this exchange (tagged by the bootstrap's local-reply mappers)."""
+        provider = self.provider
+        name = provider.name if provider else "?"
+        if kind == NO_CREDENTIAL:
+            var = provider.api_key_env if provider else None
+            return GatewayError("auth", f"the gateway has no API key for provider '{name}' (set {var})", 401)
+        if kind == "timeout":
+            return GatewayError(kind, f"provider '{name}' did not answer in time: {text}", self.status or 504)
+        return GatewayError(kind, f"could not reach provider '{name}': {text}", self.status or 502)
 
     def _error_body(self, err: GatewayError, status: int | None = None) -> Forward:
         assert self.client is not None

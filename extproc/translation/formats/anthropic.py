@@ -49,11 +49,14 @@ from extproc.translation.canonical import (
     split_tool_id,
 )
 from extproc.translation.errors import GatewayError, invalid
+from extproc.translation.formats.contract import CredentialHeader
 from extproc.translation.sse import SSEParser, encode_event
 
 NAME = "anthropic"
 
 EXTRA_HEADERS: list[tuple[str, str]] = [("anthropic-version", "2023-06-01")]
+# Where a provider of this format takes its key; Envoy injects it (the service never holds it).
+CREDENTIAL = CredentialHeader("x-api-key")
 
 # Gemini thought signatures ride inside the tool-call id a client sees (see canonical conventions).
 
@@ -805,10 +808,6 @@ class StreamEncoder:
 # ---------------------------------------------------------------------------------------------------------------------
 def upstream_path(*, model: str, stream: bool) -> str:
     return "/v1/messages"
-
-
-def auth_headers(api_key: str) -> list[tuple[str, str]]:
-    return [("x-api-key", api_key)]
 
 
 def _adaptive_model(model: str) -> bool:

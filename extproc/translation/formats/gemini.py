@@ -61,10 +61,13 @@ from extproc.translation.canonical import (
     merge_usage,
 )
 from extproc.translation.errors import GatewayError, invalid, type_for_status
+from extproc.translation.formats.contract import CredentialHeader
 from extproc.translation.sse import JSONArrayStreamParser, SSEParser
 
 NAME = "gemini"
 EXTRA_HEADERS: list[tuple[str, str]] = []
+# Where a provider of this format takes its key; Envoy injects it (the service never holds it).
+CREDENTIAL = CredentialHeader("x-goog-api-key")
 
 _FILTER_REASONS = frozenset(
     {
@@ -235,10 +238,6 @@ def upstream_path(*, model: str, stream: bool) -> str:
     if stream:
         return f"/v1beta/models/{model}:streamGenerateContent?alt=sse"
     return f"/v1beta/models/{model}:generateContent"
-
-
-def auth_headers(api_key: str) -> list[tuple[str, str]]:
-    return [("x-goog-api-key", api_key)]
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -48,10 +48,13 @@ from extproc.translation.canonical import (
     split_tool_id,
 )
 from extproc.translation.errors import ERROR_TYPES, GatewayError, invalid, type_for_status
+from extproc.translation.formats.contract import CredentialHeader
 from extproc.translation.sse import SSEEvent, SSEParser, encode_event
 
 NAME = "openai"
 EXTRA_HEADERS: list[tuple[str, str]] = []
+# Where a provider of this format takes its key; Envoy injects it (the service never holds it).
+CREDENTIAL = CredentialHeader("authorization", "Bearer ")
 
 _FINISH_IN = {
     "stop": "stop",
@@ -728,10 +731,6 @@ class StreamEncoder:
 # ---------------------------------------------------------------------------------------------------------------------
 def upstream_path(*, model: str, stream: bool) -> str:
     return "/chat/completions"
-
-
-def auth_headers(api_key: str) -> list[tuple[str, str]]:
-    return [("authorization", f"Bearer {api_key}")]
 
 
 def _text_content(texts: list[str]) -> str | list[dict[str, str]]:
