@@ -77,13 +77,24 @@ class ResponseStore(Protocol):
 
 
 def with_ids(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Input items as the store keeps them: each with an id (OpenAI gives input items ids too)."""
+    """Input items as the store keeps and lists them, in OpenAI's shape: each with an id, messages with their type,
+    a status and their content as parts (a string becomes one ``input_text`` part, ``output_text`` for the
+    assistant)."""
+    prefix = {"message": "msg", "function_call": "fc", "function_call_output": "fco", "reasoning": "rs"}
     out = []
     for item in items:
-        if isinstance(item, dict) and not item.get("id"):
-            kind = item.get("type") or "message"
-            prefix = {"message": "msg", "function_call": "fc", "function_call_output": "fco", "reasoning": "rs"}
-            item = {"id": f"{prefix.get(kind, 'item')}_{uuid.uuid4().hex}", **item}
+        if isinstance(item, dict):
+            kind = item.get("type") or ("message" if "role" in item else None)
+            if kind == "message":
+                content = item.get("content")
+                if isinstance(content, str):
+                    part = "output_text" if item.get("role") == "assistant" else "input_text"
+                    content = [
+                        {"type": part, "text": content, **({"annotations": []} if part == "output_text" else {})}
+                    ]
+                item = {"type": "message", **item, "content": content, "status": item.get("status") or "completed"}
+            if not item.get("id"):
+                item = {"id": f"{prefix.get(kind or '', 'item')}_{uuid.uuid4().hex}", **item}
         out.append(item)
     return out
 

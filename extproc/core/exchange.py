@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 
@@ -25,12 +26,19 @@ from extproc.core.contract import (
     RATE_MODEL_HEADER,
     ROUTE_HEADER,
 )
+from extproc.core.conversations import ANONYMOUS, ResponseStore, expand_request
 from extproc.translation import canonical as c
 from extproc.translation import media
 from extproc.translation.errors import GatewayError, invalid, type_for_status
-from extproc.translation.formats import anthropic, gemini, openai
+from extproc.translation.formats import anthropic, gemini, openai, responses
+from extproc.translation.formats.contract import COUNT_TOKENS, LOCAL, Endpoint, StreamOptions
 
-FORMATS: dict[str, ModuleType] = {"openai": openai, "anthropic": anthropic, "gemini": gemini}
+FORMATS: dict[str, ModuleType] = {
+    "openai": openai,
+    "anthropic": anthropic,
+    "gemini": gemini,
+    "responses": responses,
+}
 
 # Client credentials never travel upstream; accept-encoding is dropped so provider bodies arrive uncompressed.
 # Organization/project headers would pick how the gateway's provider key is billed and limited: also stripped.
@@ -72,12 +80,14 @@ CONTINUE = Forward()
 class Gateway:
     """What every exchange shares: the loaded config. Swapped whole on reload."""
 
-    __slots__ = ("config", "draining", "metrics_text")
+    __slots__ = ("config", "draining", "metrics_text", "store")
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, store: ResponseStore | None = None) -> None:
         self.config = config
         self.draining = False
         self.metrics_text: Any = None  # callable returning (content_type, bytes); set by the server
+        # Where Responses API conversations are kept for providers that keep none (None: responses.store is off)
+        self.store = store
 
 
 class Exchange:
@@ -105,6 +115,8 @@ class Exchange:
         "query",
         "request",
         "request_id",
+        "rs_input",
+        "rs_store",
         "started",
         "status",
         "stream",
@@ -149,6 +161,8 @@ class Exchange:
         self.method = ""
         self.query = ""
         self.pending_body: bytes | None = None  # request body held while URL media are fetched (image_fetch)
+        self.rs_input: list[dict[str, Any]] = []  # a Responses request's own input items, kept with its answer
+        self.rs_store = False  # keep this Responses answer in the gateway's conversation store
 
     # ------------------------------------------------------------------------------------------------ request headers
     def on_request_headers(self, headers: dict[str, str], end_of_stream: bool) -> Forward | Reply:
@@ -171,7 +185,14 @@ class Exchange:
         if path == "/metrics":
             self.client_name = "gateway"
             return self._metrics() if method == "GET" else self._method_not_allowed("GET")
-        if path.startswith("/openai/"):
+        endpoint = responses.route(method, path, self.query) if path.startswith("/openai/v1/responses") else None
+        if endpoint is not None:
+            self._set_client("responses", headers)
+            if endpoint.kind == LOCAL:
+                return self._stored(endpoint)
+            if endpoint.kind == COUNT_TOKENS:
+                self.stream_opts["count_tokens"] = True
+        elif path.startswith("/openai/"):
             self._set_client("openai", headers)
             if path == "/openai/v1/models" or path.startswith("/openai/v1/models/"):
                 return self._models(method, path[len("/openai/v1/models/") :] or None)
@@ -256,7 +277,7 @@ class Exchange:
         self.client = FORMATS[name]
         policy = self.gateway.config.access
         if policy.enabled and self.path.startswith(("/openai/", "/anthropic/", "/gemini/")):
-            key = policy.identify(access.credential(name, headers, self.query))
+            key = policy.identify(access.credential("openai" if name == "responses" else name, headers, self.query))
             if key is None:
                 raise GatewayError("auth", "missing or invalid gateway API key", 401)
             self.client_key = key
@@ -291,12 +312,12 @@ class Exchange:
         provider, target = resolved
         self.provider = provider
         self.target_model = target
-        fmt = self.provider_fmt = FORMATS[provider.type]
+        fmt = self.provider_fmt = FORMATS[provider.format]
         if self.client_key is not None and not self.client_key.allows(self.model):
             raise GatewayError(
                 "permission", f"gateway key '{self.client_key.name}' may not use model '{self.model}'", 403
             )
-        if self.stream_opts.get("count_tokens") and provider.type != self.client_name:
+        if self.stream_opts.get("count_tokens") and fmt is not client:
             raise invalid(
                 f"token counting for model '{self.model}' is not available: it is served by a provider of type "
                 f"'{provider.type}', and the gateway only passes count requests to providers of the same type",
@@ -308,6 +329,9 @@ class Exchange:
             key_name = self.client_key.name if self.client_key is not None else access.ANONYMOUS
             set_headers += [(RATE_KEY_HEADER, key_name), (RATE_MODEL_HEADER, self.model)]
         remove = list(_STRIP_ALWAYS)
+        received = body  # what Envoy holds: replaced only if what goes upstream differs
+        if self.client_name == "responses":
+            body, head = self._responses_conversation(body, head, passthrough=fmt is client)
         if fmt is client:
             self.passthrough = True
             new_body = body
@@ -328,7 +352,9 @@ class Exchange:
                 )
             else:
                 suffix = (
-                    self.path[len("/openai/v1") :] if self.client_name == "openai" else self.path[len("/anthropic") :]
+                    self.path[len("/openai/v1") :]
+                    if self.client_name in ("openai", "responses")
+                    else self.path[len("/anthropic") :]
                 )
                 upstream = prefix + suffix + (f"?{self.query}" if self.query else "")
         else:
@@ -339,7 +365,7 @@ class Exchange:
             req.stream = self.stream
             self.request = req
             if not resumed:
-                urls = media.plan(req, provider.type, cfg.image_fetch)  # a clear 400 unless fetching is enabled
+                urls = media.plan(req, provider.format, cfg.image_fetch)  # a clear 400 unless fetching is enabled
                 if urls:
                     self.pending_body = body
                     return media.FetchMedia(urls, cfg.image_fetch)
@@ -361,7 +387,7 @@ class Exchange:
         # Headers we set must not also be removed.
         names = {k for k, _ in set_headers}
         remove = [h for h in remove if h not in names]
-        return Forward(set_headers, remove, None if new_body is body else new_body, clear_route_cache=True)
+        return Forward(set_headers, remove, None if new_body is received else new_body, clear_route_cache=True)
 
     # ------------------------------------------------------------------------------------------------ response headers
     def on_response_headers(self, headers: dict[str, str]) -> Forward:
@@ -471,7 +497,12 @@ class Exchange:
         except GatewayError as err:
             return self._error_body(err, status=502)
         self.usage = resp.usage
-        out = client.build_response(resp, model=self.model)
+        if client is responses:
+            full = responses.full_response(resp, model=self.model, request=self.request)
+            self._keep(full)
+            out = responses.render(full, self.request)
+        else:
+            out = client.build_response(resp, model=self.model)
         return Forward([("content-type", _JSON), ("content-length", str(len(out)))], body=out)
 
     def _envoy_error(self, kind: str, text: str) -> GatewayError:
@@ -500,6 +531,14 @@ class Exchange:
         assert self.client is not None and self.provider_fmt is not None and self.request is not None
         self.decoder = self.provider_fmt.StreamDecoder()
         kwargs: dict[str, Any] = {"model": self.model, "include_usage": self.request.include_usage}
+        if self.client is responses:
+            self.encoder = responses.StreamEncoder(StreamOptions(model=self.model), request=self.request)
+            self.streamed = True
+            return Forward(
+                set_headers=[("content-type", self.encoder.media_type)],
+                remove_headers=["content-length"],
+                response_body_mode="STREAMED",
+            )
         if self.client_name == "gemini":
             kwargs["sse"] = self.stream_opts.get("sse", True)
         elif self.client_name == "openai":
@@ -530,7 +569,77 @@ class Exchange:
             out.append(encoder.encode(ev))
         if end_of_stream and not isinstance(self.decoder, _Closed):
             out.append(encoder.finish())
+            if self.client is responses and encoder.final is not None:
+                self._keep(encoder.final)
         return Forward(body=b"".join(out))
+
+    # ------------------------------------------------------------------------------------------------ Responses state
+    def _scope(self) -> str:
+        return self.client_key.name if self.client_key is not None else ANONYMOUS
+
+    def _responses_conversation(
+        self, body: bytes, head: dict[str, Any], passthrough: bool
+    ) -> tuple[bytes, dict[str, Any]]:
+        """A Responses request made whole from the gateway's store. Towards OpenAI's own Responses API the request
+        passes unchanged (OpenAI keeps its conversations), unless it continues one the gateway kept (the model
+        changed provider mid-conversation): then it goes with the gateway's history instead."""
+        store = self.gateway.store
+        scope = self._scope()
+        prev = head.get("previous_response_id")
+        if passthrough:
+            if store is None or not isinstance(prev, str) or store.get(scope, prev) is None:
+                return body, head
+            expanded, _ = expand_request(head, store, scope)
+            expanded = {k: v for k, v in expanded.items() if k != "previous_response_id"}
+            return orjson.dumps(expanded), expanded
+        expanded, self.rs_input = expand_request(head, store, scope)
+        settings = self.gateway.config.responses
+        self.rs_store = store is not None and head.get("store") is not False
+        if self.rs_store and len(body) > settings.max_bytes:
+            raise invalid(
+                f"this request ({len(body)} bytes) is larger than the gateway's response store allows "
+                f"(responses.max_bytes = {settings.max_bytes}): send it with store: false",
+                param="store",
+            )
+        return body, expanded
+
+    def _keep(self, full: dict[str, Any]) -> None:
+        """Keep a finished Responses answer, for previous_response_id and GET /responses/{id}."""
+        store = self.gateway.store
+        if not self.rs_store or store is None or self.request is None or self.request.echo is None:
+            return
+        store.put(self._scope(), full, self.rs_input, self.request.echo.get("previous_response_id"))
+
+    def _stored(self, endpoint: Endpoint) -> Reply:
+        """``GET``/``DELETE /openai/v1/responses/{id}`` and ``GET .../{id}/input_items``, from the gateway's store."""
+        if endpoint.op == "method_not_allowed":
+            return self._method_not_allowed(endpoint.opts.get("allow", "GET"))
+        rid = endpoint.resource_id or ""
+        store = self.gateway.store
+        scope = self._scope()
+        missing = GatewayError("not_found", f"Response with id '{rid}' not found.", 404, param="response_id")
+        if store is None or not responses.valid_id(rid):
+            raise missing
+        query = dict(parse_qsl(self.query))
+        include = [v for k, v in parse_qsl(self.query) if k in ("include", "include[]")]
+        encrypted = "reasoning.encrypted_content" in include
+        if endpoint.op == "delete":
+            if not store.delete(scope, rid):
+                raise missing
+            body = orjson.dumps({"id": rid, "object": "response.deleted", "deleted": True})
+        elif endpoint.op == "get":
+            found = store.get(scope, rid)
+            if found is None:
+                raise missing
+            shown = [responses.client_view(i, encrypted) for i in found.get("output", ())]
+            body = orjson.dumps({**found, "output": shown})
+        else:
+            items = store.input_items(scope, rid)
+            if items is None:
+                raise missing
+            body = _item_page(items, query)
+        self.status = 200
+        return Reply(200, body, [("content-type", _JSON)])
 
     # ------------------------------------------------------------------------------------------------ own endpoints
     def _health(self) -> Reply:
@@ -589,6 +698,34 @@ def _local_reply_text(body: bytes) -> str:
         return str(obj["error"]["message"]).strip() or "no response"
     except (orjson.JSONDecodeError, KeyError, TypeError):
         return body.decode("utf-8", "replace").strip() or "no response"
+
+
+def _item_page(items: list[dict[str, Any]], query: dict[str, str]) -> bytes:
+    """A page of a stored response's input items (``order`` desc by default, ``limit`` 1-100, ``after`` an id)."""
+    order = query.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise invalid("'order' must be asc or desc", param="order")
+    try:
+        limit = int(query.get("limit", "20"))
+    except ValueError:
+        raise invalid("'limit' must be an integer", param="limit") from None
+    if not 1 <= limit <= 100:
+        raise invalid("'limit' must be between 1 and 100", param="limit")
+    ordered = items if order == "asc" else items[::-1]
+    after = query.get("after")
+    if after:
+        ids = [i.get("id") for i in ordered]
+        ordered = ordered[ids.index(after) + 1 :] if after in ids else []
+    page = ordered[:limit]
+    return orjson.dumps(
+        {
+            "object": "list",
+            "data": page,
+            "first_id": page[0].get("id") if page else None,
+            "last_id": page[-1].get("id") if page else None,
+            "has_more": len(ordered) > limit,
+        }
+    )
 
 
 def _peek(body: bytes) -> dict[str, Any]:

@@ -18,11 +18,12 @@ import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
 from extproc.core.address import Address
-from extproc.core.config import ConfigError, load_config
+from extproc.core.config import Config, ConfigError, load_config
 from extproc.core.exchange import Exchange, Gateway
 from extproc.observability import logs
 from extproc.observability.metrics import Metrics
 from extproc.transport.grpc_wire import Server
+from extproc.transport.response_store import SqliteStore
 from extproc.transport.servicer import ExternalProcessor, ExtProc
 
 log = logging.getLogger("extproc")
@@ -36,6 +37,11 @@ GRPC_OPTIONS = [
     ("grpc.so_reuseport", 0),
     ("grpc.http2.max_pings_without_data", 0),
 ]
+
+
+def open_store(cfg: Config) -> SqliteStore | None:
+    """The Responses API conversation store the config asks for (opened lazily, on first use)."""
+    return SqliteStore.in_dir(cfg.responses) if cfg.responses.enabled else None
 
 
 def make_recorder(metrics: Metrics, verbose: bool):
@@ -61,7 +67,7 @@ async def serve(config_path: str, listen: str, grace: float = 30.0, verbose: boo
     if transport not in TRANSPORTS:
         log.error("AI_GATEWAY_GRPC=%s: must be one of %s", transport, ", ".join(TRANSPORTS))
         return 1
-    gateway = Gateway(cfg)
+    gateway = Gateway(cfg, open_store(cfg))
     metrics = Metrics()
     gateway.metrics_text = metrics.render
     proc = ExtProc(gateway, make_recorder(metrics, verbose), metrics)
@@ -88,7 +94,12 @@ async def serve(config_path: str, listen: str, grace: float = 30.0, verbose: boo
 
     def reload() -> None:
         try:
-            gateway.config = load_config(config_path)
+            new = load_config(config_path)
+            if new.responses != gateway.config.responses:
+                old, gateway.store = gateway.store, open_store(new)
+                if old is not None:
+                    old.close()
+            gateway.config = new
             log.info("config reloaded from %s: %d models", config_path, len(gateway.config.models))
         except ConfigError as exc:
             log.error("config reload rejected, keeping the old config: %s", exc)

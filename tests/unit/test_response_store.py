@@ -53,8 +53,15 @@ def make(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
 
 
 def response(rid: str, text: str = "answer", pad: int = 0) -> dict[str, Any]:
-    out = [{"id": f"msg_{rid}", "type": "message", "role": "assistant", "status": "completed",
-            "content": [{"type": "output_text", "text": text + "x" * pad, "annotations": []}]}]  # fmt: skip
+    out = [
+        {
+            "id": f"msg_{rid}",
+            "type": "message",
+            "role": "assistant",
+            "status": "completed",
+            "content": [{"type": "output_text", "text": text + "x" * pad, "annotations": []}],
+        }
+    ]
     return {"id": rid, "object": "response", "output": out}
 
 
@@ -171,16 +178,21 @@ def test_sqlite_shared_by_processes(tmp_path: Path) -> None:
 def test_expand_request_prepends_the_chain_and_resolves_items() -> None:
     store = MemoryStore()
     rs = {"id": "rs_1", "type": "reasoning", "summary": [], "encrypted_content": "YWlndy1yMS57InQiOiIifQ"}
-    first = {"id": "resp_1", "output": [rs, {"id": "fc_1", "type": "function_call", "call_id": "c1", "name": "f",
-                                             "arguments": "{}"}]}  # fmt: skip
+    first = {
+        "id": "resp_1",
+        "output": [rs, {"id": "fc_1", "type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"}],
+    }
     store.put("k", first, with_ids([user("q1")]), None)
     body = {
         "model": "m",
         "previous_response_id": "resp_1",
-        "input": [{"type": "reasoning", "id": "rs_1", "summary": []}, {"type": "item_reference", "id": "fc_1"},
-                  {"type": "item_reference", "id": "fc_unknown"},
-                  {"type": "function_call_output", "call_id": "c1", "output": "ok"}],
-    }  # fmt: skip
+        "input": [
+            {"type": "reasoning", "id": "rs_1", "summary": []},
+            {"type": "item_reference", "id": "fc_1"},
+            {"type": "item_reference", "id": "fc_unknown"},
+            {"type": "function_call_output", "call_id": "c1", "output": "ok"},
+        ],
+    }
     expanded, own = expand_request(body, store, "k")
     kinds = [(i.get("type"), i.get("id")) for i in expanded["input"]]
     assert kinds[:3] == [("message", kinds[0][1]), ("reasoning", "rs_1"), ("function_call", "fc_1")]

@@ -117,14 +117,16 @@ def test_string_input_instructions_and_settings() -> None:
         top_p=0.9,
         parallel_tool_calls=False,
         safety_identifier="user-1",
-        text={"format": {"type": "json_schema", "name": "w", "schema": {"type": "object"}, "strict": True},
-              "verbosity": "low"},
+        text={
+            "format": {"type": "json_schema", "name": "w", "schema": {"type": "object"}, "strict": True},
+            "verbosity": "low",
+        },
         reasoning={"effort": "high", "summary": "detailed"},
         stream=True,
         store=False,
         include=["reasoning.encrypted_content"],
         metadata={"k": "v"},
-    )  # fmt: skip
+    )
     assert req.system == [c.Text("Be brief.")]
     assert req.messages == [c.Message("user", [c.Text("hi")])]
     assert (req.max_tokens, req.temperature, req.top_p, req.parallel_tool_calls) == (300, 0.5, 0.9, False)
@@ -139,23 +141,30 @@ def test_items_make_turns_and_pair_calls() -> None:
     req = parse(
         input=[
             {"role": "developer", "content": [{"type": "input_text", "text": "dev"}]},
-            {"type": "message", "role": "user", "content": [
-                {"type": "input_text", "text": "look"},
-                {"type": "input_image", "image_url": "data:image/png;base64,iVBORw0KGgo=", "detail": "high"},
-                {"type": "input_image", "image_url": "https://example.com/cat.png", "detail": "auto"},
-                {"type": "input_file", "filename": "a.pdf", "file_data": "data:application/pdf;base64,JVBERi0="},
-                {"type": "input_file", "file_url": "https://example.com/b.pdf"},
-            ]},
+            {
+                "type": "message",
+                "role": "user",
+                "content": [
+                    {"type": "input_text", "text": "look"},
+                    {"type": "input_image", "image_url": "data:image/png;base64,iVBORw0KGgo=", "detail": "high"},
+                    {"type": "input_image", "image_url": "https://example.com/cat.png", "detail": "auto"},
+                    {"type": "input_file", "filename": "a.pdf", "file_data": "data:application/pdf;base64,JVBERi0="},
+                    {"type": "input_file", "file_url": "https://example.com/b.pdf"},
+                ],
+            },
             {"role": "assistant", "content": [{"type": "output_text", "text": "calling", "annotations": []}]},
             {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": '{"city":"Paris"}'},
             {"type": "function_call", "call_id": "call_2__thought__c2ln", "name": "get_weather", "arguments": "{}"},
             {"type": "function_call_output", "call_id": "call_1", "output": "sunny"},
-            {"type": "function_call_output", "call_id": "call_2__thought__c2ln",
-             "output": [{"type": "input_text", "text": "rainy"}]},
+            {
+                "type": "function_call_output",
+                "call_id": "call_2__thought__c2ln",
+                "output": [{"type": "input_text", "text": "rainy"}],
+            },
             {"role": "system", "content": "late system"},
             {"role": "user", "content": "thanks"},
         ]
-    )  # fmt: skip
+    )
     assert req.system == [c.Text("dev"), c.Text("late system")]
     user, assistant, results, last = req.messages
     assert user.parts == [
@@ -179,24 +188,43 @@ def test_items_make_turns_and_pair_calls() -> None:
 
 def test_tools_namespaces_and_tool_choice() -> None:
     tools = [
-        {"type": "function", "name": "get_weather", "parameters": {"type": "object"}, "strict": True,
-         "description": "Weather"},
-        {"type": "namespace", "name": "agents", "description": "sub-agents", "tools": [
-            {"type": "function", "name": "spawn", "parameters": {"type": "object"}, "strict": False}]},
-    ]  # fmt: skip
+        {
+            "type": "function",
+            "name": "get_weather",
+            "parameters": {"type": "object"},
+            "strict": True,
+            "description": "Weather",
+        },
+        {
+            "type": "namespace",
+            "name": "agents",
+            "description": "sub-agents",
+            "tools": [{"type": "function", "name": "spawn", "parameters": {"type": "object"}, "strict": False}],
+        },
+    ]
     req = parse(tools=tools, tool_choice={"type": "function", "name": "get_weather"})
     assert req.tools == [
         c.Tool("get_weather", "Weather", {"type": "object"}, True),
         c.Tool("agents__spawn", None, {"type": "object"}, False, "agents"),
     ]
     assert req.tool_choice == c.ToolChoice("tool", "get_weather")
-    allowed = parse(tools=tools, tool_choice={"type": "allowed_tools", "mode": "required",
-                                              "tools": [{"type": "function", "name": "get_weather"}]})  # fmt: skip
+    allowed = parse(
+        tools=tools,
+        tool_choice={
+            "type": "allowed_tools",
+            "mode": "required",
+            "tools": [{"type": "function", "name": "get_weather"}],
+        },
+    )
     assert [t.name for t in allowed.tools] == ["get_weather"] and allowed.tool_choice == c.ToolChoice("required")
     # a call to a namespaced tool in the history keeps the flattened name
-    hist = parse(tools=tools, input=[
-        {"type": "function_call", "call_id": "c1", "name": "spawn", "namespace": "agents", "arguments": "{}"},
-        {"type": "function_call_output", "call_id": "c1", "output": "ok"}])  # fmt: skip
+    hist = parse(
+        tools=tools,
+        input=[
+            {"type": "function_call", "call_id": "c1", "name": "spawn", "namespace": "agents", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "c1", "output": "ok"},
+        ],
+    )
     assert hist.messages[0].parts == [c.ToolCall("c1", "agents__spawn", "{}")]
 
 
@@ -204,20 +232,38 @@ def test_tools_namespaces_and_tool_choice() -> None:
     ("body", "param", "words"),
     [
         ({"input": [{"type": "function_call_output", "call_id": "x", "output": "y"}]}, "input[0]", "No tool call"),
-        ({"input": [{"type": "function_call", "call_id": "x", "name": "f", "arguments": "{}"}]}, "input",
-         "No tool out"),
+        (
+            {"input": [{"type": "function_call", "call_id": "x", "name": "f", "arguments": "{}"}]},
+            "input",
+            "No tool out",
+        ),
         ({"input": [{"type": "bogus"}]}, "input[0].type", "bogus"),
-        ({"input": [{"role": "user", "content": [{"type": "output_text", "text": "x"}]}]}, "input[0].content[0].type",
-         "output_text"),
-        ({"input": [{"role": "assistant", "content": [{"type": "input_image", "image_url": "x"}]}]},
-         "input[0].content[0].type", "output_text"),
+        (
+            {"input": [{"role": "user", "content": [{"type": "output_text", "text": "x"}]}]},
+            "input[0].content[0].type",
+            "output_text",
+        ),
+        (
+            {"input": [{"role": "assistant", "content": [{"type": "input_image", "image_url": "x"}]}]},
+            "input[0].content[0].type",
+            "output_text",
+        ),
         ({"input": [{"role": "critic", "content": "x"}]}, "input[0].role", "critic"),
-        ({"input": [{"role": "system", "content": [{"type": "input_image", "image_url": "x"}]}]},
-         "input[0].content[0].type", "input_text"),
-        ({"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "file-1"}]}]},
-         "input[0].content[0].file_id", "file_id"),
-        ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "data:image/png,xx"}]}]},
-         "input[0].content[0].image_url", "base64"),
+        (
+            {"input": [{"role": "system", "content": [{"type": "input_image", "image_url": "x"}]}]},
+            "input[0].content[0].type",
+            "input_text",
+        ),
+        (
+            {"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "file-1"}]}]},
+            "input[0].content[0].file_id",
+            "file_id",
+        ),
+        (
+            {"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "data:image/png,xx"}]}]},
+            "input[0].content[0].image_url",
+            "base64",
+        ),
         ({"input": [{"type": "web_search_call", "id": "ws_1", "status": "completed"}]}, "input[0].type", "OpenAI"),
         ({"input": []}, "input", "non-empty"),
         ({"input": 5}, "input", "string"),
@@ -225,8 +271,11 @@ def test_tools_namespaces_and_tool_choice() -> None:
         ({"tools": [{"type": "web_search"}]}, "tools[0].type", "web_search"),
         ({"tools": [{"type": "custom", "name": "apply_patch"}]}, "tools[0].type", "custom"),
         ({"tools": [{"type": "function"}]}, "tools[0].name", "name"),
-        ({"tools": [{"type": "function", "name": "f"}], "tool_choice": {"type": "function", "name": "g"}},
-         "tool_choice", "not found"),
+        (
+            {"tools": [{"type": "function", "name": "f"}], "tool_choice": {"type": "function", "name": "g"}},
+            "tool_choice",
+            "not found",
+        ),
         ({"tool_choice": {"type": "file_search"}}, "tool_choice", "OpenAI-hosted"),
         ({"temperature": 3}, "temperature", "between"),
         ({"max_output_tokens": "many"}, "max_output_tokens", "integer"),
@@ -237,7 +286,7 @@ def test_tools_namespaces_and_tool_choice() -> None:
         ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input[0]", "not found"),
         ({"model": 5}, "model", "string"),
     ],
-)  # fmt: skip
+)
 def test_bad_input_is_a_400_naming_the_field(body: dict[str, Any], param: str, words: str) -> None:
     body = {"input": "hi", **body}
     err = bad(body)
@@ -281,11 +330,17 @@ def answer(parts: list[c.Part], finish: str = "stop") -> c.Response:
 
 def test_build_response_is_a_valid_sdk_response() -> None:
     req = parse(
-        tools=[{"type": "namespace", "name": "ns", "description": "d",
-                "tools": [{"type": "function", "name": "f", "parameters": {}, "strict": None}]}],
+        tools=[
+            {
+                "type": "namespace",
+                "name": "ns",
+                "description": "d",
+                "tools": [{"type": "function", "name": "f", "parameters": {}, "strict": None}],
+            }
+        ],
         instructions="sys",
         metadata={"a": "b"},
-    )  # fmt: skip
+    )
     resp = answer(
         [
             c.Thinking("pondering", "sig-1"),
@@ -322,29 +377,50 @@ def test_signed_reasoning_survives_the_round_trip_through_a_responses_client() -
     out = orjson.loads(fmt.build_response(resp, model="m", request=req))["output"]
     assert all(o["encrypted_content"] for o in out if o["type"] == "reasoning")
     nxt = fmt.parse_request(
-        {"model": "m", "tools": [{"type": "function", "name": "f", "parameters": {}}],
-         "input": [{"role": "user", "content": "q"}, *out,
-                   {"type": "function_call_output", "call_id": "toolu_1", "output": "r"}]}
-    )  # fmt: skip
+        {
+            "model": "m",
+            "tools": [{"type": "function", "name": "f", "parameters": {}}],
+            "input": [
+                {"role": "user", "content": "q"},
+                *out,
+                {"type": "function_call_output", "call_id": "toolu_1", "output": "r"},
+            ],
+        }
+    )
     assert nxt.messages[1].parts == [*thoughts, c.ToolCall("toolu_1", "f", "{}")]
 
 
 def test_foreign_or_summary_only_reasoning() -> None:
-    body = {"model": "m", "input": [
-        {"role": "user", "content": "q"},
-        {"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": "a"}],
-         "encrypted_content": "gAAAAABforeign"},
-        {"type": "reasoning", "id": "rs_2", "summary": [{"type": "summary_text", "text": "b"}]},
-        {"type": "reasoning", "id": "rs_3", "summary": []},
-        {"role": "assistant", "content": "answer"}]}  # fmt: skip
+    body = {
+        "model": "m",
+        "input": [
+            {"role": "user", "content": "q"},
+            {
+                "type": "reasoning",
+                "id": "rs_1",
+                "summary": [{"type": "summary_text", "text": "a"}],
+                "encrypted_content": "gAAAAABforeign",
+            },
+            {"type": "reasoning", "id": "rs_2", "summary": [{"type": "summary_text", "text": "b"}]},
+            {"type": "reasoning", "id": "rs_3", "summary": []},
+            {"role": "assistant", "content": "answer"},
+        ],
+    }
     assert fmt.parse_request(body).messages[1].parts == [c.Thinking("b"), c.Text("answer")]
 
 
 def test_error_shape() -> None:
     err = GatewayError("unknown_model", "model 'x' is not configured", 404, param="model")
     body = orjson.loads(fmt.build_error(err, request_id="req_9"))
-    assert body == {"error": {"message": "model 'x' is not configured", "type": "invalid_request_error",
-                              "param": "model", "code": "model_not_found", "request_id": "req_9"}}  # fmt: skip
+    assert body == {
+        "error": {
+            "message": "model 'x' is not configured",
+            "type": "invalid_request_error",
+            "param": "model",
+            "code": "model_not_found",
+            "request_id": "req_9",
+        }
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -368,9 +444,15 @@ STREAM = [
 
 
 def stream_request(**extra: Any) -> c.Request:
-    tools = [{"type": "namespace", "name": "ns", "description": "d",
-              "tools": [{"type": "function", "name": "f", "parameters": {}, "strict": None}]},
-             {"type": "function", "name": "g", "parameters": {}, "strict": None}]  # fmt: skip
+    tools = [
+        {
+            "type": "namespace",
+            "name": "ns",
+            "description": "d",
+            "tools": [{"type": "function", "name": "f", "parameters": {}, "strict": None}],
+        },
+        {"type": "function", "name": "g", "parameters": {}, "strict": None},
+    ]
     return parse(tools=tools, stream=True, **extra)
 
 
@@ -437,9 +519,16 @@ def test_stream_error_is_an_error_event_and_response_failed() -> None:
 
 def test_raw_reasoning_and_redacted_thinking_streams() -> None:
     events = sse_events(
-        encode([c.ThinkingDelta("raw ", raw=True), c.ThinkingDelta("cot", raw=True), c.ThinkingDelta(redacted="xx"),
-                c.TextDelta("ok")], parse(include=["reasoning.encrypted_content"]))[0]
-    )  # fmt: skip
+        encode(
+            [
+                c.ThinkingDelta("raw ", raw=True),
+                c.ThinkingDelta("cot", raw=True),
+                c.ThinkingDelta(redacted="xx"),
+                c.TextDelta("ok"),
+            ],
+            parse(include=["reasoning.encrypted_content"]),
+        )[0]
+    )
     assert "response.reasoning_text.delta" in [e["type"] for e in events]
     final = SDKResponse.model_validate(assemble(events)["response"])
     assert final.output[0].content[0].text == "raw cot"
@@ -476,9 +565,16 @@ def test_build_request_is_valid_for_the_sdk_types() -> None:
     assert body["include"] == ["reasoning.encrypted_content"]
     assert body["tools"][0]["strict"] is False and body["tool_choice"] == {"type": "function", "name": "f"}
     assert [i.get("type", i.get("role")) for i in body["input"]] == [
-        "user", "assistant", "function_call", "function_call_output", "user"]  # fmt: skip
-    assert body["text"] == {"format": {"type": "json_schema", "name": "out", "schema": {"type": "object"},
-                                       "strict": True}, "verbosity": "high"}  # fmt: skip
+        "user",
+        "assistant",
+        "function_call",
+        "function_call_output",
+        "user",
+    ]
+    assert body["text"] == {
+        "format": {"type": "json_schema", "name": "out", "schema": {"type": "object"}, "strict": True},
+        "verbosity": "high",
+    }
 
 
 def test_recorded_non_streaming_answers_and_reasoning_replay() -> None:
@@ -508,18 +604,24 @@ def test_recorded_non_streaming_answers_and_reasoning_replay() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["test_openai_responses_model_thinking_part.yaml",
-             "test_openai_responses_model_simple_response_with_tool_call.yaml"]
-)  # fmt: skip
+    "name",
+    [
+        "test_openai_responses_model_thinking_part.yaml",
+        "test_openai_responses_model_simple_response_with_tool_call.yaml",
+    ],
+)
 def test_recorded_answers_parse(name: str) -> None:
     for turn in cassette(name):
         body = turn["response"]["parsed_body"]
         resp = fmt.parse_response(orjson.dumps(body))
         texts = "".join(p.text for p in resp.parts if isinstance(p, c.Text))
         expected = "".join(
-            p["text"] for o in body["output"] if o["type"] == "message" for p in o["content"]
+            p["text"]
+            for o in body["output"]
+            if o["type"] == "message"
+            for p in o["content"]
             if p["type"] == "output_text"
-        )  # fmt: skip
+        )
         assert texts == expected
         assert resp.usage.input_tokens == body["usage"]["input_tokens"]
         calls = [o for o in body["output"] if o["type"] == "function_call"]
@@ -529,8 +631,12 @@ def test_recorded_answers_parse(name: str) -> None:
 def test_recorded_error() -> None:
     (turn,) = cassette("test_openai_responses_model_http_error.yaml")
     err = fmt.parse_error(400, orjson.dumps(turn["response"]["parsed_body"]))
-    assert (err.type, err.status, err.param, err.code) == ("invalid_request", 400, "temperature",
-                                                           "decimal_below_min_value")  # fmt: skip
+    assert (err.type, err.status, err.param, err.code) == (
+        "invalid_request",
+        400,
+        "temperature",
+        "decimal_below_min_value",
+    )
 
 
 STREAMS = [
@@ -572,9 +678,7 @@ def test_recorded_streams_decode_whole_and_split_anywhere(name: str, data: bytes
     # what the events carry equals the completed response the provider sent at the end
     completed = next(e for e in sse_events_loose(data) if e.get("type") == "response.completed")["response"]
     text = "".join(e.text for e in whole if isinstance(e, c.TextDelta))
-    assert text == "".join(
-        p["text"] for o in completed["output"] if o["type"] == "message" for p in o["content"]
-    )  # fmt: skip
+    assert text == "".join(p["text"] for o in completed["output"] if o["type"] == "message" for p in o["content"])
     calls = [o for o in completed["output"] if o["type"] == "function_call"]
     args: dict[int, str] = {}
     for e in whole:
@@ -612,12 +716,20 @@ def test_recorded_reasoning_stream_to_a_client_stream() -> None:
 @pytest.mark.parametrize(
     ("event", "kind"),
     [
-        ({"type": "error", "code": "server_error", "message": "boom", "param": None, "sequence_number": 3},
-         "server_error"),
-        ({"type": "response.failed", "sequence_number": 3, "response": {"status": "failed", "error": {
-            "code": "rate_limit_exceeded", "message": "slow down"}}}, "rate_limit"),
+        (
+            {"type": "error", "code": "server_error", "message": "boom", "param": None, "sequence_number": 3},
+            "server_error",
+        ),
+        (
+            {
+                "type": "response.failed",
+                "sequence_number": 3,
+                "response": {"status": "failed", "error": {"code": "rate_limit_exceeded", "message": "slow down"}},
+            },
+            "rate_limit",
+        ),
     ],
-)  # fmt: skip
+)
 def test_in_stream_errors(event: dict[str, Any], kind: str) -> None:
     data = (
         b'event: response.created\ndata: {"type":"response.created","sequence_number":0,"response":{"id":"r",'
@@ -641,14 +753,22 @@ def test_stream_that_stops_early_is_an_error() -> None:
 def test_decoder_takes_content_from_done_events_when_a_server_sends_no_deltas() -> None:
     evs = [
         {"type": "response.created", "response": {"id": "r", "model": "m"}},
-        {"type": "response.output_item.added", "output_index": 0,
-         "item": {"type": "function_call", "id": "fc", "call_id": "c1", "name": "f", "arguments": ""}},
-        {"type": "response.output_item.done", "output_index": 0,
-         "item": {"type": "function_call", "id": "fc", "call_id": "c1", "name": "f", "arguments": '{"a":1}'}},
+        {
+            "type": "response.output_item.added",
+            "output_index": 0,
+            "item": {"type": "function_call", "id": "fc", "call_id": "c1", "name": "f", "arguments": ""},
+        },
+        {
+            "type": "response.output_item.done",
+            "output_index": 0,
+            "item": {"type": "function_call", "id": "fc", "call_id": "c1", "name": "f", "arguments": '{"a":1}'},
+        },
         {"type": "response.output_text.done", "output_index": 1, "content_index": 0, "text": "done text"},
-        {"type": "response.completed", "response": {"status": "completed", "usage": {"input_tokens": 1,
-                                                                                     "output_tokens": 2}}},
-    ]  # fmt: skip
+        {
+            "type": "response.completed",
+            "response": {"status": "completed", "usage": {"input_tokens": 1, "output_tokens": 2}},
+        },
+    ]
     data = b"".join(b"data: " + orjson.dumps(e) + b"\n\n" for e in evs)
     events = decode(data, [])
     assert c.ToolCallDelta(0, '{"a":1}') in events and c.TextDelta("done text") in events
@@ -669,8 +789,9 @@ def test_passthrough_body_changes_only_the_model() -> None:
     assert orjson.loads(out) == {"model": "b-up", "input": "hi"} and out.count(b'"model"') == 1
 
 
-@given(text=st.text(max_size=50), sig=st.none() | st.text(min_size=1, max_size=50),
-       red=st.none() | st.text(max_size=30))  # fmt: skip
+@given(
+    text=st.text(max_size=50), sig=st.none() | st.text(min_size=1, max_size=50), red=st.none() | st.text(max_size=30)
+)
 @settings(max_examples=100, deadline=None)
 def test_packing_is_lossless(text: str, sig: str | None, red: str | None) -> None:
     part = c.Thinking(text, sig, red)
