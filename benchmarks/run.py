@@ -426,7 +426,7 @@ def smoke(sc: Scenario) -> None:
     body = t.body.decode(errors="replace")
     expect = {"floor-stream": "message_stop", "gw-stream": "[DONE]"}.get(sc.name.rsplit("-c", 1)[0])
     if expect is None:
-        expect = '"content"' if sc.body.startswith("anthropic") else '"choices"'
+        expect = {"anthropic": '"content"', "responses": '"output_text"'}.get(sc.body.split("-")[0], '"choices"')
     if t.status != 200 or expect not in body:
         raise RuntimeError(f"smoke test of {sc.name} failed: {t.status} {body[:500]}")
 
@@ -519,6 +519,10 @@ def scenarios(stack: Stack, with_litellm: bool) -> list[Scenario]:
                      "/openai/v1/chat/completions", "openai-claude.json", c),
             Scenario(f"gw-an2ge-c{c}", "gateway", "Anthropic -> Gemini (translated)", g, "/anthropic/v1/messages",
                      "anthropic-gemini.json", c, extra_header="anthropic-version: 2023-06-01"),
+            Scenario(f"gw-rs2an-c{c}", "gateway", "Responses -> Anthropic (translated, store: false)", g,
+                     "/openai/v1/responses", "responses-claude.json", c),
+            Scenario(f"gw-rs2an-store-c{c}", "gateway", "Responses -> Anthropic (translated, kept in the store)", g,
+                     "/openai/v1/responses", "responses-claude-store.json", c),
         ]  # fmt: skip
         if with_litellm:
             out.append(
@@ -650,6 +654,9 @@ def ratios_and_targets(res: dict[str, Any]) -> tuple[dict[str, Any], list[dict[s
             tt["gateway"]["first_event"]["p50_ms"] - tt["floor"]["first_event"]["p50_ms"], 3
         )
     r["stream_vs_floor_rps_c64"] = round(s["gw-stream-c64"]["rps"] / s["floor-stream-c64"]["rps"], 3)
+    for c in (1, 32):  # the Responses API against Chat Completions, both translated to Anthropic, in the same run
+        r[f"responses_vs_chat_rps_c{c}"] = round(s[f"gw-rs2an-c{c}"]["rps"] / s[f"gw-oa2an-c{c}"]["rps"], 3)
+        r[f"responses_store_vs_chat_rps_c{c}"] = round(s[f"gw-rs2an-store-c{c}"]["rps"] / s[f"gw-oa2an-c{c}"]["rps"], 3)
 
     t: list[dict[str, Any]] = []
 
@@ -672,6 +679,10 @@ def ratios_and_targets(res: dict[str, Any]) -> tuple[dict[str, Any], list[dict[s
         h = r["stream_added_ttfb_head_p50_ms"]
         target("streaming added TTFB, unloaded (p50)", "<= 2 ms", f"{a:.3f} ms (head: {h:.3f} ms)", a <= 2.0,
                "first SSE event; head = response headers")  # fmt: skip
+    rs = min(r["responses_vs_chat_rps_c1"], r["responses_vs_chat_rps_c32"])
+    kept = r["responses_store_vs_chat_rps_c32"]
+    target("Responses -> Anthropic throughput vs OpenAI Chat -> Anthropic", ">= 90%", f"{rs:.1%}", rs >= 0.90,
+           f"worse of c=1 and c=32, store: false; kept in the store: {kept:.1%} at c=32")  # fmt: skip
     if "gw_vs_litellm_rps_c32" in r:
         x = r["gw_vs_litellm_rps_c32"]
         target("throughput vs LiteLLM proxy (same cores), c=32", ">= 10x", f"{x:.1f}x", x >= 10,

@@ -19,8 +19,8 @@ gateway replicas only has to implement the same six methods.
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -94,7 +94,7 @@ def with_ids(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     ]
                 item = {"type": "message", **item, "content": content, "status": item.get("status") or "completed"}
             if not item.get("id"):
-                item = {"id": f"{prefix.get(kind or '', 'item')}_{uuid.uuid4().hex}", **item}
+                item = {"id": f"{prefix.get(kind or '', 'item')}_{os.urandom(16).hex()}", **item}
         out.append(item)
     return out
 
@@ -215,7 +215,7 @@ def expand_request(
     """A Responses request made whole from the store: the stored conversation ``previous_response_id`` names goes
     first, and ``item_reference`` items and reasoning items sent by id only are replaced by the stored items (those
     the store does not hold are left for the format to refuse or drop). Returns the body to translate and this
-    request's own input items (with ids), which is what ``put`` keeps."""
+    request's own input items, which ``put`` keeps (after ``with_ids``)."""
     raw = body.get("input")
     if isinstance(raw, str):
         own: list[dict[str, Any]] = [
@@ -253,5 +253,5 @@ def expand_request(
         found = store.items(scope, refs)
         own = [found.get(it.get("id"), it) if isinstance(it, dict) and it.get("id") in refs else it for it in own]
     if not history and not refs and isinstance(raw, list):
-        return body, with_ids(own)
-    return {**body, "input": history + own}, with_ids(own)
+        return body, own
+    return {**body, "input": history + own}, own

@@ -26,7 +26,7 @@ from extproc.core.contract import (
     RATE_MODEL_HEADER,
     ROUTE_HEADER,
 )
-from extproc.core.conversations import ANONYMOUS, ResponseStore, expand_request
+from extproc.core.conversations import ANONYMOUS, ResponseStore, expand_request, with_ids
 from extproc.translation import canonical as c
 from extproc.translation import media
 from extproc.translation.errors import GatewayError, invalid, type_for_status
@@ -608,7 +608,7 @@ class Exchange:
         store = self.gateway.store
         if not self.rs_store or store is None or self.request is None or self.request.echo is None:
             return
-        store.put(self._scope(), full, self.rs_input, self.request.echo.get("previous_response_id"))
+        store.put(self._scope(), full, with_ids(self.rs_input), self.request.echo.get("previous_response_id"))
 
     def _stored(self, endpoint: Endpoint) -> Reply:
         """``GET``/``DELETE /openai/v1/responses/{id}`` and ``GET .../{id}/input_items``, from the gateway's store."""

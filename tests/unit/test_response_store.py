@@ -198,7 +198,7 @@ def test_expand_request_prepends_the_chain_and_resolves_items() -> None:
     assert kinds[:3] == [("message", kinds[0][1]), ("reasoning", "rs_1"), ("function_call", "fc_1")]
     assert expanded["input"][3] == rs  # the id-only reasoning item became the stored one, encrypted_content and all
     assert expanded["input"][5] == {"type": "item_reference", "id": "fc_unknown"}  # left for the format to refuse
-    assert len(own) == 4 and all(i.get("id") for i in own)
+    assert own == body["input"] and all(i.get("id") for i in with_ids(own))
     assert body["input"][0] == {"type": "reasoning", "id": "rs_1", "summary": []}  # the caller's body is untouched
     with pytest.raises(GatewayError) as info:
         expand_request({**body, "previous_response_id": "resp_9"}, store, "k")
@@ -210,4 +210,4 @@ def test_expand_request_prepends_the_chain_and_resolves_items() -> None:
     plain = {"model": "m", "input": [user("x")]}
     assert expand_request(plain, store, "k")[0] is plain
     text, own = expand_request({"model": "m", "input": "hello"}, store, "k")
-    assert text["input"][0]["content"][0]["text"] == "hello" and own[0]["id"].startswith("msg_")
+    assert text["input"][0]["content"][0]["text"] == "hello" and with_ids(own)[0]["id"].startswith("msg_")

@@ -29,9 +29,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 import re
 import time
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -213,11 +213,11 @@ def unpack_reasoning_item(signature: str) -> tuple[str, str] | None:
 # Client side: request in
 # ---------------------------------------------------------------------------------------------------------------------
 def new_response_id() -> str:
-    return "resp_" + uuid.uuid4().hex + uuid.uuid4().hex[:16]
+    return "resp_" + os.urandom(24).hex()
 
 
 def _item_id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex}"
+    return f"{prefix}_{os.urandom(16).hex()}"
 
 
 def _opt(body: Mapping[str, Any], key: str, kind: type | tuple[type, ...], what: str, where: str = "") -> Any:
