@@ -198,7 +198,7 @@ def test_expand_request_prepends_the_chain_and_resolves_items() -> None:
     assert kinds[:3] == [("message", kinds[0][1]), ("reasoning", "rs_1"), ("function_call", "fc_1")]
     assert expanded["input"][3] == rs  # the id-only reasoning item became the stored one, encrypted_content and all
     assert expanded["input"][5] == {"type": "item_reference", "id": "fc_unknown"}  # left for the format to refuse
-    assert own == body["input"] and all(i.get("id") for i in with_ids(own))
+    assert own == expanded["input"][3:] and all(i.get("id") for i in with_ids(own))  # this request's own items
     assert body["input"][0] == {"type": "reasoning", "id": "rs_1", "summary": []}  # the caller's body is untouched
     with pytest.raises(GatewayError) as info:
         expand_request({**body, "previous_response_id": "resp_9"}, store, "k")
