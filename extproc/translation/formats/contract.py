@@ -29,6 +29,7 @@ class Endpoint:
     """What a client's request line asks for, as the format's ``route`` read it."""
 
     kind: str  # GENERATE | COUNT_TOKENS | MODELS | LOCAL
+    methods: tuple[str, ...] = ("POST",)  # what the path allows (others: 405 with ``allow``)
     model: str | None = None  # from the path (Gemini); None when the body names it
     stream: bool = False  # from the path (Gemini); body-carried flags are read by ``request_model``
     model_id: str | None = None  # MODELS: one model's id; None lists them all
@@ -51,7 +52,9 @@ class ModelInfo:
 
     name: str
     provider: str
+    target_model: str = ""
     description: str = ""
+    can_count: bool = False  # token counting reaches a provider that counts
     created: int = 0
     max_input_tokens: int | None = None
     max_output_tokens: int | None = None
@@ -114,11 +117,13 @@ class WireFormat(Protocol):
     PATH_PREFIX: str  # client paths start with it ("/openai/"); a prefix may be shared by formats (errors: first one)
     CREDENTIAL: CredentialHeader  # where a provider of this format takes its key
     EXTRA_HEADERS: list[tuple[str, str]]  # set on requests translated into this format (e.g. anthropic-version)
+    COUNTS_TOKENS: bool  # a provider of this format counts tokens (``build_count_request`` works)
 
     # ---- client side
     def route(self, method: str, path: str, query: str) -> Endpoint | None:
         """The endpoint a client request line names, or None if this format has no such path (the registry then
-        tries the next format with the same prefix, and answers 404 in the first one's error shape)."""
+        tries the next format with the same prefix, and answers 404 in the first one's error shape). A path of this
+        format that is malformed raises ``GatewayError`` (answered in this format's error shape)."""
         ...
 
     def client_credential(self, headers: Mapping[str, str], query: str) -> str | None:
@@ -161,13 +166,23 @@ class WireFormat(Protocol):
         value's bytes changed when it differs from ``model``; plus a stream filter when the change needs one."""
         ...
 
-    def build_request(self, req: c.Request, *, model: str, options: BuildOptions) -> bytes: ...
+    def build_request(self, req: c.Request, *, model: str, options: BuildOptions | None = None) -> bytes: ...
 
     def parse_response(self, body: bytes) -> c.Response: ...
 
     def parse_error(self, status: int, body: bytes) -> GatewayError: ...
 
     def stream_decoder(self, opts: StreamOptions) -> StreamDecoder: ...
+
+    # ---- token counting (client side: parse a count request, build the answer; provider side: the reverse).
+    # A format without counting raises a 400 ``GatewayError`` from these.
+    def parse_count_request(self, body: bytes | dict[str, Any], *, model: str) -> c.Request: ...
+
+    def build_count_response(self, tokens: int) -> bytes: ...
+
+    def build_count_request(self, req: c.Request, *, model: str) -> bytes: ...
+
+    def parse_count_response(self, body: bytes) -> int: ...
 
     def fetches_url(self, part: c.Image | c.Document) -> bool | str:
         """Whether a provider of this format reads ``part.url`` itself (True), needs the bytes inline (False), or can
