@@ -21,9 +21,8 @@ from extproc.core import access
 from extproc.core.access import AccessPolicy
 from extproc.core.conversations import StoreSettings
 from extproc.translation import media as _fetch
+from extproc.translation.formats import registry
 from extproc.translation.media import FetchPolicy
-
-PROVIDER_TYPES = ("openai", "anthropic", "gemini")
 
 # Built-in providers: (key env, base URL env, default base URL). OpenAI's base includes /v1, as its SDK's does.
 BUILTINS: dict[str, tuple[str, str, str]] = {
@@ -79,7 +78,7 @@ class Provider:
 
     @property
     def format(self) -> str:
-        """The wire format requests to this provider are written in."""
+        """The wire format it speaks (a registry name): its type's, or the Responses API for ``api: responses``."""
         return "responses" if self.api == "responses" else self.type
 
 
@@ -356,8 +355,8 @@ def _parse_provider(entry: Any, i: int, env: dict[str, str], fail: Any) -> Provi
         raise fail(where, "'name' must be letters, digits, '_', '.' or '-'")
     where = f"providers[{i}] ({name})"
     ptype = entry.get("type")
-    if ptype not in PROVIDER_TYPES:
-        raise fail(where, f"'type' must be one of {', '.join(PROVIDER_TYPES)}")
+    if ptype not in registry.FORMATS:
+        raise fail(where, f"'type' must be one of {', '.join(registry.names())}")
     base_url = entry.get("base_url")
     if base_url is None and name in BUILTINS:
         base_url = env.get(BUILTINS[name][1]) or BUILTINS[name][2]

@@ -168,9 +168,9 @@ def main(argv: list[str] | None = None) -> int:
         print(summary(cfg))
         return 0
     if command == "extproc":
-        from extproc.transport.server import run
+        from extproc.transport import server
 
-        return run(args.config, args.extproc_listen, args.grace, args.verbose)
+        return server.run(args.config, args.extproc_listen, args.grace, args.verbose)
     if args.listen is None:  # run without --listen: open to the network only when clients must present a key
         args.listen = ":8080" if cfg.access.enabled else "127.0.0.1:8080"
     if not cfg.access.enabled and command == "run":
@@ -187,13 +187,13 @@ def main(argv: list[str] | None = None) -> int:
     if command == "envoy-config":
         return _envoy_config(args, cfg, listen, admin)
 
-    from extproc.ops.launcher import Options, run
+    from extproc.ops import launcher
 
     if args.workers < 1:
         log.error("--workers must be at least 1")
         return 2
-    opts = Options(
+    opts = launcher.Options(
         args.config, args.env_file, listen, admin, args.extproc_listen, args.envoy_bin, args.workers, args.verbose,
         args.grace, base_env,
     )  # fmt: skip
-    return run(opts, cfg)
+    return launcher.run(opts, cfg)

@@ -11,6 +11,7 @@ import json
 import os
 from typing import Any
 
+import orjson
 import yaml
 
 from extproc.core.address import Address
@@ -24,7 +25,8 @@ from extproc.core.contract import (
     ROUTE_HEADER,
 )
 from extproc.ops.credentials import CredentialFiles, sds_path, secret_name
-from extproc.translation.formats.registry import provider_format
+from extproc.translation.errors import GatewayError, type_for_status
+from extproc.translation.formats import registry
 
 _HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 EXTPROC_CLUSTER = "extproc"
@@ -117,7 +119,7 @@ _UPSTREAM_CODEC = {
 def _credential_injector(p: Provider, credentials: CredentialFiles) -> dict[str, Any]:
     """Envoy puts the provider's key on every attempt, in the provider format's own header, from an SDS secret that
     follows its key file (``extproc.ops.credentials``). Without the file, Envoy answers 401 (the service translates)."""
-    cred = provider_format(p.type).CREDENTIAL
+    cred = registry.get(p.format).CREDENTIAL
     generic: dict[str, Any] = {
         "@type": "type.googleapis.com/envoy.extensions.http.injected_credentials.generic.v3.Generic",
         "credential": {
@@ -238,6 +240,9 @@ def render(
                 _local_error_mapper(["UO"], 503, "overloaded"),
                 # 401: the credential injector on a provider cluster had no key (its key file is missing).
                 _envoy_status_mapper(401, _LOCAL_REPLY_BODY, NO_CREDENTIAL),
+                # Replies Envoy makes before the service could see the request (its connection manager refusing the
+                # request line, e.g. an escaped slash in a path; a failing service), in the client's format by path.
+                *_client_format_mappers(),
                 # Envoy's own replies by status. The service's replies (also local replies to Envoy) carry dynamic
                 # metadata, which these mappers skip, so their bodies, already in the client's format, stay.
                 # 500: e.g. an answer over the per-stream buffer limit (response_payload_too_large).
@@ -347,12 +352,13 @@ _LOCAL_REPLY_BODY = {
 }
 
 
+_EXTPROC_FAILED_MESSAGE = "ai-gateway: the translation service failed while handling this request; retry it"
 _EXTPROC_FAILED_BODY = {
     "json_format": {
         "type": "error",
         "error": {
             "type": "api_error",
-            "message": "ai-gateway: the translation service failed while handling this request; retry it",
+            "message": _EXTPROC_FAILED_MESSAGE,
             "code": "%RESPONSE_CODE%",
             "status": "UNAVAILABLE",
         },
@@ -445,19 +451,23 @@ def _rate_limit_filters(cfg: Config) -> list[dict[str, Any]]:
     ]
 
 
+# The service's own replies (immediate responses, also local replies to Envoy) carry dynamic metadata; Envoy's don't.
+_NOT_FROM_SERVICE = {
+    "metadata_filter": {
+        "matcher": {
+            "filter": METADATA_NAMESPACE,
+            "path": [{"key": "format"}],
+            "value": {"string_match": {"exact": "not-a-format"}},  # never matches: only absence does
+        },
+        "match_if_key_not_found": True,
+    }
+}
+
+
 def _envoy_status_mapper(status: int, body: dict[str, Any], error_type: str | None = None) -> dict[str, Any]:
     """A JSON envelope for a local reply of ``status`` that Envoy made itself (not the service: no metadata), tagged
     with ``error_type`` in ``LOCAL_ERROR_HEADER`` when the service should answer it in its own words."""
-    not_from_service = {
-        "metadata_filter": {
-            "matcher": {
-                "filter": METADATA_NAMESPACE,
-                "path": [{"key": "format"}],
-                "value": {"string_match": {"exact": "not-a-format"}},  # never matches: only absence does
-            },
-            "match_if_key_not_found": True,
-        }
-    }
+    not_from_service = _NOT_FROM_SERVICE
     status_is = {
         "status_code_filter": {
             "comparison": {"op": "EQ", "value": {"default_value": status, "runtime_key": f"ai_gw_{status}"}}
@@ -472,6 +482,51 @@ def _envoy_status_mapper(status: int, body: dict[str, Any], error_type: str | No
             {"header": {"key": LOCAL_ERROR_HEADER, "value": error_type}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
         ]
     return mapper
+
+
+# Statuses Envoy answers with itself before a request reaches the service (or when the service fails: 502).
+_ENVOY_ONLY_STATUSES = (400, 403, 404, 405, 408, 413, 414, 426, 429, 431, 500, 501, 502, 503, 504)
+_ENVOY_REFUSED = "ai-gateway: Envoy refused this request (%RESPONSE_CODE_DETAILS%)"
+_MARK = "\x00message\x00"
+
+
+def _client_format_mappers() -> list[dict[str, Any]]:
+    """Per client format (by path prefix) and status: the format's own error envelope for replies Envoy makes for
+    requests the service never routed (no routing header). The service sees those replies only after the fact and
+    cannot translate them; 502 (the service itself failed) is mapped routed or not."""
+    mappers = []
+    seen: set[str] = set()
+    unrouted = {"header_filter": {"header": {"name": ROUTE_HEADER, "present_match": True, "invert_match": True}}}
+    for fmt in registry.FORMATS.values():
+        if fmt.PATH_PREFIX in seen:
+            continue  # formats sharing a prefix share its error shape (the first one's)
+        seen.add(fmt.PATH_PREFIX)
+        on_path = {"header_filter": {"header": {"name": ":path", "string_match": {"prefix": fmt.PATH_PREFIX}}}}
+        for status in _ENVOY_ONLY_STATUSES:
+            message = _ENVOY_REFUSED if status != 502 else _EXTPROC_FAILED_MESSAGE
+            err = GatewayError(type_for_status(status), _MARK, status)
+            body = _with_message(orjson.loads(fmt.build_error(err, request_id=None)), message)
+            status_is = {
+                "status_code_filter": {
+                    "comparison": {"op": "EQ", "value": {"default_value": status, "runtime_key": f"ai_gw_{status}"}}
+                }
+            }
+            filters = [status_is, _NOT_FROM_SERVICE, on_path] + ([] if status == 502 else [unrouted])
+            mappers.append(
+                {
+                    "filter": {"and_filter": {"filters": filters}},
+                    "body_format_override": {"json_format": body, "content_type": "application/json"},
+                }
+            )
+    return mappers
+
+
+def _with_message(obj: Any, message: str) -> Any:
+    if isinstance(obj, dict):
+        return {k: _with_message(v, message) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_with_message(v, message) for v in obj]
+    return message if obj == _MARK else obj
 
 
 def _local_error_mapper(flags: list[str], status: int, error_type: str) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The default ``ResponseStore``: one SQLite file (``<responses.data_dir>/responses.sqlite3``) every worker shares.
+"""The default ``AnswerStore``: one SQLite file (``<responses.data_dir>/responses.sqlite3``) every worker shares.
 
 WAL mode lets the workers read while one writes; ``synchronous=NORMAL`` makes a commit a write to the WAL without an
 fsync (a power cut may lose the last commits, never corrupt the file); a busy timeout waits out another worker's
@@ -21,7 +21,8 @@ from typing import Any
 
 import orjson
 
-from extproc.core.conversations import MAX_CHAIN, HistoryMissing, StoreSettings
+from extproc.core.conversations import MAX_CHAIN, StoreSettings
+from extproc.translation.formats.contract import HistoryMissing
 
 FILE_NAME = "responses.sqlite3"
 _SWEEP_EVERY = 60.0
@@ -54,7 +55,7 @@ SELECT id, prev, response, input FROM chain ORDER BY depth DESC
 
 
 class SqliteStore:
-    """``ResponseStore`` on a SQLite file shared by the worker processes."""
+    """``AnswerStore`` on a SQLite file shared by the worker processes."""
 
     def __init__(self, path: str | os.PathLike[str], settings: StoreSettings | None = None, clock: Any = time.time):
         self.path = Path(path)
@@ -88,7 +89,7 @@ class SqliteStore:
             self._conn.close()
         self._conn = None
 
-    # ---- ResponseStore
+    # ---- AnswerStore
     def put(
         self, scope: str, response: dict[str, Any], input_items: list[dict[str, Any]], previous_id: str | None
     ) -> None:

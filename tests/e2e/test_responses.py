@@ -390,10 +390,19 @@ def test_conversation_moves_from_a_kept_one_to_openai(rgw: Gateway) -> None:
 
 
 def test_count_input_tokens(rgw: Gateway) -> None:
+    """Passed through to a Responses provider, translated to Anthropic's and Gemini's counters, refused (400) where
+    the provider cannot count (Chat Completions)."""
     client = oa(rgw)
-    assert client.responses.input_tokens.count(model="codex-test", input="hi").input_tokens == COUNT_TOKENS
+    for model in ("codex-test", "claude-test", "gemini-test"):
+        counted = client.responses.input_tokens.count(model=model, input="hi", instructions="sys")
+        assert counted.input_tokens == COUNT_TOKENS and counted.object == "response.input_tokens"
+    sent = rgw.mocks["anthropic"].last()
+    assert sent.path == "/v1/messages/count_tokens" and sent.body["system"] in (
+        "sys",
+        [{"type": "text", "text": "sys"}],
+    )
     with pytest.raises(openai.BadRequestError, match="token counting"):
-        client.responses.input_tokens.count(model="claude-test", input="hi")
+        client.responses.input_tokens.count(model="gpt-test", input="hi")
 
 
 # ---------------------------------------------------------------------------------------------------------------------

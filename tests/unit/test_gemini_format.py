@@ -158,10 +158,12 @@ def test_parse_path_rejects_bad_model(path: str) -> None:
     assert ei.value.status == 400
 
 
-def test_strip_key_param_and_paths() -> None:
-    assert g.strip_key_param("/v1beta/models/m:generateContent?key=K") == "/v1beta/models/m:generateContent"
-    assert g.strip_key_param("/v1beta/models/m:x?alt=sse&key=K&y=1") == "/v1beta/models/m:x?alt=sse&y=1"
-    assert g.strip_key_param("/v1beta/models/m:x") == "/v1beta/models/m:x"
+def test_passthrough_paths_drop_the_client_key() -> None:
+    ep = g.route("POST", "/gemini/v1beta/models/m:streamGenerateContent", "key=CLIENT&alt=sse&y=1")
+    assert ep is not None and ep.stream and ep.opts["sse"]
+    assert g.passthrough_path(ep, model="up", path="", query="key=CLIENT&alt=sse&y=1") == (
+        "/v1beta/models/up:streamGenerateContent?alt=sse"
+    )
     assert g.pass_through_path("v1", "m", "generateContent", False) == "/v1/models/m:generateContent"
     assert g.pass_through_path("v1beta", "m", "streamGenerateContent", True) == (
         "/v1beta/models/m:streamGenerateContent?alt=sse"
@@ -171,7 +173,6 @@ def test_strip_key_param_and_paths() -> None:
     )
     assert g.upstream_path(model="gemini-2.5-flash", stream=False) == "/v1beta/models/gemini-2.5-flash:generateContent"
     assert g.upstream_path(model="m", stream=True) == "/v1beta/models/m:streamGenerateContent?alt=sse"
-    assert g.auth_headers("k") == [("x-goog-api-key", "k")]
     assert g.EXTRA_HEADERS == []
     assert g.NAME == "gemini"
 

@@ -526,7 +526,6 @@ def test_build_then_parse_round_trip() -> None:
 
 def test_provider_constants() -> None:
     assert fmt.upstream_path(model="m", stream=True) == "/chat/completions"
-    assert fmt.auth_headers("sk-1") == [("authorization", "Bearer sk-1")]
     assert fmt.EXTRA_HEADERS == []
     assert fmt.NAME == "openai"
 

@@ -12,16 +12,17 @@ from typing import Any
 
 import pytest
 
-from extproc.core.conversations import (
-    HistoryMissing,
-    MemoryStore,
-    ResponseStore,
-    StoreSettings,
-    expand_request,
-    with_ids,
-)
+from extproc.core.conversations import MemoryStore, StoreSettings
 from extproc.translation.errors import GatewayError
+from extproc.translation.formats.contract import AnswerStore, HistoryMissing
+from extproc.translation.formats.responses import STATE, with_ids
 from extproc.transport.response_store import SqliteStore
+
+
+def expand_request(body: dict[str, Any], store: Any, scope: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """What the exchange asks of the Responses format's STATE: the whole request and its own items (as kept)."""
+    conv = STATE.expand(body, store, scope, passthrough=False)
+    return conv.head, conv.own_items
 
 
 class Clock:
@@ -36,7 +37,7 @@ class Clock:
 def make(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     made: list[Any] = []
 
-    def factory(settings: StoreSettings | None = None, clock: Clock | None = None) -> ResponseStore:
+    def factory(settings: StoreSettings | None = None, clock: Clock | None = None) -> AnswerStore:
         settings = settings or StoreSettings(data_dir=str(tmp_path))
         clock = clock or Clock()
         if request.param == "memory":
@@ -106,7 +107,7 @@ def test_delete_and_a_broken_chain(make: Any) -> None:
     assert store.items("", ["msg_resp_1"]) == {}
     with pytest.raises(HistoryMissing) as info:
         store.history("", "resp_2")
-    assert info.value.response_id == "resp_1"
+    assert info.value.answer_id == "resp_1"
 
 
 def test_entries_expire(make: Any) -> None:
@@ -198,7 +199,8 @@ def test_expand_request_prepends_the_chain_and_resolves_items() -> None:
     assert kinds[:3] == [("message", kinds[0][1]), ("reasoning", "rs_1"), ("function_call", "fc_1")]
     assert expanded["input"][3] == rs  # the id-only reasoning item became the stored one, encrypted_content and all
     assert expanded["input"][5] == {"type": "item_reference", "id": "fc_unknown"}  # left for the format to refuse
-    assert own == expanded["input"][3:] and all(i.get("id") for i in with_ids(own))  # this request's own items
+    assert [i.get("type") for i in own] == [i.get("type") for i in expanded["input"][3:]]  # this request's own
+    assert all(i.get("id") for i in own) and own[0] == rs  # given ids, as kept
     assert body["input"][0] == {"type": "reasoning", "id": "rs_1", "summary": []}  # the caller's body is untouched
     with pytest.raises(GatewayError) as info:
         expand_request({**body, "previous_response_id": "resp_9"}, store, "k")
@@ -207,7 +209,8 @@ def test_expand_request_prepends_the_chain_and_resolves_items() -> None:
         expand_request(body, store, "other-key")
     with pytest.raises(GatewayError, match="keeps no conversations"):
         expand_request(body, None, "k")
+    assert STATE.expand(body, None, "k", passthrough=True).changed is False  # OpenAI keeps its own
     plain = {"model": "m", "input": [user("x")]}
     assert expand_request(plain, store, "k")[0] is plain
     text, own = expand_request({"model": "m", "input": "hello"}, store, "k")
-    assert text["input"][0]["content"][0]["text"] == "hello" and with_ids(own)[0]["id"].startswith("msg_")
+    assert text["input"][0]["content"][0]["text"] == "hello" and own[0]["id"].startswith("msg_")

@@ -34,6 +34,7 @@ import re
 import time
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 
@@ -43,9 +44,12 @@ from extproc.translation.formats.contract import (
     COUNT_TOKENS,
     GENERATE,
     LOCAL,
+    AnswerStore,
     BuildOptions,
+    Conversation,
     CredentialHeader,
     Endpoint,
+    HistoryMissing,
     ModelInfo,
     StreamOptions,
 )
@@ -127,12 +131,10 @@ def route(method: str, path: str, query: str) -> Endpoint | None:
     parts = rest[1:].split("/")
     if len(parts) > 2 or not parts[0] or (len(parts) == 2 and parts[1] != "input_items"):
         return None
-    rid = parts[0]
     if len(parts) == 2:
-        op = "input_items" if method == "GET" else "method_not_allowed"
-        return Endpoint(LOCAL, op=op, resource_id=rid, opts={"allow": "GET"})
-    op = {"GET": "get", "DELETE": "delete"}.get(method, "method_not_allowed")
-    return Endpoint(LOCAL, op=op, resource_id=rid, opts={"allow": "GET, DELETE"})
+        return Endpoint(LOCAL, methods=("GET",), op="input_items", resource_id=parts[0])
+    op = "delete" if method == "DELETE" else "get"
+    return Endpoint(LOCAL, methods=("GET", "DELETE"), op=op, resource_id=parts[0])
 
 
 def valid_id(resource_id: str) -> bool:
@@ -662,9 +664,9 @@ def _file(part: dict[str, Any], param: str) -> c.Document:
 
 def _function_call_item(item: dict[str, Any], param: str, namespaces: dict[str, tuple[str, str]]) -> c.ToolCall:
     raw_id, name, args = item.get("call_id"), item.get("name"), item.get("arguments")
-    for key, value in (("call_id", raw_id), ("name", name), ("arguments", args)):
-        if not isinstance(value, str):
-            raise invalid(f"Missing required parameter: '{key}'.", param=f"{param}.{key}")
+    if not isinstance(raw_id, str) or not isinstance(name, str) or not isinstance(args, str):
+        key = next(k for k in ("call_id", "name", "arguments") if not isinstance(item.get(k), str))
+        raise invalid(f"Missing required parameter: '{key}'.", param=f"{param}.{key}")
     ns = item.get("namespace")
     if isinstance(ns, str) and ns:
         name = f"{ns}{NAMESPACE_SEP}{name}"
@@ -1495,7 +1497,9 @@ def parse_response(body: bytes) -> c.Response:
 
 def _failed(error: dict[str, Any]) -> GatewayError:
     code = error.get("code")
-    message = error.get("message") if isinstance(error.get("message"), str) else "the provider's response failed"
+    message = error.get("message")
+    if not isinstance(message, str):
+        message = "the provider's response failed"
     gtype = "rate_limit" if code == "rate_limit_exceeded" else "server_error"
     return GatewayError(gtype, message, ERROR_TYPES[gtype], code=code if isinstance(code, str) else None)
 
@@ -1580,7 +1584,7 @@ class StreamDecoder:
         if kind in ("response.created", "response.in_progress", "response.queued"):
             if not self._started:
                 self._started = True
-                r = obj.get("response") if isinstance(obj.get("response"), dict) else {}
+                r = _dict(obj.get("response"))
                 rid, model = r.get("id"), r.get("model")
                 out.append(c.MessageStart(rid if isinstance(rid, str) else "", model if isinstance(model, str) else ""))
             return
@@ -1630,11 +1634,11 @@ class StreamDecoder:
                     self._seen(oi).text = True
                     out.append(c.ToolCallDelta(index, args))
         elif kind == "response.function_call_arguments.delta":
-            index = self._calls.get(oi) if isinstance(oi, int) else None
+            found = self._calls.get(oi) if isinstance(oi, int) else None
             delta = obj.get("delta")
-            if index is not None and isinstance(delta, str) and delta:
+            if found is not None and isinstance(delta, str) and delta:
                 self._seen(oi).text = True
-                out.append(c.ToolCallDelta(index, delta))
+                out.append(c.ToolCallDelta(found, delta))
         elif kind == "response.output_item.done":
             item = obj.get("item")
             if not isinstance(item, dict):
@@ -1645,17 +1649,18 @@ class StreamDecoder:
                 if text or thinking.signature:
                     out.append(c.ThinkingDelta(text, thinking.signature, raw=thinking.raw))
             elif item.get("type") == "function_call" and isinstance(oi, int):
-                index = self._calls.get(oi)
+                call = self._calls.get(oi)
                 args = item.get("arguments")
-                if index is not None and not self._seen(oi).text and isinstance(args, str) and args:
-                    out.append(c.ToolCallDelta(index, args))
+                if call is not None and not self._seen(oi).text and isinstance(args, str) and args:
+                    out.append(c.ToolCallDelta(call, args))
             elif item.get("type") == "message" and not self._seen(oi).text:
                 for p in item.get("content") or ():
-                    if isinstance(p, dict) and isinstance(p.get("text") or p.get("refusal"), str):
-                        out.append(c.TextDelta(p.get("text") or p.get("refusal")))
+                    text = (p.get("text") or p.get("refusal")) if isinstance(p, dict) else None
+                    if isinstance(text, str) and text:
+                        out.append(c.TextDelta(text))
         elif kind in ("response.completed", "response.incomplete"):
             self._done = True
-            r = obj.get("response") if isinstance(obj.get("response"), dict) else {}
+            r = _dict(obj.get("response"))
             usage = usage_in(r.get("usage"))
             if usage is not None:
                 out.append(c.UsageUpdate(usage))
@@ -1668,9 +1673,8 @@ class StreamDecoder:
             )
         elif kind == "response.failed":
             self._done = True
-            r = obj.get("response") if isinstance(obj.get("response"), dict) else {}
-            error = r.get("error") if isinstance(r.get("error"), dict) else {}
-            out.append(c.StreamError(_failed(error)))
+            r = _dict(obj.get("response"))
+            out.append(c.StreamError(_failed(_dict(r.get("error")))))
         elif kind == "error":
             self._done = True
             out.append(c.StreamError(_error_from({"error": obj}, None)))
@@ -1681,6 +1685,10 @@ class StreamDecoder:
         if found is None:
             found = self._items[key] = _Seen()
         return found
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 class _Seen:
@@ -1695,3 +1703,205 @@ class _Seen:
 
 def stream_decoder(opts: StreamOptions) -> StreamDecoder:
     return StreamDecoder(opts)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Conversation state: what the gateway's store needs (STATE), for providers that keep nothing themselves
+# ---------------------------------------------------------------------------------------------------------------------
+_ITEM_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco", "reasoning": "rs"}
+
+
+def with_ids(items: list[Any]) -> list[Any]:
+    """Input items as the store keeps and lists them, in OpenAI's shape: each with an id, messages with their type,
+    a status and their content as parts (a string becomes one ``input_text`` part, ``output_text`` for the
+    assistant)."""
+    out = []
+    for item in items:
+        if isinstance(item, dict):
+            kind = item.get("type") or ("message" if "role" in item else None)
+            if kind == "message":
+                content = item.get("content")
+                if isinstance(content, str):
+                    part: dict[str, Any] = {"type": "input_text", "text": content}
+                    if item.get("role") == "assistant":
+                        part = {"type": "output_text", "text": content, "annotations": []}
+                    content = [part]
+                item = {"type": "message", **item, "content": content, "status": item.get("status") or "completed"}
+            if not item.get("id"):
+                item = {"id": _item_id(_ITEM_PREFIX.get(kind or "", "item")), **item}
+        out.append(item)
+    return out
+
+
+def _previous_missing(prev: str, missing: str) -> GatewayError:
+    detail = "" if missing == prev else f" (it continues response '{missing}', which is no longer stored)"
+    return GatewayError(
+        "invalid_request",
+        f"Previous response with id '{prev}' not found.{detail}",
+        400,
+        param="previous_response_id",
+        code="previous_response_not_found",
+    )
+
+
+def _refs(items: list[Any]) -> list[str]:
+    """Ids of items that stand for stored ones: ``item_reference``, and reasoning items sent by id only."""
+    return [
+        it["id"]
+        for it in items
+        if isinstance(it, dict)
+        and isinstance(it.get("id"), str)
+        and (it.get("type") == "item_reference" or (it.get("type") == "reasoning" and not it.get("encrypted_content")))
+    ]
+
+
+class _State:
+    """``STATE``: previous_response_id, item references and stored responses, kept by the gateway's store."""
+
+    def expand(self, head: dict[str, Any], store: AnswerStore | None, scope: str, *, passthrough: bool) -> Conversation:
+        prev = head.get("previous_response_id")
+        keep = head.get("store") is not False
+        raw = head.get("input")
+        if isinstance(raw, str):
+            own: list[Any] = [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": raw}]}]
+        elif isinstance(raw, list):
+            own = raw
+        else:
+            return Conversation(head, False, [], keep)  # parse_request refuses it with the right message
+        if prev is not None and not (isinstance(prev, str) and prev):
+            raise invalid("Invalid type for 'previous_response_id': expected a string.", param="previous_response_id")
+        if passthrough:
+            # OpenAI keeps its own conversations: only one the gateway kept (the model changed provider) is put in
+            if store is None or prev is None or store.get(scope, prev) is None:
+                return Conversation(head, False, [], False, prev)
+            out = {k: v for k, v in self._whole(head, own, prev, store, scope).items() if k != "previous_response_id"}
+            return Conversation(out, True, [], False, prev)
+        if prev is not None and store is None:
+            raise invalid(
+                "this gateway keeps no conversations (responses.store is off): send the whole conversation as input",
+                param="previous_response_id",
+            )
+        whole = self._whole(head, own, prev, store, scope)
+        keep = keep and store is not None
+        if keep:  # this request's own items (references resolved) as the store keeps them
+            own = with_ids(whole["input"][len(whole["input"]) - len(own) :] if whole is not head else own)
+        return Conversation(whole, whole is not head, own if keep else [], keep, prev)
+
+    @staticmethod
+    def _whole(
+        head: dict[str, Any], own: list[Any], prev: str | None, store: AnswerStore | None, scope: str
+    ) -> dict[str, Any]:
+        history: list[dict[str, Any]] = []
+        if prev is not None and store is not None:
+            try:
+                history = store.history(scope, prev)
+            except HistoryMissing as exc:
+                raise _previous_missing(prev, exc.answer_id) from None
+        refs = _refs(own)
+        if refs and store is not None:
+            found = store.items(scope, refs)
+            own = [found.get(it["id"], it) if isinstance(it, dict) and it.get("id") in refs else it for it in own]
+        elif not history and isinstance(head.get("input"), list):
+            return head
+        return {**head, "input": history + own}
+
+    def kept(self, resp: c.Response, *, model: str, request: c.Request) -> dict[str, Any]:
+        return full_response(resp, model=model, request=request)
+
+    def kept_stream(self, encoder: Any) -> dict[str, Any] | None:
+        final = getattr(encoder, "final", None)
+        return final if isinstance(final, dict) else None
+
+    def serve(self, endpoint: Endpoint, query: str, store: AnswerStore | None, scope: str) -> bytes:
+        rid = endpoint.resource_id or ""
+        missing = GatewayError("not_found", f"Response with id '{rid}' not found.", 404, param="response_id")
+        if store is None or not valid_id(rid):
+            raise missing
+        params = parse_qsl(query)
+        if endpoint.op == "delete":
+            if not store.delete(scope, rid):
+                raise missing
+            return orjson.dumps({"id": rid, "object": "response.deleted", "deleted": True})
+        if endpoint.op == "input_items":
+            items = store.input_items(scope, rid)
+            if items is None:
+                raise missing
+            return _item_page(items, dict(params))
+        found = store.get(scope, rid)
+        if found is None:
+            raise missing
+        encrypted = ("include", "reasoning.encrypted_content") in params or (
+            "include[]",
+            "reasoning.encrypted_content",
+        ) in params
+        return orjson.dumps({**found, "output": [client_view(i, encrypted) for i in found.get("output", ())]})
+
+
+def _item_page(items: list[dict[str, Any]], query: dict[str, str]) -> bytes:
+    """A page of a stored response's input items (``order`` desc by default, ``limit`` 1-100, ``after`` an id)."""
+    order = query.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise invalid("'order' must be asc or desc", param="order")
+    try:
+        limit = int(query.get("limit", "20"))
+    except ValueError:
+        raise invalid("'limit' must be an integer", param="limit") from None
+    if not 1 <= limit <= 100:
+        raise invalid("'limit' must be between 1 and 100", param="limit")
+    ordered = items if order == "asc" else items[::-1]
+    after = query.get("after")
+    if after:
+        ids = [i.get("id") for i in ordered]
+        ordered = ordered[ids.index(after) + 1 :] if after in ids else []
+    page = ordered[:limit]
+    return orjson.dumps(
+        {
+            "object": "list",
+            "data": page,
+            "first_id": page[0].get("id") if page else None,
+            "last_id": page[-1].get("id") if page else None,
+            "has_more": len(ordered) > limit,
+        }
+    )
+
+
+STATE = _State()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Token counting (POST /v1/responses/input_tokens)
+# ---------------------------------------------------------------------------------------------------------------------
+COUNTS_TOKENS = True
+_COUNT_KEYS = ("model", "input", "instructions", "tools", "tool_choice", "parallel_tool_calls", "reasoning", "text")
+
+
+def parse_count_request(body: bytes | dict[str, Any], *, model: str) -> c.Request:
+    """An ``input_tokens`` body: a responses request without the generation settings."""
+    data = body if isinstance(body, dict) else orjson.loads(body)
+    if not isinstance(data, dict):
+        raise invalid("request body must be a JSON object")
+    allowed = {*_COUNT_KEYS, "previous_response_id", "conversation", "truncation", "personality"}
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise invalid(f"Unknown parameter: '{unknown[0]}'.", param=unknown[0])
+    return parse_request({**data, "store": False}, model=model)
+
+
+def build_count_request(req: c.Request, *, model: str) -> bytes:
+    full = orjson.loads(build_request(req, model=model))
+    return orjson.dumps({k: full[k] for k in _COUNT_KEYS if k in full})
+
+
+def parse_count_response(body: bytes) -> int:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise _bad_response("input_tokens answer is not JSON") from None
+    tokens = data.get("input_tokens") if isinstance(data, dict) else None
+    if not isinstance(tokens, int) or isinstance(tokens, bool):
+        raise _bad_response("input_tokens answer without input_tokens")
+    return tokens
+
+
+def build_count_response(tokens: int) -> bytes:
+    return orjson.dumps({"object": "response.input_tokens", "input_tokens": tokens})
