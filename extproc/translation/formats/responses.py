@@ -39,6 +39,7 @@ from urllib.parse import parse_qsl
 import orjson
 
 from extproc.translation import canonical as c
+from extproc.translation import jsonbytes
 from extproc.translation.errors import ERROR_TYPES, GatewayError, invalid, type_for_status
 from extproc.translation.formats.contract import (
     COUNT_TOKENS,
@@ -1200,42 +1201,9 @@ def passthrough_path(endpoint: Endpoint, *, model: str, path: str, query: str) -
     return path[len("/openai/v1") :] + (f"?{query}" if query else "")
 
 
-_JSON_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[{}\[\]]', re.DOTALL)
-
-
-def rewrite_model(body: bytes, model: str) -> bytes:
-    """Pass-through aliasing: swap only the top-level ``model`` value, leaving every other byte alone."""
-    depth = 0
-    tokens = _JSON_TOKEN.finditer(body)
-    for m in tokens:
-        first = body[m.start()]
-        if first == 0x22:
-            if depth == 1 and m.group() == b'"model"':
-                value = next(tokens, None)
-                if value is not None and body[value.start()] == 0x22 and body[m.end() : value.start()].strip() == b":":
-                    return body[: value.start()] + orjson.dumps(model) + body[value.end() :]
-        elif first == 0x7B or first == 0x5B:
-            depth += 1
-        else:
-            depth -= 1
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise invalid("request body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise invalid("request body must be a JSON object")
-    data["model"] = model
-    return orjson.dumps(data)
-
-
 def passthrough_body(body: bytes, head: dict[str, Any], *, model: str, stream: bool) -> tuple[bytes, None]:
-    """The client's own bytes; only the model value changes when aliased (a duplicate top-level ``model`` key is
-    re-serialised from what was checked)."""
-    if body.count(b'"model"') > 1:
-        return orjson.dumps({**head, "model": model}), None
-    if head.get("model") != model:
-        return rewrite_model(body, model), None
-    return body, None
+    """The client's own bytes; only the top-level model value changes when aliased (``jsonbytes``)."""
+    return jsonbytes.rewrite_model(body, model, head.get("model")), None
 
 
 def _effort_for_budget(budget: int) -> str | None:
