@@ -55,6 +55,7 @@ from extproc.translation.formats.contract import (
     GENERATE,
     MODELS,
     BuildOptions,
+    ConversationState,
     CredentialHeader,
     Endpoint,
     ModelInfo,
@@ -1290,7 +1291,7 @@ class StreamDecoder:
 # ---------------------------------------------------------------------------------------------------------------------
 PATH_PREFIX = "/anthropic/"
 COUNTS_TOKENS = True
-STATE = None  # nothing is kept between requests
+STATE: ConversationState | None = None  # nothing is kept between requests
 _MESSAGES = "/anthropic/v1/messages"
 _COUNT = "/anthropic/v1/messages/count_tokens"
 _MODELS = "/anthropic/v1/models"

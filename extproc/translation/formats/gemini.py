@@ -67,6 +67,7 @@ from extproc.translation.formats.contract import (
     GENERATE,
     MODELS,
     BuildOptions,
+    ConversationState,
     CredentialHeader,
     Endpoint,
     ModelInfo,
@@ -1377,7 +1378,7 @@ class StreamDecoder:
 # ---------------------------------------------------------------------------------------------------------------------
 PATH_PREFIX = "/gemini/"
 COUNTS_TOKENS = True
-STATE = None  # nothing is kept between requests
+STATE: ConversationState | None = None  # nothing is kept between requests
 _LISTING = re.compile(r"^/gemini/(v1|v1beta)/models(?:/([^:]+))?$")
 _LISTED_METHODS = ("generateContent", "streamGenerateContent")
 

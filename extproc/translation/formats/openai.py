@@ -53,6 +53,7 @@ from extproc.translation.formats.contract import (
     GENERATE,
     MODELS,
     BuildOptions,
+    ConversationState,
     CredentialHeader,
     Endpoint,
     ModelInfo,
@@ -1210,7 +1211,7 @@ class UsageStripper:
 # ---------------------------------------------------------------------------------------------------------------------
 PATH_PREFIX = "/openai/"
 COUNTS_TOKENS = False
-STATE = None  # nothing is kept between requests
+STATE: ConversationState | None = None  # nothing is kept between requests
 _CHAT = "/openai/v1/chat/completions"
 _MODELS = "/openai/v1/models"
 

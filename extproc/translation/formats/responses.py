@@ -48,6 +48,7 @@ from extproc.translation.formats.contract import (
     AnswerStore,
     BuildOptions,
     Conversation,
+    ConversationState,
     CredentialHeader,
     Endpoint,
     HistoryMissing,
@@ -1833,7 +1834,7 @@ def _item_page(items: list[dict[str, Any]], query: dict[str, str]) -> bytes:
     )
 
 
-STATE = _State()
+STATE: ConversationState | None = _State()
 
 
 # ---------------------------------------------------------------------------------------------------------------------
