@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from extproc.translation import errors, schemas
+from extproc.translation import errors, jsonbytes, schemas
 from extproc.translation.canonical import (
     Document,
     Event,
@@ -531,10 +531,8 @@ def _parse_output_config(cfg: Any, req: Request) -> None:
 
 
 def rewrite_model(body: bytes, model: str) -> bytes:
-    """Pass-through aliasing: the client's own body with only ``model`` replaced (unknown fields survive)."""
-    data = _load_object(body, "request body")
-    data["model"] = model
-    return orjson.dumps(data)
+    """Pass-through aliasing: the client's own bytes with only the ``model`` value replaced."""
+    return jsonbytes.set_model(body, model)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
