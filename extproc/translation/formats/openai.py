@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import time
 import uuid
 from typing import Any
 
@@ -555,7 +556,7 @@ def build_response(resp: Response, *, model: str) -> bytes:
     out: dict[str, Any] = {
         "id": resp.id or _gen_id(),
         "object": "chat.completion",
-        "created": resp.created,
+        "created": resp.created or int(time.time()),  # Anthropic and Gemini answers carry no timestamp
         "model": model,
         "choices": [
             {
