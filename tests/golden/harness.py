@@ -33,6 +33,8 @@ from typing import Any
 
 import yaml
 
+from extproc.core.config import build_config
+from extproc.core.exchange import Exchange, Gateway, Reply
 from tests.paths import ROOT
 
 GOLDEN = Path(__file__).resolve().parent
@@ -125,7 +127,6 @@ class Outcome:
     client_status: int
     client_headers: dict[str, str]
     client_body: bytes
-    chunk_outputs: list[bytes] = field(default_factory=list)  # per provider chunk, streamed mode only
 
 
 def _apply(headers: dict[str, str], set_headers: list[tuple[str, str]], remove: list[str]) -> dict[str, str]:
@@ -150,9 +151,6 @@ def run_exchange(
     unless the service switches it to STREAMED or NONE). ``response_chunks`` are the provider's body as it arrives
     (one element for a buffered body); ``empty_last_chunk`` ends a streamed body with an empty end-of-stream chunk
     instead of marking the last data chunk end-of-stream (Envoy does both)."""
-    from extproc.core.config import build_config
-    from extproc.core.exchange import Exchange, Gateway, Reply
-
     ex = Exchange(Gateway(build_config({"version": "1", **config}, "golden.yaml", ENV)))
     first = ex.on_request_headers(dict(request_headers), end_of_stream=not request_body)
     if isinstance(first, Reply):
@@ -182,7 +180,7 @@ def run_exchange(
             step = ex.on_response_body(b"", end_of_stream=True)
             outputs.append(b"" if step.body is None else step.body)
         status = int(client_headers.get(":status", response_status))
-        return Outcome(upstream, upstream_body, status, client_headers, b"".join(outputs), outputs)
+        return Outcome(upstream, upstream_body, status, client_headers, b"".join(outputs))
     step = ex.on_response_body(whole, end_of_stream=True)  # BUFFERED: the whole body at once
     client_headers = _apply(client_headers, step.set_headers, step.remove_headers)
     body = whole if step.body is None else step.body

@@ -20,6 +20,7 @@ from tests.golden.harness import (
     assert_json_equal,
     assert_output_equal,
     load_cases,
+    load_yaml,
     pairs,
     pretty,
     recorded_bytes,
@@ -153,8 +154,6 @@ def test_every_pair_has_every_case() -> None:
         found.setdefault(case.pair, set()).add(case.name)
     assert len(pairs()) >= 9
     for pair_dir in pairs():
-        from tests.golden.harness import load_yaml
-
         missing = load_yaml(pair_dir / "pair.yaml").get("missing") or {}
         have = found.get(pair_dir.name, set())
         assert all(why for why in missing.values()), f"{pair_dir.name}: a missing case needs its reason"
