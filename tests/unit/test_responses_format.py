@@ -26,7 +26,7 @@ from extproc.translation.formats.contract import COUNT_TOKENS, GENERATE, LOCAL, 
 from tests.mocks import responses_provider as mock
 
 ROOT = Path(__file__).resolve().parents[2]
-CASSETTES = ROOT / "tests" / "fixtures" / "recorded" / "pydantic-ai" / "openai-responses"
+CASSETTES = ROOT / "tests" / "fixtures" / "recorded" / "pydantic-ai" / "models" / "cassettes" / "test_openai_responses"
 CLIENTS = ROOT / "tests" / "fixtures" / "clients"
 EVENTS = pydantic.TypeAdapter(ResponseStreamEvent)
 

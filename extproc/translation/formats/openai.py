@@ -569,7 +569,7 @@ def build_response(resp: Response, *, model: str, request: Request | None = None
     out: dict[str, Any] = {
         "id": resp.id or _gen_id(),
         "object": "chat.completion",
-        "created": resp.created,
+        "created": resp.created,  # the gateway sets it when the provider gave none (Translate)
         "model": model,
         "choices": [
             {
