@@ -400,6 +400,14 @@ def summary(cfg: Config, env: dict[str, str] | None = None) -> str:
         lines.append(f"  model {m.name}{alias} via {m.provider}")
     if cfg.default_provider:
         lines.append(f"  unknown models go to {cfg.default_provider}")
+    r = cfg.responses
+    if r.enabled:
+        lines.append(
+            f"  Responses API answers kept in {os.path.join(r.data_dir, 'responses.sqlite3')} for {r.retention:g}s, "
+            f"up to {r.max_bytes} bytes"
+        )
+    else:
+        lines.append("  Responses API answers: not kept (responses.store is off)")
     if cfg.access.enabled:
         lines.append(f"  gateway keys: {', '.join(k.name for k in cfg.access.keys)}")
     else:
