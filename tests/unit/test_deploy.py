@@ -378,7 +378,6 @@ class PodFiles:
         configmaps: dict[str, dict[str, str]],
         secret: dict[str, str],
     ) -> None:
-        self.pod = pod
         self.dirs: dict[str, Path] = {}
         self.modes: dict[str, int] = {}
         assert sum("emptyDir" in vol for vol in pod["volumes"]) == 1, "one emptyDir: the socket's"
