@@ -110,8 +110,11 @@ def start_gateway(
     config_text: str,
     workers: int = 2,
     extra_args: tuple[str, ...] = (),
-    extra_env: dict[str, str] | None = None,
+    extra_env: dict[str, str | None] | None = None,
+    env_file: Path | None = None,
 ) -> Gateway:
+    """``ai-gateway`` on free ports against the mocks. ``extra_env`` values of None remove that variable; ``env_file``
+    is the gateway's ``--env-file`` (default: a file that does not exist)."""
     cfg = tmp / "proxy-config.yaml"
     cfg.write_text(config_text)
     port, admin = free_port(), free_port()
@@ -125,14 +128,18 @@ def start_gateway(
         GEMINI_BASE_URL=mocks["gemini"].base_url,
         PYTHONUNBUFFERED="1",
     )
-    env.update(extra_env or {})
+    for name, value in (extra_env or {}).items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
     log_path = tmp / "gateway.log"
     cmd = [sys.executable, "-m", "extproc", "--listen", f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{admin}"]
     cmd += [
         "--config",
         str(cfg),
         "--env-file",
-        str(tmp / "no.env"),
+        str(env_file or tmp / "no.env"),
         "--workers",
         str(workers),
         "--grace",
