@@ -260,17 +260,8 @@ def _decode(body: bytes, cuts: list[int] | None = None) -> list[Any]:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Constants and small provider-side helpers
+# Small provider-side helpers (the upstream path and headers: tests/unit/test_upstream_requests.py)
 # ---------------------------------------------------------------------------------------------------------------------
-def test_module_constants() -> None:
-    assert fmt.NAME == "anthropic"
-    assert fmt.upstream_path(model="claude", stream=True) == "/v1/messages"
-    assert fmt.upstream_path(model="claude", stream=False) == "/v1/messages"
-    assert fmt.auth_headers("sk-ant-1") == [("x-api-key", "sk-ant-1")]
-    assert fmt.EXTRA_HEADERS == [("anthropic-version", "2023-06-01")]
-    assert fmt.StreamEncoder(model="m").media_type == "text/event-stream"
-
-
 def test_rewrite_model_keeps_everything_else() -> None:
     body = b'{"max_tokens":5,"model":"alias","messages":[{"role":"user","content":"hi"}],"future_field":{"x":[1,2.5]}}'
     out = orjson.loads(fmt.rewrite_model(body, "claude-real"))

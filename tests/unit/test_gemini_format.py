@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -38,6 +39,7 @@ from extproc.translation.canonical import (
 )
 from extproc.translation.errors import GatewayError
 from extproc.translation.formats import gemini as g
+from tests.mocks.providers import MockProvider
 from tests.paths import KONG
 
 CHUNKS = KONG / "unit" / "streaming-chunk-formats"
@@ -158,22 +160,30 @@ def test_parse_path_rejects_bad_model(path: str) -> None:
     assert ei.value.status == 400
 
 
-def test_strip_key_param_and_paths() -> None:
+def test_strip_key_param() -> None:
     assert g.strip_key_param("/v1beta/models/m:generateContent?key=K") == "/v1beta/models/m:generateContent"
     assert g.strip_key_param("/v1beta/models/m:x?alt=sse&key=K&y=1") == "/v1beta/models/m:x?alt=sse&y=1"
     assert g.strip_key_param("/v1beta/models/m:x") == "/v1beta/models/m:x"
-    assert g.pass_through_path("v1", "m", "generateContent", False) == "/v1/models/m:generateContent"
-    assert g.pass_through_path("v1beta", "m", "streamGenerateContent", True) == (
-        "/v1beta/models/m:streamGenerateContent?alt=sse"
+
+
+@pytest.mark.parametrize("api_version", ["v1", "v1beta"])
+def test_pass_through_path_is_the_path_the_sdk_calls(sdk, api_version: str) -> None:
+    """Same-format requests go upstream on the path google-genai itself calls for that API version and method.
+    (upstream_path and auth_headers: tests/unit/test_upstream_requests.py.)"""
+    _, state = sdk
+    client = genai.Client(api_key="k", http_options=types.HttpOptions(api_version=api_version))
+    state["reply"] = orjson.dumps({"candidates": []})
+    client.models.generate_content(model="gemini-2.5-flash", contents="hi")
+    url = httpx.URL(state["url"])
+    assert url.raw_path.decode() == g.pass_through_path(api_version, "gemini-2.5-flash", "generateContent", False)
+    state["reply"] = b""
+    list(client.models.generate_content_stream(model="gemini-2.5-flash", contents="hi"))
+    url = httpx.URL(state["url"])
+    assert url.raw_path.decode() == g.pass_through_path(api_version, "gemini-2.5-flash", "streamGenerateContent", True)
+    # Without SSE (the REST API's JSON-array stream, which the SDK does not use): the same path, no alt parameter.
+    assert g.pass_through_path(api_version, "m", "streamGenerateContent", False) == (
+        f"/{api_version}/models/m:streamGenerateContent"
     )
-    assert g.pass_through_path("v1beta", "m", "streamGenerateContent", False) == (
-        "/v1beta/models/m:streamGenerateContent"
-    )
-    assert g.upstream_path(model="gemini-2.5-flash", stream=False) == "/v1beta/models/gemini-2.5-flash:generateContent"
-    assert g.upstream_path(model="m", stream=True) == "/v1beta/models/m:streamGenerateContent?alt=sse"
-    assert g.auth_headers("k") == [("x-goog-api-key", "k")]
-    assert g.EXTRA_HEADERS == []
-    assert g.NAME == "gemini"
 
 
 def test_sdk_paths_parse(sdk) -> None:
@@ -1051,13 +1061,51 @@ def test_build_response_shape() -> None:
     }
 
 
+@pytest.fixture(scope="module")
+def providers() -> Iterator[dict[str, MockProvider]]:
+    started = {kind: MockProvider(kind, "k").start() for kind in ("openai", "anthropic", "gemini")}
+    yield started
+    for m in started.values():
+        m.stop()
+
+
 @pytest.mark.parametrize(
-    ("reason", "expected"),
-    [("stop", "STOP"), ("length", "MAX_TOKENS"), ("tool_calls", "STOP"), ("content_filter", "SAFETY")],
+    ("situation", "prompt", "tools"),
+    [
+        ("stop", "hi", False),
+        ("length", "LENGTH", False),
+        ("tool_calls", "weather", True),
+        ("content_filter", "REFUSE", False),
+    ],
 )
-def test_build_response_finish(reason: str, expected: str) -> None:
-    out = orjson.loads(g.build_response(Response(id="", model="m", finish_reason=reason), model="m"))
-    assert out["candidates"][0]["finishReason"] == expected
+def test_build_response_finish_is_what_gemini_itself_says(
+    providers: dict[str, MockProvider], situation: str, prompt: str, tools: bool
+) -> None:
+    """Each provider (the strict mocks) answers the same situation; whatever provider answered, a Gemini client gets
+    the finishReason Gemini itself gives for that situation."""
+    from extproc.translation.formats import anthropic as an
+    from extproc.translation.formats import openai as oa
+
+    weather = Tool("get_weather", "Weather", {"type": "object", "properties": {"city": {"type": "string"}}})
+    req = Request(
+        model="m", messages=[Message("user", [Text(prompt)])], max_tokens=50, tools=[weather] if tools else []
+    )
+    answers = {}
+    for kind, mod in (("openai", oa), ("anthropic", an), ("gemini", g)):
+        headers = [*mod.auth_headers("k"), *mod.EXTRA_HEADERS, ("content-type", "application/json")]
+        url = providers[kind].base_url + mod.upstream_path(model="m", stream=False)
+        r = httpx.post(url, content=mod.build_request(req, model="m"), headers=headers)
+        assert r.status_code == 200, r.text
+        answers[kind] = mod.parse_response(r.content)
+        assert answers[kind].finish_reason == situation, (kind, answers[kind])
+    gemini_says = orjson.loads(r.content)["candidates"][0]["finishReason"]  # the Gemini mock answered last
+    for kind, resp in answers.items():
+        out = orjson.loads(g.build_response(resp, model="m"))
+        assert out["candidates"][0]["finishReason"] == gemini_says, kind
+
+
+def test_build_response_without_usage_has_no_usage_metadata() -> None:
+    out = orjson.loads(g.build_response(Response(id="", model="m", finish_reason="stop"), model="m"))
     assert out["responseId"] and "usageMetadata" not in out
 
 

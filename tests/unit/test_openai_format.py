@@ -499,13 +499,6 @@ def test_build_then_parse_round_trip() -> None:
     assert (back.max_tokens, back.stop, back.tool_choice, back.seed) == (50, ["x"], ToolChoice("tool", "f"), 3)
 
 
-def test_provider_constants() -> None:
-    assert fmt.upstream_path(model="m", stream=True) == "/chat/completions"
-    assert fmt.auth_headers("sk-1") == [("authorization", "Bearer sk-1")]
-    assert fmt.EXTRA_HEADERS == []
-    assert fmt.NAME == "openai"
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # rewrite_model
 # ---------------------------------------------------------------------------------------------------------------------
