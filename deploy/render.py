@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 from extproc.core.address import Address  # noqa: E402
 from extproc.core.config import BUILTINS, Config, Provider, load_config  # noqa: E402
 from extproc.core.contract import ROUTE_HEADER  # noqa: E402
+from extproc.ops.credentials import CredentialFiles  # noqa: E402
 from extproc.ops.envoy_config import dump, ext_proc_filter, render  # noqa: E402
 
 # The CA bundle inside envoyproxy/envoy (Ubuntu's ca-certificates); the bootstrap runs there, not where it is rendered.
@@ -124,7 +125,10 @@ def istio_cluster_name(namespace: str) -> str:
 
 def local_reply_config(cfg: Config) -> dict[str, Any]:
     """The bootstrap's local-reply mappers (UF/UT... tagged with x-ai-gateway-error), taken from the renderer itself."""
-    bootstrap = render(cfg, listen=_addr(":8080"), admin=_addr("127.0.0.1:9901"), extproc=[_addr("127.0.0.1:1")])
+    files = CredentialFiles(sds_dir="/etc/ai-gateway", keys_dir="/run/secrets/ai-gateway")
+    bootstrap = render(
+        cfg, listen=_addr(":8080"), admin=_addr("127.0.0.1:9901"), extproc=[_addr("127.0.0.1:1")], credentials=files
+    )
     listener = bootstrap["static_resources"]["listeners"][0]
     hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
     return copy.deepcopy(hcm["local_reply_config"])

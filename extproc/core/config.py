@@ -20,9 +20,8 @@ import yaml
 from extproc.core import access
 from extproc.core.access import AccessPolicy
 from extproc.translation import media as _fetch
+from extproc.translation.formats import registry
 from extproc.translation.media import FetchPolicy
-
-PROVIDER_TYPES = ("openai", "anthropic", "gemini")
 
 # Built-in providers: (key env, base URL env, default base URL). OpenAI's base includes /v1, as its SDK's does.
 BUILTINS: dict[str, tuple[str, str, str]] = {
@@ -66,12 +65,18 @@ class Provider:
     type: str  # "openai" | "anthropic" | "gemini"
     base_url: str
     upstream: Upstream
-    api_key_env: str | None  # None: the upstream needs no key (a local vLLM/Ollama)
-    api_key: str | None = field(repr=False)  # read from the environment at load; never logged or printed
+    # The environment variable holding its API key; None: the upstream needs no key (a local vLLM/Ollama). The
+    # service never reads the key itself: Envoy injects it (``extproc.ops.credentials``).
+    api_key_env: str | None
 
     @property
     def cluster(self) -> str:
         return f"provider_{self.name}"
+
+    @property
+    def format(self) -> str:
+        """The wire format it speaks (a registry name)."""
+        return self.type
 
 
 @dataclass(slots=True)
@@ -297,7 +302,7 @@ def _builtin_providers(env: dict[str, str], fail: Any) -> dict[str, Provider]:
             upstream = parse_base_url(url)
         except ValueError as exc:
             raise ConfigError(f"environment: {url_env}: {exc}") from None
-        out[name] = Provider(name, name, url, upstream, key_env, env.get(key_env) or None)
+        out[name] = Provider(name, name, url, upstream, key_env)
     return out
 
 
@@ -313,8 +318,8 @@ def _parse_provider(entry: Any, i: int, env: dict[str, str], fail: Any) -> Provi
         raise fail(where, "'name' must be letters, digits, '_', '.' or '-'")
     where = f"providers[{i}] ({name})"
     ptype = entry.get("type")
-    if ptype not in PROVIDER_TYPES:
-        raise fail(where, f"'type' must be one of {', '.join(PROVIDER_TYPES)}")
+    if ptype not in registry.FORMATS:
+        raise fail(where, f"'type' must be one of {', '.join(registry.names())}")
     base_url = entry.get("base_url")
     if base_url is None and name in BUILTINS:
         base_url = env.get(BUILTINS[name][1]) or BUILTINS[name][2]
@@ -327,11 +332,26 @@ def _parse_provider(entry: Any, i: int, env: dict[str, str], fail: Any) -> Provi
     key_env = entry.get("api_key_env")
     if key_env is not None and (not isinstance(key_env, str) or not key_env):
         raise fail(where, "'api_key_env' must be the name of an environment variable")
-    return Provider(name, ptype, base_url, upstream, key_env, env.get(key_env) if key_env else None)
+    return Provider(name, ptype, base_url, upstream, key_env)
 
 
-def summary(cfg: Config) -> str:
+def provider_keys(cfg: Config, env: dict[str, str]) -> dict[str, str]:
+    """The API keys the reachable providers need, by environment variable name, from ``env`` (only those set).
+
+    Only the launcher and ``envoy-config --write-keys`` call this, to hand the keys to Envoy; workers never do."""
+    names = {p.api_key_env for p in cfg.used_providers() if p.api_key_env}
+    return {name: env[name] for name in sorted(names) if env.get(name)}
+
+
+def key_variables(cfg: Config) -> set[str]:
+    """Every environment variable that may hold a provider key (configured or built in): removed from workers'
+    environments, so a worker process holds no provider key."""
+    return {p.api_key_env for p in cfg.providers.values() if p.api_key_env} | {k for k, _, _ in BUILTINS.values()}
+
+
+def summary(cfg: Config, env: dict[str, str] | None = None) -> str:
     """A human summary for ``check-config``: models, providers, which keys are present (never the keys)."""
+    env = dict(os.environ) if env is None else env
     lines = [f"config {cfg.path}: version {cfg.version}, {len(cfg.models)} models, timeout {cfg.timeout:g}s"]
     for m in cfg.models.values():
         alias = f" -> {m.target_model}" if m.target_model != m.name else ""
@@ -346,6 +366,10 @@ def summary(cfg: Config) -> str:
         if p.api_key_env is None:
             key = "no key needed"
         else:
-            key = f"{p.api_key_env} set" if p.api_key else f"{p.api_key_env} MISSING (requests will fail with auth)"
+            key = (
+                f"{p.api_key_env} set"
+                if env.get(p.api_key_env)
+                else f"{p.api_key_env} MISSING (requests will fail with auth)"
+            )
         lines.append(f"  provider {p.name} ({p.type}) at {p.base_url}: {key}")
     return "\n".join(lines)

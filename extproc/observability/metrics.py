@@ -14,7 +14,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from extproc.core.exchange import Exchange
+from extproc.core.record import Record
 
 _DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 180, 300, 600)
 _FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1)
@@ -53,10 +53,10 @@ class Metrics:
         self.errors = Counter(
             "proxy_errors_total", "Failed requests by error type", (*labels, "error_type"), registry=reg
         )
-        gauge_kw = {"multiprocess_mode": "livesum"} if self.multiproc else {}
         self.active = Gauge(
-            "proxy_active_requests", "Requests in flight", ("format", "provider"), registry=reg, **gauge_kw
-        )
+            "proxy_active_requests", "Requests in flight", ("format", "provider"), registry=reg,
+            multiprocess_mode="livesum",  # summed over the live workers' files (ignored without multiprocess)
+        )  # fmt: skip
         self.tokens = Counter(
             "proxy_tokens_total", "Tokens by type (input, output, cached, reasoning)",
             ("model", "provider", "type"), registry=reg,
@@ -82,44 +82,45 @@ class Metrics:
             self.registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(self.registry)
 
-    def started(self, ex: Exchange) -> None:
-        s = self._series(ex)
+    def started(self, rec: Record) -> None:
+        s = self._series(rec)
         s.active += 1
         self._dirty(s)
 
-    def _series(self, ex: Exchange) -> _Series:
+    def _series(self, rec: Record) -> _Series:
         """The label children of one (format, model, provider), looked up once: ``labels()`` costs more than
         the increments themselves on the hot path."""
-        # Only configured model names become label values: a client choosing names must not create series.
-        model = ex.model if ex.model in ex.gateway.config.models else "other"
-        key = (ex.client_name, model, ex.provider.name if ex.provider else "")
+        # Only configured model names become label values (``model_label``): a client choosing names must not create
+        # series.
+        key = (rec.client, rec.model_label, rec.provider or "")
         series = self._cache.get(key)
         if series is None:
             series = self._cache[key] = _Series(self, *key)
         return series
 
-    def done(self, ex: Exchange, duration: float) -> None:
+    def done(self, rec: Record, duration: float, overhead: float, active: bool) -> None:
         """Accumulate in plain Python; ``flush`` writes the sums to the shared files (at most 0.2 s later, and
-        before every scrape). Writing each increment costs an mmap write and a ``getpid`` call each."""
-        s = self._series(ex)
-        if ex.active:
+        before every scrape). Writing each increment costs an mmap write and a ``getpid`` call each. ``active``: the
+        exchange was counted by ``started``; ``overhead``: seconds the service spent on it."""
+        s = self._series(rec)
+        if active:
             s.active -= 1
-        status = ex.status or 0
+        status = rec.status or 0
         s.requests[status] = s.requests.get(status, 0) + 1
         s.duration.add(duration)
-        s.overhead.add(ex.overhead)
-        if ex.error_type:
-            s.errors[ex.error_type] = s.errors.get(ex.error_type, 0) + 1
-        u = ex.usage
+        s.overhead.add(overhead)
+        if rec.error_type:
+            s.errors[rec.error_type] = s.errors.get(rec.error_type, 0) + 1
+        u = rec.usage
         if u is not None:
             s.tokens[0] += u.input_tokens
             s.tokens[1] += u.output_tokens
             s.tokens[2] += u.cached_tokens
             s.tokens[3] += u.reasoning_tokens
-        if ex.ttft is not None:
-            s.ttft.add(ex.ttft)
+        if rec.ttft is not None:
+            s.ttft.add(rec.ttft)
             if u is not None and u.output_tokens > 1:
-                s.tpot.add(max(duration - ex.ttft, 0.0) / (u.output_tokens - 1))
+                s.tpot.add(max(duration - rec.ttft, 0.0) / (u.output_tokens - 1))
         self._dirty(s)
 
     def _dirty(self, s: _Series) -> None:

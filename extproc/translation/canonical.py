@@ -10,7 +10,7 @@ out, so N formats need N modules, not N x N translators. Conventions that every 
   an object (Anthropic ``input``, Gemini ``args``) parse it; decoders that get an object serialise it compactly.
 - Usage follows OpenAI's inclusive counting: ``input_tokens`` includes cached tokens, ``output_tokens`` includes
   reasoning tokens. ``cached_tokens``/``cache_creation_tokens``/``reasoning_tokens`` are the subsets.
-- Finish reasons are ``stop``, ``length``, ``tool_calls``, ``content_filter`` (see ``FINISH_REASONS``). A hit stop
+- Finish reasons are ``stop``, ``length``, ``tool_calls``, ``content_filter``. A hit stop
   sequence is ``stop`` with ``Response.stop_sequence`` set.
 """
 
@@ -18,8 +18,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
-
-FINISH_REASONS = ("stop", "length", "tool_calls", "content_filter")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -127,7 +125,7 @@ class Request:
     stream: bool = False
     include_usage: bool = False  # the client asked for usage in its stream (OpenAI stream_options.include_usage)
     response_format: ResponseFormat | None = None
-    reasoning_effort: str | None = None  # "minimal" | "low" | "medium" | "high"
+    reasoning_effort: str | None = None  # "none" | "minimal" | "low" | "medium" | "high" | "xhigh" | "max"
     thinking_budget: int | None = None  # tokens; 0 disables thinking; -1: on, the provider decides (adaptive)
     n: int | None = None
     seed: int | None = None

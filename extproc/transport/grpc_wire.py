@@ -104,6 +104,15 @@ def _trailers(status: int, message: str) -> bytes:
 _TRAILERS_OK = _trailers(OK, "")
 
 
+class CallError(Exception):
+    """Raised by a ``Call`` to end its stream with gRPC ``status`` and ``message`` (no traceback is logged)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
 class Call(Protocol):
     def message(self, data: bytes) -> bytes | Awaitable[bytes]: ...
 
@@ -471,6 +480,9 @@ class Connection(asyncio.Protocol):
             return
         try:
             result = st.call.message(msg)
+        except CallError as err:  # the handler refuses this stream's input: ended quietly with its status
+            self._finish(st, err.status, err.message)
+            return
         except Exception:
             log.exception("gRPC handler failed")
             self._finish(st, INTERNAL, "handler failed")

@@ -19,7 +19,8 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
 from extproc.core.address import Address
 from extproc.core.config import ConfigError, load_config
-from extproc.core.exchange import Exchange, Gateway
+from extproc.core.exchange import Gateway
+from extproc.core.record import Record
 from extproc.observability import logs
 from extproc.observability.metrics import Metrics
 from extproc.transport.grpc_wire import Server
@@ -38,15 +39,15 @@ GRPC_OPTIONS = [
 ]
 
 
-def make_recorder(metrics: Metrics, verbose: bool):
-    """What happens when an exchange ends: one metric update and one JSON log line."""
+def make_recorder(metrics: Metrics):
+    """What happens when an exchange ends: one metric update and one JSON log line (client requests only)."""
 
-    def on_done(ex: Exchange) -> None:
-        duration = time.monotonic() - ex.started
-        if ex.client_name == "gateway" or not ex.client_name:
+    def on_done(rec: Record, overhead: float, active: bool) -> None:
+        if not rec.counted:
             return
-        metrics.done(ex, duration)
-        logs.write(logs.request_line(ex, duration))
+        duration = time.monotonic() - rec.started
+        metrics.done(rec, duration, overhead, active)
+        logs.write(logs.request_line(rec, duration))
 
     return on_done
 
@@ -63,8 +64,7 @@ async def serve(config_path: str, listen: str, grace: float = 30.0, verbose: boo
         return 1
     gateway = Gateway(cfg)
     metrics = Metrics()
-    gateway.metrics_text = metrics.render
-    proc = ExtProc(gateway, make_recorder(metrics, verbose), metrics)
+    proc = ExtProc(gateway, make_recorder(metrics), metrics)
     addr = Address.parse(listen)
     server: Server | grpc.aio.Server
     if transport == "grpcio":

@@ -115,12 +115,19 @@ def test_bad_config_is_refused_with_one_clear_message(yaml_text: str, fault: str
 
 
 def test_envoy_config_is_valid_for_envoy(tmp_path: Path) -> None:
+    """``envoy-config --out`` writes a bootstrap Envoy accepts, with an SDS file per keyed provider; printed, it is the
+    same bootstrap (pointing at the SDS files where ``--sds-dir`` says)."""
+    out, keys = tmp_path / "out", tmp_path / "keys"
+    keys.mkdir()
     r = run_cli("envoy-config", "--config", "config/proxy-config.yaml", "--env-file", "/nonexistent",
-                "--extproc-listen", "extproc:50051")  # fmt: skip
+                "--extproc-listen", "extproc:50051", "--out", str(out), "--keys-dir", str(keys))  # fmt: skip
     assert r.returncode == 0, r.stderr
-    path = tmp_path / "envoy.yaml"
-    path.write_text(r.stdout)
-    v = subprocess.run([find_envoy(None), "--mode", "validate", "-c", str(path), "--use-dynamic-base-id"],
+    assert sorted(p.name for p in out.iterdir()) == ["envoy.yaml", "sds-anthropic.yaml", "sds-gemini.yaml",
+                                                      "sds-openai.yaml"]  # fmt: skip
+    printed = run_cli("envoy-config", "--config", "config/proxy-config.yaml", "--env-file", "/nonexistent",
+                      "--extproc-listen", "extproc:50051", "--sds-dir", str(out), "--keys-dir", str(keys))  # fmt: skip
+    assert printed.stdout == (out / "envoy.yaml").read_text()
+    v = subprocess.run([find_envoy(None), "--mode", "validate", "-c", str(out / "envoy.yaml"), "--use-dynamic-base-id"],
                        capture_output=True, text=True, timeout=60)  # fmt: skip
     assert v.returncode == 0, v.stdout + v.stderr
 

@@ -26,9 +26,10 @@ from hypothesis import strategies as st
 from extproc.translation import canonical as c
 from extproc.translation import media
 from extproc.translation.errors import GatewayError
-from extproc.translation.formats import anthropic, gemini, openai
+from extproc.translation.formats import registry
+from extproc.translation.formats.contract import BuildOptions, StreamOptions
 
-FORMATS = {"openai": openai, "anthropic": anthropic, "gemini": gemini}
+FORMATS = registry.FORMATS
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Field names and values each format's parser branches on, so the generated inputs reach past the first check.
@@ -340,8 +341,8 @@ def _parse_client(fmt: str, body: bytes, stream: bool) -> c.Request | None:
 def _build_everywhere(req: c.Request) -> None:
     for name, mod in FORMATS.items():
         try:
-            media.plan(req, name, media.FetchPolicy())
-            out = mod.build_request(req, model="x", **({"default_max_tokens": 100} if name == "anthropic" else {}))
+            media.plan(req, mod, media.FetchPolicy())
+            out = mod.build_request(req, model="x", options=BuildOptions(default_max_tokens=100))
         except GatewayError as err:
             _must_be_400(err, f"media.plan/{name}.build_request")
         else:
@@ -426,7 +427,7 @@ def _provider_property(fmt: str, body: bytes, status: int) -> None:
     assert isinstance(err, GatewayError) and err.status == status  # upstream errors keep their status
     for client in FORMATS.values():
         orjson.loads(client.build_error(err, request_id="r"))
-    dec = mod.StreamDecoder()
+    dec = mod.stream_decoder(StreamOptions())
     events: list[Any] = []
     try:
         events += dec.feed(body)
@@ -434,7 +435,7 @@ def _provider_property(fmt: str, body: bytes, status: int) -> None:
     except GatewayError as e:
         _must_be_502(e, f"{fmt}.StreamDecoder")
     for name, client in FORMATS.items():
-        enc = client.StreamEncoder(model="m", include_usage=True)
+        enc = client.stream_encoder(StreamOptions(model="m", include_usage=True))
         for ev in events:
             assert isinstance(ev, EVENT_TYPES), ev
             try:

@@ -160,16 +160,18 @@ def test_parse_path_rejects_bad_model(path: str) -> None:
     assert ei.value.status == 400
 
 
-def test_strip_key_param() -> None:
-    assert g.strip_key_param("/v1beta/models/m:generateContent?key=K") == "/v1beta/models/m:generateContent"
-    assert g.strip_key_param("/v1beta/models/m:x?alt=sse&key=K&y=1") == "/v1beta/models/m:x?alt=sse&y=1"
-    assert g.strip_key_param("/v1beta/models/m:x") == "/v1beta/models/m:x"
+def test_passthrough_paths_drop_the_client_key() -> None:
+    ep = g.route("POST", "/gemini/v1beta/models/m:streamGenerateContent", "key=CLIENT&alt=sse&y=1")
+    assert ep is not None and ep.stream and ep.opts["sse"]
+    assert g.passthrough_path(ep, model="up", path="", query="key=CLIENT&alt=sse&y=1") == (
+        "/v1beta/models/up:streamGenerateContent?alt=sse"
+    )
 
 
 @pytest.mark.parametrize("api_version", ["v1", "v1beta"])
 def test_pass_through_path_is_the_path_the_sdk_calls(sdk, api_version: str) -> None:
     """Same-format requests go upstream on the path google-genai itself calls for that API version and method.
-    (upstream_path and auth_headers: tests/unit/test_upstream_requests.py.)"""
+    (upstream_path, CREDENTIAL, EXTRA_HEADERS: tests/unit/test_upstream_requests.py.)"""
     _, state = sdk
     client = genai.Client(api_key="k", http_options=types.HttpOptions(api_version=api_version))
     state["reply"] = orjson.dumps({"candidates": []})
@@ -1092,7 +1094,8 @@ def test_build_response_finish_is_what_gemini_itself_says(
     )
     answers = {}
     for kind, mod in (("openai", oa), ("anthropic", an), ("gemini", g)):
-        headers = [*mod.auth_headers("k"), *mod.EXTRA_HEADERS, ("content-type", "application/json")]
+        credential = (mod.CREDENTIAL.header, mod.CREDENTIAL.prefix + "k")  # what Envoy injects
+        headers = [credential, *mod.EXTRA_HEADERS, ("content-type", "application/json")]
         url = providers[kind].base_url + mod.upstream_path(model="m", stream=False)
         r = httpx.post(url, content=mod.build_request(req, model="m"), headers=headers)
         assert r.status_code == 200, r.text

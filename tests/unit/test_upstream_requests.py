@@ -1,8 +1,8 @@
 """What the gateway sends a provider, judged from the provider's side: the request each official SDK sends for the
 same call (path, credential header, version header) and the strict mock provider's verdict on the gateway's whole
-request. These replace tests that restated the format modules' constants (upstream_path, auth_headers,
-EXTRA_HEADERS, NAME, StreamEncoder.media_type): a wrong path, a missing or malformed credential or version header, or
-a stream answered with the wrong content type now fails here for what it breaks."""
+request. These replace tests that restated the format modules' constants (upstream_path, the credential header,
+EXTRA_HEADERS, the stream media type): a wrong path, a missing or malformed credential or version header, or a stream
+answered with the wrong content type now fails here for what it breaks. (NAME: tests/unit/test_registry.py.)"""
 
 from __future__ import annotations
 
@@ -18,14 +18,12 @@ import pytest
 from google import genai
 from google.genai import types as gtypes
 
-from extproc.core.exchange import FORMATS
 from extproc.translation import canonical as c
-from extproc.translation.formats import anthropic as anthropic_fmt
-from extproc.translation.formats import gemini as gemini_fmt
-from extproc.translation.formats import openai as openai_fmt
+from extproc.translation.formats import registry
+from extproc.translation.formats.contract import StreamOptions
 from tests.mocks.providers import MockProvider, Received
 
-MODULES: dict[str, ModuleType] = {"openai": openai_fmt, "anthropic": anthropic_fmt, "gemini": gemini_fmt}
+MODULES: dict[str, ModuleType] = {kind: registry.get(kind) for kind in ("openai", "anthropic", "gemini")}  # type: ignore[misc]
 KEYS = {"openai": "sk-upstream-openai", "anthropic": "sk-ant-upstream", "gemini": "AIza-upstream"}
 TARGET = "target-model"
 
@@ -67,14 +65,19 @@ def sdk_sends(kind: str, mock: MockProvider, stream: bool) -> Received:
     return rec
 
 
+def credential(fmt: ModuleType, key: str) -> tuple[str, str]:
+    """The header Envoy injects with the provider's key (contract.CredentialHeader)."""
+    return fmt.CREDENTIAL.header, fmt.CREDENTIAL.prefix + key
+
+
 def gateway_request(kind: str, mock: MockProvider, stream: bool) -> httpx.Response:
-    """The request the exchange builds for a translated call to this provider: base URL + upstream_path, the format's
-    credential and extra headers, the body from build_request."""
+    """The request the gateway sends for a translated call to this provider: base URL + upstream_path, the credential
+    Envoy injects, the format's extra headers, the body from build_request."""
     fmt = MODULES[kind]
     req = c.Request(model="client-alias", messages=[c.Message("user", [c.Text("hi")])], max_tokens=50, stream=stream,
                     include_usage=stream)  # fmt: skip
     body = fmt.build_request(req, model=TARGET)
-    headers = [*fmt.auth_headers(KEYS[kind]), *fmt.EXTRA_HEADERS, ("content-type", "application/json")]
+    headers = [credential(fmt, KEYS[kind]), *fmt.EXTRA_HEADERS, ("content-type", "application/json")]
     return httpx.post(mock.base_url + fmt.upstream_path(model=TARGET, stream=stream), content=body, headers=headers)
 
 
@@ -90,7 +93,7 @@ def test_upstream_path_and_headers_are_what_the_official_sdk_sends(
     # x-api-key) another one the API takes; which names the API takes is the mock's to judge (next test).
     sdk_keys = {v.removeprefix("Bearer ") for n, v in sent.headers.items() if n in ("authorization", "x-api-key",
                                                                                     "x-goog-api-key")}  # fmt: skip
-    gateway_keys = {v.removeprefix("Bearer ") for _, v in fmt.auth_headers(KEYS[kind])}
+    gateway_keys = {credential(fmt, KEYS[kind])[1].removeprefix("Bearer ")}
     assert sdk_keys == gateway_keys == {KEYS[kind]}
     for name, _ in fmt.EXTRA_HEADERS:  # the SDK sends each too (its value may be a newer API version)
         assert name in sent.headers, (name, sent.headers)
@@ -109,7 +112,7 @@ def test_upstream_request_is_accepted_and_answered_by_the_provider(
     assert r.status_code == 200, r.text
     assert r.headers["content-type"].startswith("text/event-stream" if stream else "application/json")
     if stream:
-        dec = fmt.StreamDecoder()
+        dec = fmt.stream_decoder(StreamOptions())
         events = dec.feed(r.content) + dec.close()
         text = "".join(e.text for e in events if isinstance(e, c.TextDelta))
         assert [e.reason for e in events if isinstance(e, c.Finish)] == ["stop"]
@@ -122,25 +125,26 @@ def test_upstream_request_is_accepted_and_answered_by_the_provider(
 
 
 @pytest.mark.parametrize(
-    ("kind", "options"),
-    [("openai", {}), ("anthropic", {}), ("gemini", {"sse": True}), ("gemini", {"sse": False})],
+    ("kind", "client_path", "query"),
+    [
+        ("openai", "/openai/v1/chat/completions", ""),
+        ("anthropic", "/anthropic/v1/messages", ""),
+        ("gemini", "/gemini/v1beta/models/m:streamGenerateContent", "alt=sse"),
+        ("gemini", "/gemini/v1beta/models/m:streamGenerateContent", ""),
+    ],
 )
-def test_stream_content_type_is_the_providers_own(mocks: dict[str, MockProvider], kind: str, options: dict) -> None:
+def test_stream_content_type_is_the_providers_own(
+    mocks: dict[str, MockProvider], kind: str, client_path: str, query: str
+) -> None:
     """A client is answered a stream with the content type its own provider uses for one (SSE, or Gemini's JSON
-    array without ?alt=sse)."""
+    array without ?alt=sse), asked on the path a same-format request goes upstream on."""
     fmt, mock = MODULES[kind], mocks[kind]
-    path = fmt.upstream_path(model=TARGET, stream=True)
-    if kind == "gemini" and not options["sse"]:
-        path = path.replace("?alt=sse", "")
+    endpoint = fmt.route("POST", client_path, query)
+    assert endpoint is not None
+    path = fmt.passthrough_path(endpoint, model=TARGET, path=client_path, query=query)  # a same-format stream
     req = c.Request(model="m", messages=[c.Message("user", [c.Text("hi")])], max_tokens=50, stream=True)
-    headers = [*fmt.auth_headers(KEYS[kind]), *fmt.EXTRA_HEADERS]
+    headers = [credential(fmt, KEYS[kind]), *fmt.EXTRA_HEADERS]
     r = httpx.post(mock.base_url + path, content=fmt.build_request(req, model=TARGET), headers=headers)
     assert r.status_code == 200, r.text
-    encoder = fmt.StreamEncoder(model="m", include_usage=False, **options)
+    encoder = fmt.stream_encoder(StreamOptions(model="m", endpoint=endpoint))
     assert r.headers["content-type"].split(";")[0] == encoder.media_type
-
-
-@pytest.mark.parametrize("kind", list(MODULES))
-def test_a_provider_type_in_the_config_selects_its_format(kind: str) -> None:
-    """The provider ``type`` of proxy-config.yaml is the NAME of the module that speaks that provider's format."""
-    assert FORMATS[kind] is MODULES[kind] and kind == MODULES[kind].NAME

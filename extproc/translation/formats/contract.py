@@ -1,0 +1,190 @@
+"""The contract every wire format implements, client side and provider side.
+
+A wire format is one module (``openai``, ``anthropic``, ``gemini``, ...) that satisfies ``WireFormat``; the registry
+(``extproc.translation.formats.registry``) lists them, and the rest of the gateway asks the registry, never compares
+format names. Adding a format is one module plus one registry line; ``tests/unit/test_registry.py`` checks that every
+registered module satisfies the whole contract, and mypy checks the registry's entries against ``WireFormat``.
+
+Everything here is pure: bytes, dicts and canonical dataclasses in and out, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from extproc.translation import canonical as c
+from extproc.translation.errors import GatewayError
+
+# Endpoint kinds every format may route to (a format may define more for itself; the exchange knows these).
+GENERATE = "generate"  # a model call: translated or passed through
+COUNT_TOKENS = "count_tokens"  # a token count: passed through, or translated where both sides can count
+MODELS = "models"  # the model listing, answered by the gateway from the config
+LOCAL = "local"  # answered by the gateway itself from its own state (e.g. stored responses); see ``Endpoint.op``
+
+
+@dataclass(slots=True, frozen=True)
+class Endpoint:
+    """What a client's request line asks for, as the format's ``route`` read it."""
+
+    kind: str  # GENERATE | COUNT_TOKENS | MODELS | LOCAL
+    methods: tuple[str, ...] = ("POST",)  # what the path allows (others: 405 with ``allow``)
+    model: str | None = None  # from the path (Gemini); None when the body names it
+    stream: bool = False  # from the path (Gemini); body-carried flags are read by ``request_model``
+    model_id: str | None = None  # MODELS: one model's id; None lists them all
+    op: str = ""  # LOCAL: which operation (e.g. "get", "delete", "input_items"); "" otherwise
+    resource_id: str | None = None  # LOCAL: the id in the path
+    opts: Mapping[str, Any] = field(default_factory=dict)  # the format's own path facts (Gemini: version, sse)
+
+
+@dataclass(slots=True, frozen=True)
+class CredentialHeader:
+    """Where a provider of this format takes its API key: Envoy injects ``prefix + key`` into ``header``."""
+
+    header: str
+    prefix: str = ""
+
+
+@dataclass(slots=True, frozen=True)
+class ModelInfo:
+    """A configured model as the listings show it (the format decides the shape)."""
+
+    name: str
+    provider: str
+    target_model: str = ""
+    description: str = ""
+    can_count: bool = False  # token counting reaches a provider that counts
+    created: int = 0
+    max_input_tokens: int | None = None
+    max_output_tokens: int | None = None
+    thinking: bool | None = None
+
+
+@dataclass(slots=True)
+class BuildOptions:
+    """Everything a provider-side ``build_request`` may need besides the request and the upstream model name."""
+
+    default_max_tokens: int = 4096  # for formats that require a max (Anthropic)
+
+
+@dataclass(slots=True)
+class StreamOptions:
+    """One options object for stream encoders (client side) and decoders (provider side)."""
+
+    model: str = ""  # the model name the client asked for (encoders echo it)
+    include_usage: bool = False  # the client asked for usage in its stream
+    created: int = 0  # unix time the gateway started answering
+    request_id: str | None = None
+    endpoint: Endpoint | None = None  # the client's endpoint (Gemini: SSE or JSON array)
+
+
+class StreamEncoder(Protocol):
+    """Canonical events in, the client's stream bytes out."""
+
+    media_type: str
+
+    def encode(self, event: c.Event) -> bytes: ...
+
+    def finish(self) -> bytes: ...
+
+    def error(self, err: GatewayError) -> bytes: ...
+
+
+class StreamDecoder(Protocol):
+    """The provider's stream bytes in (cut anywhere), canonical events out."""
+
+    def feed(self, chunk: bytes) -> list[c.Event]: ...
+
+    def close(self) -> list[c.Event]: ...
+
+
+class PassThroughStream(Protocol):
+    """A same-format stream the gateway changed on the way up (e.g. asked for usage): bytes in, the client's bytes
+    out, with the usage it saw."""
+
+    usage: c.Usage | None
+
+    def feed(self, chunk: bytes) -> bytes: ...
+
+    def close(self) -> bytes: ...
+
+
+class WireFormat(Protocol):
+    """One wire format, both directions. Implemented by a module; see the module docstrings for each format's API."""
+
+    NAME: str  # registry key, and the provider ``type`` that speaks it unless ``PROVIDER_TYPE`` says otherwise
+    PATH_PREFIX: str  # client paths start with it ("/openai/"); a prefix may be shared by formats (errors: first one)
+    CREDENTIAL: CredentialHeader  # where a provider of this format takes its key
+    EXTRA_HEADERS: list[tuple[str, str]]  # set on requests translated into this format (e.g. anthropic-version)
+    COUNTS_TOKENS: bool  # a provider of this format counts tokens (``build_count_request`` works)
+
+    # ---- client side
+    def route(self, method: str, path: str, query: str) -> Endpoint | None:
+        """The endpoint a client request line names, or None if this format has no such path (the registry then
+        tries the next format with the same prefix, and answers 404 in the first one's error shape). A path of this
+        format that is malformed raises ``GatewayError`` (answered in this format's error shape)."""
+        ...
+
+    def client_credential(self, headers: Mapping[str, str], query: str) -> str | None:
+        """The gateway key a client presents, read from this format's own auth header (or query)."""
+        ...
+
+    def request_model(self, endpoint: Endpoint, head: dict[str, Any]) -> tuple[Any, bool]:
+        """The client's model name (unvalidated: any JSON value) and stream flag, from the path or the decoded body."""
+        ...
+
+    def parse_request(
+        self, body: bytes | dict[str, Any], *, model: str | None = None, stream: bool = False
+    ) -> c.Request:
+        """A client request into the canonical model; ``GatewayError`` (400) for anything the real API refuses."""
+        ...
+
+    def build_response(self, resp: c.Response, *, model: str) -> bytes: ...
+
+    def build_error(self, err: GatewayError, *, request_id: str | None) -> bytes: ...
+
+    def stream_encoder(self, opts: StreamOptions) -> StreamEncoder: ...
+
+    def list_models(self, models: list[ModelInfo], model_id: str | None, query: str) -> bytes:
+        """The listing (or one model) in this format's shape; ``GatewayError`` 404 for an unknown id."""
+        ...
+
+    # ---- provider side
+    def upstream_path(self, *, model: str, stream: bool, kind: str = GENERATE) -> str:
+        """Path of a translated request, relative to the provider's base URL."""
+        ...
+
+    def passthrough_path(self, endpoint: Endpoint, *, model: str, path: str, query: str) -> str:
+        """Path of a same-format request (``path``/``query`` are the client's), relative to the provider's base URL."""
+        ...
+
+    def passthrough_body(
+        self, body: bytes, head: dict[str, Any], *, model: str, stream: bool
+    ) -> tuple[bytes, PassThroughStream | None]:
+        """The bytes a same-format request goes upstream with: the client's own, with only the top-level model
+        value's bytes changed when it differs from ``model``; plus a stream filter when the change needs one."""
+        ...
+
+    def build_request(self, req: c.Request, *, model: str, options: BuildOptions | None = None) -> bytes: ...
+
+    def parse_response(self, body: bytes) -> c.Response: ...
+
+    def parse_error(self, status: int, body: bytes) -> GatewayError: ...
+
+    def stream_decoder(self, opts: StreamOptions) -> StreamDecoder: ...
+
+    # ---- token counting (client side: parse a count request, build the answer; provider side: the reverse).
+    # A format without counting raises a 400 ``GatewayError`` from these.
+    def parse_count_request(self, body: bytes | dict[str, Any], *, model: str) -> c.Request: ...
+
+    def build_count_response(self, tokens: int) -> bytes: ...
+
+    def build_count_request(self, req: c.Request, *, model: str) -> bytes: ...
+
+    def parse_count_response(self, body: bytes) -> int: ...
+
+    def fetches_url(self, part: c.Image | c.Document) -> bool | str:
+        """Whether a provider of this format reads ``part.url`` itself (True), needs the bytes inline (False), or can
+        never use it (a reason)."""
+        ...
