@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.mocks.providers import MockProvider
 from tests.paths import KONG
@@ -31,6 +32,18 @@ KEYS = {"openai": "sk-test-openai-key-123", "anthropic": "sk-ant-test-key-456", 
 MODELS = {"openai": "gpt-test", "anthropic": "claude-test", "gemini": "gemini-test"}
 CLIENT_KEY = "client-credential-must-not-leak"
 TIMEOUT_S = 6
+
+# Hypothesis profiles. `ci`, the default, keeps every property quick enough for each run of the suite; `long` digs deep
+# (`python -m pytest tests/unit --hypothesis-profile=long`). Tests set no max_examples of their own, so the profile
+# alone decides how hard each property is tried.
+settings.register_profile("ci", max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile(
+    "long",
+    max_examples=5000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+)
+settings.load_profile("ci")  # the plugin's --hypothesis-profile, applied after this file is loaded, overrides it
 
 
 def free_port() -> int:
