@@ -417,7 +417,7 @@ def test_count_input_tokens(rgw: Gateway) -> None:
         ({"input": [{"role": "user", "content": [{"type": "output_text", "text": "x"}]}]}, 400, "output_text"),
         ({"input": "x", "previous_response_id": "resp_unknown"}, 400, "not found"),
         ({"input": "x", "tools": [{"type": "web_search"}]}, 400, "web_search"),
-        ({"input": [{"type": "item_reference", "id": "msg_unknown"}]}, 404, "not found"),
+        ({"input": [{"type": "item_reference", "id": "msg_unknown"}]}, 400, "not found"),
         ({"input": "x" * 2_100_000}, 400, "store: false"),
         ({"input": "x", "temperature": "hot"}, 400, "temperature"),
     ],

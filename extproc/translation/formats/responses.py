@@ -513,9 +513,8 @@ def _parse_input(raw: Any, req: c.Request, namespaces: dict[str, tuple[str, str]
             part = _reasoning_item(item, param)
             if part is not None:
                 _assistant(msgs).parts.append(part)
-        elif kind == "item_reference":
-            ref = item.get("id")
-            raise GatewayError("not_found", f"Item with id '{ref}' not found.", 404, param=param)
+        elif kind == "item_reference":  # one the gateway holds was put in place already (STATE.expand)
+            raise invalid(f"Item with id '{item.get('id')}' not found.", param=param)
         elif kind in _OPENAI_ITEMS:
             raise invalid(
                 f"input items of type '{kind}' come from OpenAI's own tools and can only be sent to an OpenAI "
@@ -1846,7 +1845,10 @@ _COUNT_KEYS = ("model", "input", "instructions", "tools", "tool_choice", "parall
 
 def parse_count_request(body: bytes | dict[str, Any], *, model: str) -> c.Request:
     """An ``input_tokens`` body: a responses request without the generation settings."""
-    data = body if isinstance(body, dict) else orjson.loads(body)
+    try:
+        data = body if isinstance(body, dict) else orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise invalid(f"request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise invalid("request body must be a JSON object")
     allowed = {*_COUNT_KEYS, "previous_response_id", "conversation", "truncation", "personality"}
