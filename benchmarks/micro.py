@@ -100,7 +100,7 @@ def main() -> int:
         f.write(cfg_text)
     gw = Gateway(load_config(f.name))
     metrics = Metrics()
-    full = ExtProc(gw, make_recorder(metrics, False), metrics)
+    full = ExtProc(gw, make_recorder(metrics), metrics)
     bare = ExtProc(gw, None, None)
     cases = build_cases(pb, HeaderValue, HeaderMap)
     devnull = open(os.devnull, "w")  # noqa: SIM115
