@@ -31,6 +31,8 @@ EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
 _RANK = {e: i for i, e in enumerate(EFFORTS)}
 # Sampling parameters a model may refuse (the canonical names; each format writes its own).
 SAMPLING = ("temperature", "top_p", "top_k", "seed", "presence_penalty", "frequency_penalty")
+# Their values that change nothing (every API's default): removed without a report where the model takes no value.
+_NEUTRAL: dict[str, float] = {"temperature": 1.0, "top_p": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0}
 # Actions an adaptation reports.
 DROPPED, CLAMPED, CONVERTED, HASHED = "dropped", "clamped", "converted", "hashed"
 # Budgets that stand for an effort when a model takes efforts only (the OpenAI format's old mapping, extended).
@@ -363,9 +365,11 @@ def _shape_reasoning(req: c.Request, caps: Capabilities, out: list[Adaptation]) 
 def _shape_sampling(req: c.Request, caps: Capabilities, thinking: bool, out: list[Adaptation]) -> None:
     accepted = caps.sampling
     for name in SAMPLING:
-        if getattr(req, name) is not None and name not in accepted:
+        value = getattr(req, name)
+        if value is not None and name not in accepted:
             setattr(req, name, None)
-            out.append(Adaptation(name, DROPPED))
+            if value != _NEUTRAL.get(name):
+                out.append(Adaptation(name, DROPPED))
     if thinking and not caps.sampling_while_thinking:
         # Anthropic: extended/adaptive thinking refuses temperature and top_k, and top_p below 0.95.
         for name in ("temperature", "top_k"):

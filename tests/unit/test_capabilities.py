@@ -8,14 +8,19 @@ import re
 import orjson
 import pytest
 import yaml
+from prometheus_client import generate_latest
 
 from extproc.core import catalog as listing
 from extproc.core import models
 from extproc.core.config import ConfigError, build_config, summary
+from extproc.core.exchange import ADAPTED_HEADER, CONTINUE, Exchange, Forward, Gateway, Reply
+from extproc.observability import logs
+from extproc.observability.metrics import Metrics
 from extproc.translation import canonical as c
 from extproc.translation.capabilities import FIELDS, Adaptation, Capabilities, header_value, parse, shape
 from extproc.translation.errors import GatewayError
 from extproc.translation.formats import anthropic, gemini, openai, registry
+from extproc.translation.formats.contract import BuildOptions
 from tests.paths import RECORDED_CLIENTS
 
 CATALOG = models.catalog()
@@ -217,13 +222,13 @@ def test_gemini_cli_to_claude_models() -> None:
     no_thinking = parse({"reasoning": []}, caps("anthropic", "claude-haiku-4-5"))
     assert as_strings(shape(req, no_thinking, "x")) == ["reasoning_effort=dropped", "top_p=dropped"]
     assert (req.temperature, req.top_p, req.top_k) == (1.0, None, 64)
-    # Opus 4.7 and later take no sampling parameter at all
+    # Opus 4.7 and later take no sampling parameter at all (temperature 1 is the default: removed, nothing changed)
     req = gemini.parse_request(body, model="claude-opus-4-8")
     assert as_strings(shape(req, caps("anthropic", "claude-opus-4-8"), "claude-opus-4-8")) == [
-        "temperature=dropped",
         "top_p=dropped",
         "top_k=dropped",
     ]
+    assert (req.temperature, req.top_p, req.top_k) == (None, None, None)
     # Claude 3.5 Haiku has no structured output: the router's JSON schema cannot be honoured, a clear 400
     req = gemini.parse_request(body, model="claude-3-5-haiku-latest")
     with pytest.raises(GatewayError, match="does not support structured output"):
@@ -293,6 +298,9 @@ def test_sampling_a_model_does_not_take_is_dropped_and_temperature_clamped() -> 
     req = request(temperature=0.7, top_p=0.5, seed=3, top_k=5)
     got = as_strings(shape(req, caps("openai", "o4-mini"), "o4-mini"))
     assert got == ["temperature=dropped", "top_p=dropped", "top_k=dropped"] and req.seed == 3
+    default = request(temperature=1.0, top_p=1.0)  # the APIs' defaults: removed, nothing reported
+    assert shape(default, caps("openai", "gpt-5-nano"), "gpt-5-nano") == []
+    assert (default.temperature, default.top_p) == (None, None)
     hot = request(temperature=1.5)
     assert as_strings(shape(hot, caps("anthropic", "claude-3-5-haiku"), "h")) == ["temperature=clamped(1)"]
     assert hot.temperature == 1.0
@@ -322,3 +330,126 @@ def test_nothing_to_change_changes_nothing() -> None:
 def test_header_value() -> None:
     got = header_value([Adaptation("max_tokens", "clamped", "16384"), Adaptation("reasoning_effort", "dropped")])
     assert got == "max_tokens=clamped(16384),reasoning_effort=dropped"
+
+
+# ---------------------------------------------------------------------------------------------------- the exchange
+ENV = {"OPENAI_API_KEY": "sk-o", "ANTHROPIC_API_KEY": "sk-a", "GEMINI_API_KEY": "g-k"}
+
+
+def run(body: dict, path: str, **top: object) -> tuple[Exchange, Forward, Forward]:
+    """One exchange to the end of the response headers: (exchange, request body action, response headers action)."""
+    data = {"version": "1", "models": [{"name": "mini", "provider": "openai", "target_model": "gpt-4o-mini"},
+                                       {"name": "sonnet", "provider": "anthropic",
+                                        "target_model": "claude-sonnet-4-5-20250929"}], **top}  # fmt: skip
+    ex = Exchange(Gateway(build_config(data, "t.yaml", ENV)))
+    raw = orjson.dumps(body)
+    ex.on_request_headers({":method": "POST", ":path": path, "content-length": str(len(raw))}, end_of_stream=False)
+    fwd = ex.on_request_body(raw)
+    assert isinstance(fwd, Forward), fwd
+    return ex, fwd, ex.on_response_headers({":status": "200", "content-type": "application/json"})
+
+
+def test_exchange_shapes_claude_codes_request_for_gpt_4o_mini_and_says_so() -> None:
+    body = {**recorded("claude-code/messages-opus.json"), "model": "mini", "stream": False}
+    ex, up, down = run(body, "/anthropic/v1/messages")
+    sent = orjson.loads(up.body or b"")
+    assert sent["max_completion_tokens"] == 16384 and "reasoning_effort" not in sent and len(sent["user"]) <= 64
+    adapted = dict(down.set_headers)[ADAPTED_HEADER]
+    assert adapted == "max_tokens=clamped(16384),reasoning_effort=dropped,thinking_budget=dropped,user=hashed"
+    assert [str(a) for a in ex.record.adaptations or ()] == adapted.split(",")
+    # the catalog switched off: the request goes as translated (what gpt-4o-mini answers 400 to), no header
+    ex, up, down = run(body, "/anthropic/v1/messages", capabilities={"enabled": False})
+    sent = orjson.loads(up.body or b"")
+    assert (sent["max_completion_tokens"], sent["reasoning_effort"]) == (64000, "high")
+    assert ADAPTED_HEADER not in dict(down.set_headers) and ex.record.adaptations is None
+
+
+def test_exchange_refuses_what_would_change_the_meaning_in_the_clients_format() -> None:
+    body = recorded("gemini-cli/router-request.json")  # a JSON schema, to a Claude without structured output
+    data = {"version": "1", "models": [{"name": "old", "provider": "anthropic", "target_model": "claude-3-5-haiku"}]}
+    ex = Exchange(Gateway(build_config(data, "t.yaml", ENV)))
+    raw = orjson.dumps(body)
+    path = "/gemini/v1beta/models/old:generateContent"
+    ex.on_request_headers({":method": "POST", ":path": path, "content-length": str(len(raw))}, end_of_stream=False)
+    reply = ex.on_request_body(raw)
+    assert isinstance(reply, Reply) and reply.status == 400
+    err = orjson.loads(reply.body)["error"]
+    assert err["status"] == "INVALID_ARGUMENT" and "does not support structured output" in err["message"]
+
+
+def test_an_unchanged_request_gets_no_header() -> None:
+    body = {"model": "mini", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}
+    _, _, down = run(body, "/anthropic/v1/messages")
+    assert down is CONTINUE
+
+
+def test_metric_and_log_lines_name_each_adaptation() -> None:
+    body = {**recorded("claude-code/messages-opus.json"), "model": "mini", "stream": False}
+    ex, _, _ = run(body, "/anthropic/v1/messages")
+    rec = ex.record
+    rec.model_label = "mini"
+    metrics = Metrics()
+    metrics.done(rec, 0.1, 0.001, active=False)
+    text = generate_latest(metrics.registry).decode()
+    for parameter, action in (("max_tokens", "clamped"), ("reasoning_effort", "dropped"), ("user", "hashed")):
+        line = (
+            f'proxy_request_adaptations_total{{action="{action}",model="mini",parameter="{parameter}",'
+            f'provider="openai"}} 1.0'
+        )
+        assert line in text
+    debug = logs.adaptation_line(rec)
+    assert (
+        debug["level"] == "debug"
+        and {"parameter": "max_tokens", "action": "clamped", "value": "16384"} in (debug["adaptations"])
+    )
+    assert logs.request_line(rec, 0.1)["adapted"].startswith("max_tokens=clamped(16384),")
+
+
+# ---------------------------------------------------------------------------------------------------- the formats
+def build_anthropic(req: c.Request, model: str, on: bool = True) -> dict:
+    options = BuildOptions(capabilities=caps("anthropic", model) if on else None)
+    shape(req, caps("anthropic", model), model) if on else None
+    return orjson.loads(anthropic.build_request(req, model=model, options=options))
+
+
+def test_anthropic_thinking_knob_comes_from_the_capabilities() -> None:
+    got = build_anthropic(request(thinking_budget=4000, max_tokens=8000), "claude-opus-4-7")
+    assert got["thinking"] == {"type": "adaptive"} and got["output_config"] == {"effort": "medium"}
+    got = build_anthropic(request(reasoning_effort="high", max_tokens=8000), "claude-opus-4-6")
+    assert got["thinking"] == {"type": "adaptive"} and got["output_config"] == {"effort": "high"}
+    got = build_anthropic(request(reasoning_effort="high", max_tokens=30000), "claude-haiku-4-5")
+    assert got["thinking"] == {"type": "enabled", "budget_tokens": 16384} and "output_config" not in got
+    # off: 'disabled' only where the model takes budgets; the adaptive-only models refuse that type
+    assert build_anthropic(request(reasoning_effort="none"), "claude-haiku-4-5")["thinking"] == {"type": "disabled"}
+    assert "thinking" not in build_anthropic(request(reasoning_effort="none"), "claude-opus-4-7")
+    # an alias the name guess cannot read: the catalog (via like:) decides, not the guess
+    alias = parse({}, caps("anthropic", "claude-sonnet-4-5"))
+    req = request(reasoning_effort="high", max_tokens=30000)
+    opts = BuildOptions(capabilities=alias)
+    got = orjson.loads(anthropic.build_request(req, model="my-sonnet", options=opts))
+    assert got["thinking"]["type"] == "enabled"
+    guess = orjson.loads(anthropic.build_request(request(reasoning_effort="high"), model="my-sonnet"))
+    assert guess["thinking"] == {"type": "adaptive"}  # without capabilities: the old guess (unknown names are new)
+
+
+def test_gemini_thinking_knob_comes_from_the_capabilities() -> None:
+    def thinking(model: str, **kw: object) -> dict:
+        req = request(**kw)
+        shape(req, caps("gemini", model), model)
+        opts = BuildOptions(capabilities=caps("gemini", model))
+        return orjson.loads(gemini.build_request(req, model=model, options=opts))["generationConfig"]["thinkingConfig"]
+
+    assert thinking("gemini-2.5-flash", reasoning_effort="high") == {"thinkingBudget": 24576, "includeThoughts": True}
+    assert thinking("gemini-3-pro-preview", reasoning_effort="high") == {
+        "thinkingLevel": "HIGH",
+        "includeThoughts": True,
+    }
+    assert thinking("gemini-3-flash-preview", reasoning_effort="none") == {
+        "thinkingLevel": "MINIMAL",
+        "includeThoughts": True,
+    }
+    # a Gemini 3 name behind an alias: thinkingLevel because the capabilities say so (the name guess would say budget)
+    req = request(reasoning_effort="low")
+    opts = BuildOptions(capabilities=caps("gemini", "gemini-3-flash"))
+    got = orjson.loads(gemini.build_request(req, model="gemini-2.0-alias", options=opts))
+    assert got["generationConfig"]["thinkingConfig"]["thinkingLevel"] == "LOW"
