@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.mocks.providers import MockProvider
 from tests.paths import KONG
@@ -31,6 +32,18 @@ KEYS = {"openai": "sk-test-openai-key-123", "anthropic": "sk-ant-test-key-456", 
 MODELS = {"openai": "gpt-test", "anthropic": "claude-test", "gemini": "gemini-test"}
 CLIENT_KEY = "client-credential-must-not-leak"
 TIMEOUT_S = 6
+
+# Hypothesis profiles. `ci`, the default, keeps every property quick enough for each run of the suite; `long` digs deep
+# (`python -m pytest tests/unit --hypothesis-profile=long`). Tests set no max_examples of their own, so the profile
+# alone decides how hard each property is tried.
+settings.register_profile("ci", max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile(
+    "long",
+    max_examples=5000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+)
+settings.load_profile("ci")  # the plugin's --hypothesis-profile, applied after this file is loaded, overrides it
 
 
 def free_port() -> int:
@@ -110,8 +123,11 @@ def start_gateway(
     config_text: str,
     workers: int = 2,
     extra_args: tuple[str, ...] = (),
-    extra_env: dict[str, str] | None = None,
+    extra_env: dict[str, str | None] | None = None,
+    env_file: Path | None = None,
 ) -> Gateway:
+    """``ai-gateway`` on free ports against the mocks. ``extra_env`` values of None remove that variable; ``env_file``
+    is the gateway's ``--env-file`` (default: a file that does not exist)."""
     cfg = tmp / "proxy-config.yaml"
     cfg.write_text(config_text)
     port, admin = free_port(), free_port()
@@ -125,14 +141,18 @@ def start_gateway(
         GEMINI_BASE_URL=mocks["gemini"].base_url,
         PYTHONUNBUFFERED="1",
     )
-    env.update(extra_env or {})
+    for name, value in (extra_env or {}).items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
     log_path = tmp / "gateway.log"
     cmd = [sys.executable, "-m", "extproc", "--listen", f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{admin}"]
     cmd += [
         "--config",
         str(cfg),
         "--env-file",
-        str(tmp / "no.env"),
+        str(env_file or tmp / "no.env"),
         "--workers",
         str(workers),
         "--grace",

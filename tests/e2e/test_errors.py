@@ -10,7 +10,7 @@ from google.genai import errors as gerrors
 
 from tests.conftest import MODELS, Gateway
 from tests.e2e.sdk import CLIENT_KEY, ask
-from tests.mocks.providers import _magic_error as magic_error
+from tests.mocks.providers import magic_error
 
 CLIENTS = ("openai", "anthropic", "gemini")
 PROVIDERS = ("openai", "anthropic", "gemini")

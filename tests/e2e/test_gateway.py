@@ -34,21 +34,31 @@ def test_health_has_seed_shape(gateway: Gateway) -> None:
     assert r.headers.get("x-request-id")
 
 
+def _requests_total(gateway: Gateway) -> tuple[float, str]:
+    """proxy_requests_total for OpenAI clients asking MODELS["anthropic"] with status 200, and the whole page."""
+    text = httpx.get(gateway.url + "/metrics").text
+    total = 0.0
+    for ln in text.splitlines():
+        if (
+            ln.startswith("proxy_requests_total{")
+            and 'format="openai"' in ln
+            and f'model="{MODELS["anthropic"]}"' in ln
+            and 'status="200"' in ln
+        ):
+            total += float(ln.rsplit(" ", 1)[1])
+    return total, text
+
+
 def test_metrics_count_requests(gateway: Gateway) -> None:
+    before, _ = _requests_total(gateway)
     for _ in range(3):
         ask("openai", gateway.url, MODELS["anthropic"], "count me")
-    time.sleep(0.5)  # workers write their sums at most 0.2 s after a request
-    text = httpx.get(gateway.url + "/metrics").text
-    line = next(
-        ln
-        for ln in text.splitlines()
-        if ln.startswith("proxy_requests_total{")
-        and 'format="openai"' in ln
-        and f'model="{MODELS["anthropic"]}"' in ln
-        and 'status="200"' in ln
-    )
-    assert float(line.rsplit(" ", 1)[1]) >= 3
-    assert "proxy_request_duration_seconds_bucket" in text
+    # Workers write their sums at most 0.2 s after a request: poll until the three are counted.
+    deadline = time.monotonic() + 5
+    while (after := _requests_total(gateway))[0] < before + 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert after[0] == before + 3
+    assert "proxy_request_duration_seconds_bucket" in after[1]
 
 
 def test_request_id_is_kept_end_to_end(gateway: Gateway) -> None:
@@ -136,21 +146,27 @@ def test_sigterm_lets_in_flight_request_finish(mocks: dict) -> None:  # type: ig
     """A second gateway (its own ports): SIGTERM during a slow request; the request completes, exit code 0."""
     import threading
 
+    text = "SLEEP 2 sigterm-in-flight"
     with tempfile.TemporaryDirectory() as tmp:
         gw = start_gateway(Path(tmp), mocks, gateway_config(free_port()), workers=1)
         result: dict[str, object] = {}
 
         def slow() -> None:
             try:
-                result["answer"] = ask("openai", gw.url, MODELS["openai"], "SLEEP 2")
+                result["answer"] = ask("openai", gw.url, MODELS["openai"], text)
             except Exception as exc:  # recorded and asserted below
                 result["error"] = exc
 
         t = threading.Thread(target=slow)
         t.start()
-        import time
+        deadline = time.monotonic() + 10  # wait until the request is at the provider, i.e. in flight
 
-        time.sleep(0.8)
+        def arrived() -> bool:
+            return any(text.encode() in r.raw for r in list(mocks["openai"].requests))
+
+        while not arrived() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert arrived() and t.is_alive(), result
         code = stop_gateway(gw)
         t.join(30)
         assert "error" not in result, result.get("error")

@@ -118,7 +118,7 @@ class EchoCall:
 
     @staticmethod
     async def _sleep(delay: float, data: bytes) -> bytes:
-        await asyncio.sleep(delay)
+        await asyncio.sleep(delay)  # a slow handler: the delay is the behaviour under test, not synchronisation
         return data
 
     async def _wait(self, data: bytes) -> bytes:
