@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from hypothesis import HealthCheck, settings
 
 from tests.mocks.providers import MockProvider
@@ -135,6 +136,11 @@ models:
     target_model: "claude-haiku-4-5"
     capabilities: {{enabled: false}}
 """
+
+
+def model_count(config_text: str) -> int:
+    """How many models a config names (what /health reports)."""
+    return len(yaml.safe_load(config_text)["models"])
 
 
 def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
