@@ -432,6 +432,12 @@ def test_anthropic_thinking_knob_comes_from_the_capabilities() -> None:
     assert guess["thinking"] == {"type": "adaptive"}  # without capabilities: the old guess (unknown names are new)
 
 
+def test_anthropic_default_max_tokens_stays_under_the_models_limit() -> None:
+    got = build_anthropic(request(reasoning_effort="max"), "claude-opus-4-1")  # budget 32768 + default 4096 > 32000
+    assert got["max_tokens"] == 32000 and got["thinking"] == {"type": "enabled", "budget_tokens": 31999}
+    assert build_anthropic(request(), "claude-3-haiku")["max_tokens"] == 4096
+
+
 def test_gemini_thinking_knob_comes_from_the_capabilities() -> None:
     def thinking(model: str, **kw: object) -> dict:
         req = request(**kw)

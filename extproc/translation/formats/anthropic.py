@@ -893,6 +893,10 @@ def build_request(
     if max_tokens is None:
         # Anthropic requires max_tokens, and budget_tokens < max_tokens: with no cap set, leave room for the answer.
         max_tokens = budget + default_max_tokens if budget >= default_max_tokens else default_max_tokens
+        limit = caps.max_output_tokens if caps is not None else None
+        if limit is not None and max_tokens > limit:  # the gateway's own default, never above the model's limit
+            max_tokens = limit
+            budget = min(budget, limit - 1)
     out: dict[str, Any] = {"model": model, "max_tokens": max_tokens}
     system = "\n\n".join(p.text for p in req.system if isinstance(p, Text) and p.text)
     if system:
