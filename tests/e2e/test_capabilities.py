@@ -111,8 +111,9 @@ def test_temperature_wins_over_top_p_for_claude(gateway: Gateway) -> None:
     assert getattr(err.value, "status_code", None) == 400
 
 
-def test_adaptations_are_counted(gateway: Gateway) -> None:
-    ask("openai", gateway.url, "claude-haiku-4-5", "count me", temperature=0.5, top_p=0.9, max_tokens=100)
+def test_adaptations_are_counted_and_logged(gateway: Gateway) -> None:
+    ans = ask("openai", gateway.url, "claude-haiku-4-5", "count me", temperature=0.5, top_p=0.9, max_tokens=100)
+    request_id = ans.raw._request_id  # type: ignore[attr-defined]
     want = 'proxy_request_adaptations_total{action="dropped",model="claude-haiku-4-5",parameter="top_p",'
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:  # workers flush their metrics within 0.2 s and before every scrape
@@ -121,6 +122,13 @@ def test_adaptations_are_counted(gateway: Gateway) -> None:
             break
         time.sleep(0.1)
     assert want in text
+    line: dict = {}
+    while time.monotonic() < deadline and not line:  # request lines are written in batches every 0.1 s
+        for raw in gateway.log_text().splitlines():
+            if raw.startswith("{") and request_id and request_id in raw:
+                line = json.loads(raw)
+        time.sleep(0.05)
+    assert line.get("adapted") == "top_p=dropped", line
 
 
 @pytest.mark.parametrize(
