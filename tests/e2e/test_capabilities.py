@@ -38,10 +38,11 @@ def claude_code(gw: Gateway, recording: str, model: str) -> httpx.Response:
                       timeout=30)  # fmt: skip
 
 
-def gemini_cli(gw: Gateway, model: str) -> httpx.Response:
-    """Gemini CLI's recorded router request (its own body, unchanged) to ``model``."""
-    raw = (RECORDED_CLIENTS / "gemini-cli/router-request.json").read_bytes()
-    url = f"{gw.url}/gemini/v1beta/models/{model}:generateContent"
+def gemini_cli(gw: Gateway, model: str, chat: bool = False) -> httpx.Response:
+    """Gemini CLI's recorded router request, or its chat turn (streamed), unchanged, to ``model``."""
+    raw = (RECORDED_CLIENTS / f"gemini-cli/{'chat' if chat else 'router'}-request.json").read_bytes()
+    action = "streamGenerateContent?alt=sse" if chat else "generateContent"
+    url = f"{gw.url}/gemini/v1beta/models/{model}:{action}"
     return httpx.post(url, content=raw, headers={"x-goog-api-key": CLIENT_KEY, "content-type": "application/json"},
                       timeout=30)  # fmt: skip
 
@@ -84,16 +85,22 @@ def test_gemini_cli_to_gpt_4o_mini(gateway: Gateway) -> None:
     assert (sent["temperature"], sent["top_p"]) == (1, 0.95)
     answer = r.json()["candidates"][0]["content"]["parts"][0]["text"]
     assert set(orjson.loads(answer)) == {"complexity_reasoning", "complexity_score"}  # the router's schema held
+    chat = gemini_cli(gateway, "gpt-4o-mini", chat=True)
+    assert chat.status_code == 200 and "functionCall" in chat.text, chat.text
+    assert chat.headers[ADAPTED] == "reasoning_effort=dropped,top_k=dropped"
     off = gemini_cli(gateway, "gpt-4o-mini-uncatalogued")
     assert off.status_code == 400
     message = off.json()["error"]["message"]
     assert "Unsupported parameter: 'reasoning_effort' is not supported with this model." in message
 
 
+@pytest.mark.parametrize("chat", [False, True], ids=["router", "chat"])
 @pytest.mark.parametrize("model", ["claude-haiku-4-5", "claude-opus-4-8"])
-def test_gemini_cli_to_claude(gateway: Gateway, model: str) -> None:
-    r = gemini_cli(gateway, model)
+def test_gemini_cli_to_claude(gateway: Gateway, model: str, chat: bool) -> None:
+    r = gemini_cli(gateway, model, chat)
     assert r.status_code == 200, r.text
+    if chat:
+        assert r.headers["content-type"].startswith("text/event-stream") and "functionCall" in r.text
     sent = gateway.mocks["anthropic"].last().body
     assert sent is not None and sent["model"] == model
     assert not {"temperature", "top_k"} & set(sent)  # thinking is on: Anthropic refuses both then
