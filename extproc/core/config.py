@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,6 +19,7 @@ import yaml
 
 from extproc.core import access, models
 from extproc.core.access import AccessPolicy
+from extproc.core.conversations import StoreSettings
 from extproc.translation import media as _fetch
 from extproc.translation.capabilities import Capabilities, describe
 from extproc.translation.formats import registry
@@ -33,8 +34,9 @@ BUILTINS: dict[str, tuple[str, str, str]] = {
 
 DEFAULT_TIMEOUT = 300.0  # seconds; LLM calls can be long
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+PROVIDER_APIS = ("chat", "responses")
 
 
 class ConfigError(Exception):
@@ -69,6 +71,7 @@ class Provider:
     # The environment variable holding its API key; None: the upstream needs no key (a local vLLM/Ollama). The
     # service never reads the key itself: Envoy injects it (``extproc.ops.credentials``).
     api_key_env: str | None
+    api: str = "chat"  # the OpenAI API an openai-type provider speaks: "chat" (Chat Completions) or "responses"
 
     @property
     def cluster(self) -> str:
@@ -76,8 +79,8 @@ class Provider:
 
     @property
     def format(self) -> str:
-        """The wire format it speaks (a registry name)."""
-        return self.type
+        """The wire format it speaks (a registry name): its type's, or the Responses API for ``api: responses``."""
+        return "responses" if self.api == "responses" else self.type
 
 
 @dataclass(slots=True)
@@ -105,6 +108,7 @@ class Config:
     image_fetch: FetchPolicy = field(default_factory=FetchPolicy)
     access: AccessPolicy = field(default_factory=AccessPolicy)
     capabilities_enabled: bool = True  # ``capabilities: {enabled: false}`` switches the catalog off
+    responses: StoreSettings = field(default_factory=StoreSettings)  # the Responses API conversation store
 
     def resolve(self, model: str) -> tuple[Provider, str] | None:
         """The provider and upstream model name for a client's model name, or None if unknown."""
@@ -198,6 +202,7 @@ def build_config(data: Any, fname: str, env: dict[str, str]) -> Config:
         "auth",
         "rate_limits",
         "capabilities",
+        "responses",
     }
     for key in data:
         if key not in known:
@@ -276,6 +281,10 @@ def build_config(data: Any, fname: str, env: dict[str, str]) -> Config:
         cfg.passthrough_usage = data["passthrough_usage"]
     if data.get("image_fetch") is not None:
         cfg.image_fetch = _parse_image_fetch(data["image_fetch"], fail)
+    cfg.responses = _parse_responses(data.get("responses") or {}, fail)
+    if not os.path.isabs(cfg.responses.data_dir):  # relative to the config file, wherever the process runs
+        where = os.path.join(os.path.dirname(os.path.abspath(fname)), cfg.responses.data_dir)
+        cfg.responses = replace(cfg.responses, data_dir=os.path.normpath(where))
     cfg.access = access.parse(data.get("auth"), data.get("rate_limits"), env, fail)
     for model in cfg.access.per_model_rpm:
         if model not in models:
@@ -308,6 +317,34 @@ def _model_capabilities(
     except ValueError as exc:
         raise fail(f"{where}.capabilities", str(exc)) from None
     return caps if on else None
+
+
+def _parse_responses(raw: Any, fail: Any) -> StoreSettings:
+    """``responses: {store, data_dir, retention, max_bytes}``: where and how long the gateway keeps conversations
+    of Responses API clients (``previous_response_id``) for providers that do not keep them."""
+    if not isinstance(raw, dict):
+        raise fail("responses", "expected a mapping (store, data_dir, retention, max_bytes)")
+    known = ("store", "data_dir", "retention", "max_bytes")
+    for key in raw:
+        if key not in known:
+            raise fail("responses", f"unknown field '{key}' (known: {', '.join(known)})")
+    out = StoreSettings()
+    enabled = raw.get("store", out.enabled)
+    if not isinstance(enabled, bool):
+        raise fail("responses.store", "expected true or false")
+    data_dir = raw.get("data_dir", out.data_dir)
+    if not isinstance(data_dir, str) or not data_dir.strip():
+        raise fail("responses.data_dir", "expected a directory path")
+    retention = out.retention
+    if raw.get("retention") is not None:
+        try:
+            retention = parse_duration(raw["retention"])
+        except ValueError as exc:
+            raise fail("responses.retention", str(exc)) from None
+    max_bytes = raw.get("max_bytes", out.max_bytes)
+    if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes <= 0:
+        raise fail("responses.max_bytes", "expected a positive integer")
+    return StoreSettings(enabled, data_dir, retention, max_bytes)
 
 
 def _parse_image_fetch(raw: Any, fail: Any) -> FetchPolicy:
@@ -356,7 +393,7 @@ def _parse_provider(entry: Any, i: int, env: dict[str, str], fail: Any) -> Provi
     if not isinstance(entry, dict):
         raise fail(where, "expected a mapping with 'name', 'type' and 'base_url'")
     for key in entry:
-        if key not in ("name", "type", "base_url", "api_key_env"):
+        if key not in ("name", "type", "base_url", "api_key_env", "api"):
             raise fail(where, f"unknown field '{key}'")
     name = entry.get("name")
     if not isinstance(name, str) or not _NAME_RE.match(name):
@@ -377,7 +414,12 @@ def _parse_provider(entry: Any, i: int, env: dict[str, str], fail: Any) -> Provi
     key_env = entry.get("api_key_env")
     if key_env is not None and (not isinstance(key_env, str) or not key_env):
         raise fail(where, "'api_key_env' must be the name of an environment variable")
-    return Provider(name, ptype, base_url, upstream, key_env)
+    api = entry.get("api", "chat")
+    if api not in PROVIDER_APIS:
+        raise fail(where, f"'api' must be one of {', '.join(PROVIDER_APIS)}")
+    if api != "chat" and ptype != "openai":
+        raise fail(where, "'api' applies to providers of type 'openai' only")
+    return Provider(name, ptype, base_url, upstream, key_env, api)
 
 
 def provider_keys(cfg: Config, env: dict[str, str]) -> dict[str, str]:
@@ -407,6 +449,14 @@ def summary(cfg: Config, env: dict[str, str] | None = None) -> str:
             lines.append(f"    capabilities: {describe(m.capabilities)}")
     if cfg.default_provider:
         lines.append(f"  unknown models go to {cfg.default_provider}")
+    r = cfg.responses
+    if r.enabled:
+        lines.append(
+            f"  Responses API answers kept in {os.path.join(r.data_dir, 'responses.sqlite3')} for {r.retention:g}s, "
+            f"up to {r.max_bytes} bytes"
+        )
+    else:
+        lines.append("  Responses API answers: not kept (responses.store is off)")
     if cfg.access.enabled:
         lines.append(f"  gateway keys: {', '.join(k.name for k in cfg.access.keys)}")
     else:
@@ -420,5 +470,6 @@ def summary(cfg: Config, env: dict[str, str] | None = None) -> str:
                 if env.get(p.api_key_env)
                 else f"{p.api_key_env} MISSING (requests will fail with auth)"
             )
-        lines.append(f"  provider {p.name} ({p.type}) at {p.base_url}: {key}")
+        kind = f"{p.type}, {p.api} API" if p.api != "chat" else p.type
+        lines.append(f"  provider {p.name} ({kind}) at {p.base_url}: {key}")
     return "\n".join(lines)

@@ -14,11 +14,12 @@ a gRPC error: no translation, no header mutation for it).
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import orjson
 
 from extproc.core import catalog, routing
-from extproc.core.access import GatewayKey
+from extproc.core.access import ANONYMOUS, GatewayKey
 from extproc.core.actions import CONTINUE, METRICS, Forward, Reply, ServeMetrics
 from extproc.core.config import Config
 from extproc.core.handlers import (
@@ -39,10 +40,15 @@ from extproc.translation.formats import registry
 from extproc.translation.formats.contract import (
     COUNT_TOKENS,
     GENERATE,
+    LOCAL,
     MODELS,
+    AnswerStore,
     BuildOptions,
+    Conversation,
+    ConversationState,
     Endpoint,
     ModelInfo,
+    StreamEncoder,
     StreamOptions,
     WireFormat,
 )
@@ -61,13 +67,15 @@ class ExchangeError(Exception):
 
 
 class Gateway:
-    """What every exchange shares: the loaded config (swapped whole on reload) and what derives from it."""
+    """What every exchange shares: the loaded config (swapped whole on reload) and what derives from it, and the
+    store of answers kept for stateful client formats (the Responses API; None when ``responses.store`` is off)."""
 
-    __slots__ = ("_build", "_config", "_models", "draining")
+    __slots__ = ("_build", "_config", "_models", "draining", "store")
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, store: AnswerStore | None = None) -> None:
         self.draining = False
         self.config = config
+        self.store = store
 
     @property
     def config(self) -> Config:
@@ -178,6 +186,10 @@ class Exchange:
             return Reply(
                 200, fmt.list_models(self.gateway.models, endpoint.model_id, self.query), [("content-type", _JSON)]
             )
+        if endpoint.kind == LOCAL and fmt.STATE is not None:  # answered from the gateway's own store
+            body = fmt.STATE.serve(endpoint, self.query, self.gateway.store, self._scope())
+            rec.status = 200
+            return Reply(200, body, [("content-type", _JSON)])
         if endpoint.kind not in (GENERATE, COUNT_TOKENS):
             raise GatewayError("not_found", f"{path} is not served by this gateway", 404)
         if eos:
@@ -227,6 +239,21 @@ class Exchange:
         rec.provider = provider.name
         prefix = provider.upstream.prefix
         counting = endpoint.kind == COUNT_TOKENS
+        received = body  # what Envoy holds: replaced only when what goes upstream differs
+        conv: Conversation | None = None
+        if client.STATE is not None and endpoint.kind == GENERATE and head is not None:
+            # A stateful client (Responses): the conversation it continues, from the gateway's store
+            conv = client.STATE.expand(head, self.gateway.store, self._scope(), passthrough=target.passthrough)
+            if conv.changed:
+                head = conv.head
+                body = orjson.dumps(head)
+            limit = cfg.responses.max_bytes
+            if conv.keep and len(received) > limit:
+                raise invalid(
+                    f"this request ({len(received)} bytes) is larger than the gateway's store of kept answers allows "
+                    f"(responses.max_bytes = {limit}): send it with store: false",
+                    param="store",
+                )
         new_body: bytes
         if target.passthrough:
             new_body, filt = client.passthrough_body(body, head or {}, model=target.model, stream=stream)
@@ -271,18 +298,29 @@ class Exchange:
                     return media.FetchMedia(urls, cfg.image_fetch)
             new_body = fmt.build_request(req, model=target.model, options=options)
             path = prefix + fmt.upstream_path(model=target.model, stream=stream)
+            keeper = None
+            if conv is not None and conv.keep and self.gateway.store is not None and client.STATE is not None:
+                keeper = _Keeper(self.gateway.store, self._scope(), client.STATE, conv, req, model)
             if stream:
                 opts = StreamOptions(
-                    model=model, include_usage=req.include_usage, request_id=rec.request_id, endpoint=endpoint
+                    model=model,
+                    include_usage=req.include_usage,
+                    request_id=rec.request_id,
+                    endpoint=endpoint,
+                    request=req,
                 )
-                self.handler = TranslateStream(rec, client, fmt, provider, opts)
+                self.handler = TranslateStream(rec, client, fmt, provider, opts, keeper)
             else:
-                self.handler = Translate(rec, client, fmt, provider, model)
+                self.handler = Translate(rec, client, fmt, provider, model, req, keeper)
         rec.upstream_path = path
         set_headers, remove = routing.upstream_headers(
             cfg, target, self.key, model, stream=stream, path=path, length=len(new_body)
         )
-        return Forward(set_headers, remove, None if new_body is body else new_body, clear_route_cache=True)
+        return Forward(set_headers, remove, None if new_body is received else new_body, clear_route_cache=True)
+
+    def _scope(self) -> str:
+        """Whose kept answers a request may see: its gateway key's (everyone's the same without gateway keys)."""
+        return self.key.name if self.key is not None else ANONYMOUS
 
     # ------------------------------------------------------------------------------------------------ response
     def on_response_headers(self, headers: dict[str, str], end_of_stream: bool = False) -> Forward:
@@ -356,6 +394,28 @@ class Exchange:
         if err.retry_after:
             headers.append(("retry-after", err.retry_after))
         return self._reply(Reply(err.status, body, headers))
+
+
+class _Keeper:
+    """Keeps a translated answer in the gateway's store (``handlers.Keeper``), as the client format shapes it."""
+
+    __slots__ = ("conv", "model", "request", "scope", "state", "store")
+
+    def __init__(
+        self, store: AnswerStore, scope: str, state: ConversationState, conv: Conversation, req: c.Request, model: str
+    ) -> None:
+        self.store, self.scope, self.state, self.conv, self.request, self.model = store, scope, state, conv, req, model
+
+    def answer(self, resp: c.Response) -> None:
+        self._put(self.state.kept(resp, model=self.model, request=self.request))
+
+    def stream(self, encoder: StreamEncoder) -> None:
+        kept = self.state.kept_stream(encoder)
+        if kept is not None:
+            self._put(kept)
+
+    def _put(self, answer: dict[str, Any]) -> None:
+        self.store.put(self.scope, answer, self.conv.own_items, self.conv.previous_id)
 
 
 __all__ = ["CONTINUE", "Exchange", "ExchangeError", "Forward", "Gateway", "Reply", "ServeMetrics"]

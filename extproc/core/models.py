@@ -36,22 +36,28 @@ class Entry:
 
 
 class Catalog:
-    __slots__ = ("_cache", "entries", "unknown")
+    __slots__ = ("_cache", "aliases", "entries", "unknown")
 
-    def __init__(self, entries: dict[str, list[Entry]], unknown: dict[str, Capabilities]) -> None:
+    def __init__(
+        self, entries: dict[str, list[Entry]], unknown: dict[str, Capabilities], aliases: dict[str, str] | None = None
+    ) -> None:
         self.entries = entries  # by provider type, in match order
         self.unknown = unknown  # by provider type
+        self.aliases = aliases or {}  # provider types whose models are another type's (responses -> openai)
         self._cache: dict[tuple[str, str], Capabilities] = {}
 
+    def section(self, provider_type: str) -> str:
+        return self.aliases.get(provider_type, provider_type)
+
     def entry(self, provider_type: str, name: str) -> Entry | None:
-        for e in self.entries.get(provider_type, ()):
+        for e in self.entries.get(self.section(provider_type), ()):
             if e.name == name:
                 return e
         return None
 
     def match(self, provider_type: str, model: str) -> Entry | None:
         """The first entry of ``provider_type`` matching ``model`` (or its last path segment, without ``ft:``)."""
-        entries = self.entries.get(provider_type, ())
+        entries = self.entries.get(self.section(provider_type), ())
         for candidate in _candidates(model):
             for e in entries:
                 if e.regex.match(candidate):
@@ -63,7 +69,7 @@ class Catalog:
         got = self._cache.get(key)
         if got is None:
             e = self.match(provider_type, model)
-            got = e.caps if e is not None else self.unknown.get(provider_type, Capabilities())
+            got = e.caps if e is not None else self.unknown.get(self.section(provider_type), Capabilities())
             if len(self._cache) < _CACHE_LIMIT:
                 self._cache[key] = got
         return got
@@ -77,7 +83,7 @@ class Catalog:
         if like is not None:
             base_entry = self.entry(provider_type, like) if isinstance(like, str) else None
             if base_entry is None:
-                names = ", ".join(e.name for e in self.entries.get(provider_type, ()))
+                names = ", ".join(e.name for e in self.entries.get(self.section(provider_type), ()))
                 raise ValueError(f"'like': no {provider_type} catalog entry named {like!r} (entries: {names})")
             base = base_entry.caps
         else:
@@ -97,8 +103,11 @@ def _candidates(model: str) -> tuple[str, ...]:
 
 def parse_catalog(data: Any, where: str = str(PATH)) -> Catalog:
     """Check and build a catalog from the YAML document; ``CatalogError`` names the first fault."""
-    if not isinstance(data, dict) or not isinstance(data.get("formats"), dict) or set(data) != {"formats"}:
-        raise CatalogError(f"{where}: expected one top-level key 'formats' (a mapping of provider types)")
+    if not isinstance(data, dict) or not isinstance(data.get("formats"), dict) or set(data) - {"formats", "aliases"}:
+        raise CatalogError(f"{where}: expected 'formats' (a mapping of provider types) and optional 'aliases'")
+    aliases = data.get("aliases") or {}
+    if not isinstance(aliases, dict) or not all(isinstance(v, str) and v in data["formats"] for v in aliases.values()):
+        raise CatalogError(f"{where}: aliases: expected a mapping of provider types to sections in 'formats'")
     entries: dict[str, list[Entry]] = {}
     unknown: dict[str, Capabilities] = {}
     for ptype, section in data["formats"].items():
@@ -131,7 +140,7 @@ def parse_catalog(data: Any, where: str = str(PATH)) -> Catalog:
             regex = re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns))
             out.append(Entry(name, tuple(patterns), regex, caps))
         entries[ptype] = out
-    return Catalog(entries, unknown)
+    return Catalog(entries, unknown, dict(aliases))
 
 
 _CATALOG: Catalog | None = None

@@ -56,6 +56,7 @@ from extproc.translation.formats.contract import (
     GENERATE,
     MODELS,
     BuildOptions,
+    ConversationState,
     CredentialHeader,
     Endpoint,
     ModelInfo,
@@ -558,7 +559,7 @@ def _tool_use_block(call: ToolCall, input_obj: dict[str, Any]) -> dict[str, Any]
     return {"type": "tool_use", "id": tid, "name": call.name, "input": input_obj}
 
 
-def build_response(resp: Response, *, model: str) -> bytes:
+def build_response(resp: Response, *, model: str, request: Request | None = None) -> bytes:
     """A canonical Response -> an Anthropic ``Message`` object."""
     content: list[dict[str, Any]] = []
     has_tools = False
@@ -1304,6 +1305,7 @@ class StreamDecoder:
 # ---------------------------------------------------------------------------------------------------------------------
 PATH_PREFIX = "/anthropic/"
 COUNTS_TOKENS = True
+STATE: ConversationState | None = None  # nothing is kept between requests
 _MESSAGES = "/anthropic/v1/messages"
 _COUNT = "/anthropic/v1/messages/count_tokens"
 _MODELS = "/anthropic/v1/models"

@@ -68,6 +68,7 @@ from extproc.translation.formats.contract import (
     GENERATE,
     MODELS,
     BuildOptions,
+    ConversationState,
     CredentialHeader,
     Endpoint,
     ModelInfo,
@@ -1070,7 +1071,7 @@ def _usage_out(u: Usage) -> dict[str, Any]:
     return meta
 
 
-def build_response(resp: Response, *, model: str) -> bytes:
+def build_response(resp: Response, *, model: str, request: Request | None = None) -> bytes:
     """A canonical Response as a generateContent body (``model`` is the name the client asked for)."""
     answers = [Candidate(resp.parts, resp.finish_reason, resp.stop_sequence), *resp.candidates]
     cands: list[dict[str, Any]] = []
@@ -1381,6 +1382,7 @@ class StreamDecoder:
 # ---------------------------------------------------------------------------------------------------------------------
 PATH_PREFIX = "/gemini/"
 COUNTS_TOKENS = True
+STATE: ConversationState | None = None  # nothing is kept between requests
 _LISTING = re.compile(r"^/gemini/(v1|v1beta)/models(?:/([^:]+))?$")
 _LISTED_METHODS = ("generateContent", "streamGenerateContent")
 
