@@ -17,10 +17,11 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from extproc.core import access
+from extproc.core import access, models
 from extproc.core.access import AccessPolicy
 from extproc.core.conversations import StoreSettings
 from extproc.translation import media as _fetch
+from extproc.translation.capabilities import Capabilities, describe
 from extproc.translation.formats import registry
 from extproc.translation.media import FetchPolicy
 
@@ -88,6 +89,9 @@ class Model:
     provider: str
     target_model: str
     description: str = ""
+    # What the target accepts (the catalog's entry, with this model's ``capabilities`` override); None: the catalog
+    # is switched off (``capabilities: {enabled: false}``, for the gateway or this model), requests go as translated.
+    capabilities: Capabilities | None = None
 
 
 @dataclass(slots=True)
@@ -103,6 +107,7 @@ class Config:
     passthrough_usage: bool = True  # read same-format answers (unchanged) for token metrics: one more gRPC message
     image_fetch: FetchPolicy = field(default_factory=FetchPolicy)
     access: AccessPolicy = field(default_factory=AccessPolicy)
+    capabilities_enabled: bool = True  # ``capabilities: {enabled: false}`` switches the catalog off
     responses: StoreSettings = field(default_factory=StoreSettings)  # the Responses API conversation store
 
     def resolve(self, model: str) -> tuple[Provider, str] | None:
@@ -113,6 +118,16 @@ class Config:
         if self.default_provider is not None:
             return self.providers[self.default_provider], model
         return None
+
+    def capabilities(self, model: str, provider: Provider, target: str) -> Capabilities | None:
+        """What the target of a client's model name accepts: the configured model's, else (a name forwarded by
+        ``default_provider``) the catalog's entry for ``target``; None with the catalog switched off."""
+        m = self.models.get(model)
+        if m is not None:
+            return m.capabilities
+        if not self.capabilities_enabled:
+            return None
+        return models.catalog().lookup(provider.type, target)
 
     def used_providers(self) -> list[Provider]:
         """Providers that a request can reach: those named by models or as default (each gets an Envoy cluster)."""
@@ -186,6 +201,7 @@ def build_config(data: Any, fname: str, env: dict[str, str]) -> Config:
         "passthrough_usage",
         "auth",
         "rate_limits",
+        "capabilities",
         "responses",
     }
     for key in data:
@@ -207,6 +223,7 @@ def build_config(data: Any, fname: str, env: dict[str, str]) -> Config:
         declared.add(prov.name)
         providers[prov.name] = prov
 
+    enabled = _parse_capabilities_switch(data.get("capabilities"), "capabilities", fail)
     raw_models = data.get("models")
     if raw_models is None:
         raw_models = []
@@ -218,7 +235,7 @@ def build_config(data: Any, fname: str, env: dict[str, str]) -> Config:
         if not isinstance(entry, dict):
             raise fail(where, "expected a mapping with 'name' and 'provider'")
         for key in entry:
-            if key not in ("name", "provider", "description", "target_model"):
+            if key not in ("name", "provider", "description", "target_model", "capabilities"):
                 raise fail(where, f"unknown field '{key}'")
         name = entry.get("name")
         if not isinstance(name, str) or not name.strip():
@@ -237,7 +254,8 @@ def build_config(data: Any, fname: str, env: dict[str, str]) -> Config:
         if not isinstance(target, str) or not target:
             raise fail(where, "'target_model' must be a non-empty string")
         desc = entry.get("description") or ""
-        models[name] = Model(name, provider, target, str(desc))
+        caps = _model_capabilities(entry.get("capabilities"), enabled, providers[provider].type, target, where, fail)
+        models[name] = Model(name, provider, target, str(desc), caps)
 
     default = data.get("default_provider")
     if default is not None and default not in providers:
@@ -250,7 +268,7 @@ def build_config(data: Any, fname: str, env: dict[str, str]) -> Config:
         except ValueError as exc:
             raise fail("timeout", str(exc)) from None
 
-    cfg = Config(fname, str(version), models, providers, default, timeout)
+    cfg = Config(fname, str(version), models, providers, default, timeout, capabilities_enabled=enabled)
     for key in ("anthropic_default_max_tokens", "max_request_bytes"):
         if key in data:
             value = data[key]
@@ -272,6 +290,33 @@ def build_config(data: Any, fname: str, env: dict[str, str]) -> Config:
         if model not in models:
             raise fail(f"rate_limits.per_model.{model}", "not a configured model name")
     return cfg
+
+
+def _parse_capabilities_switch(raw: Any, where: str, fail: Any) -> bool:
+    """``capabilities: {enabled: true|false}`` (top level): whether requests are shaped to what targets accept."""
+    if raw is None:
+        return True
+    if not isinstance(raw, dict) or set(raw) - {"enabled"} or not isinstance(raw.get("enabled", True), bool):
+        raise fail(where, "expected {enabled: true|false}")
+    return bool(raw.get("enabled", True))
+
+
+def _model_capabilities(
+    raw: Any, enabled: bool, provider_type: str, target: str, where: str, fail: Any
+) -> Capabilities | None:
+    """``models[].capabilities``: fields overriding the catalog's entry for the target (``like: <entry>`` starts from
+    another entry; ``enabled: false`` switches shaping off for this model)."""
+    if raw is not None and not isinstance(raw, dict):
+        raise fail(f"{where}.capabilities", "expected a mapping of capabilities (see docs/capabilities.md)")
+    override = dict(raw or {})
+    on = override.pop("enabled", enabled)
+    if not isinstance(on, bool):
+        raise fail(f"{where}.capabilities.enabled", "expected true or false")
+    try:
+        caps = models.catalog().resolve(provider_type, target, override)
+    except ValueError as exc:
+        raise fail(f"{where}.capabilities", str(exc)) from None
+    return caps if on else None
 
 
 def _parse_responses(raw: Any, fail: Any) -> StoreSettings:
@@ -398,6 +443,10 @@ def summary(cfg: Config, env: dict[str, str] | None = None) -> str:
     for m in cfg.models.values():
         alias = f" -> {m.target_model}" if m.target_model != m.name else ""
         lines.append(f"  model {m.name}{alias} via {m.provider}")
+        if m.capabilities is None:
+            lines.append("    capabilities: off (requests go as translated, unshaped)")
+        else:
+            lines.append(f"    capabilities: {describe(m.capabilities)}")
     if cfg.default_provider:
         lines.append(f"  unknown models go to {cfg.default_provider}")
     r = cfg.responses

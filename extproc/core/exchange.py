@@ -33,6 +33,7 @@ from extproc.core.handlers import (
 )
 from extproc.core.record import GATEWAY, Record
 from extproc.translation import canonical as c
+from extproc.translation import capabilities as caps_mod
 from extproc.translation import media
 from extproc.translation.errors import GatewayError, invalid
 from extproc.translation.formats import registry
@@ -53,6 +54,7 @@ from extproc.translation.formats.contract import (
 )
 
 _JSON = "application/json"
+ADAPTED_HEADER = "x-ai-gateway-adapted"  # response header: parameters dropped/clamped for the target model
 _DEFAULT_ERRORS = registry.get(registry.names()[0])  # errors for paths no format claims
 
 # Phases: what the exchange expects next. _UNTOUCHED: a reply Envoy made before any filter ran (its connection manager
@@ -281,12 +283,20 @@ class Exchange:
             assert req is not None
             req.stream = stream
             self.request = req
+            caps = cfg.capabilities(model, provider, target.model)
+            options = self.gateway.build_options
+            if caps is not None:
+                if not resumed:
+                    # What the target cannot take is adapted (or a 400 when the meaning would change): see
+                    # docs/capabilities.md; the adaptations go to the response header, the log and the metrics.
+                    rec.adaptations = caps_mod.shape(req, caps, target.model) or None
+                options = BuildOptions(options.default_max_tokens, caps)
             if not resumed:
                 urls = media.plan(req, fmt, cfg.image_fetch)  # a clear 400 unless fetching is enabled
                 if urls:
                     self.waiting_body = body
                     return media.FetchMedia(urls, cfg.image_fetch)
-            new_body = fmt.build_request(req, model=target.model, options=self.gateway.build_options)
+            new_body = fmt.build_request(req, model=target.model, options=options)
             path = prefix + fmt.upstream_path(model=target.model, stream=stream)
             keeper = None
             if conv is not None and conv.keep and self.gateway.store is not None and client.STATE is not None:
@@ -323,6 +333,11 @@ class Exchange:
             self.handler = EnvoyReply(self.record, self.client, None, None)
         fwd = self.handler.on_headers(headers)
         self.phase = _ENDED if end_of_stream or fwd.response_body_mode == "NONE" else _RESPONSE_BODY
+        adapted = self.record.adaptations
+        if adapted:  # the client sees what its request was changed in (a new Forward: CONTINUE is shared)
+            header = (ADAPTED_HEADER, caps_mod.header_value(adapted))
+            fwd = Forward([*fwd.set_headers, header], fwd.remove_headers, fwd.body, fwd.clear_route_cache,
+                          fwd.response_body_mode)  # fmt: skip
         return fwd
 
     def on_response_body(self, body: bytes, end_of_stream: bool = True) -> Forward:

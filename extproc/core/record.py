@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from extproc.translation.canonical import Usage
+from extproc.translation.capabilities import Adaptation
 
 GATEWAY = "gateway"  # ``client`` of the gateway's own endpoints (/health, /metrics): not counted or logged
 
@@ -28,6 +29,7 @@ class Record:
     usage: Usage | None = None
     error_type: str | None = None
     ttft: float | None = None  # seconds to the first content event of a stream
+    adaptations: list[Adaptation] | None = None  # what the request was changed in for its target (``shape``)
 
     @property
     def counted(self) -> bool:

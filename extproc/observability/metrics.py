@@ -26,6 +26,7 @@ class Metrics:
         "_pending",
         "_scheduled",
         "active",
+        "adaptations",
         "duration",
         "errors",
         "multiproc",
@@ -73,6 +74,11 @@ class Metrics:
             "proxy_gateway_overhead_seconds", "Time spent in the extproc service per request, provider excluded",
             ("format", "provider"), buckets=_FAST_BUCKETS, registry=reg,
         )  # fmt: skip
+        self.adaptations = Counter(
+            "proxy_request_adaptations_total",
+            "Request parameters changed for the target model (docs/capabilities.md), by parameter and action",
+            ("model", "provider", "parameter", "action"), registry=reg,
+        )  # fmt: skip
         self._cache: dict[tuple[str, str, str], _Series] = {}
         self._pending: set[_Series] = set()
         self._scheduled = False
@@ -117,6 +123,10 @@ class Metrics:
             s.tokens[1] += u.output_tokens
             s.tokens[2] += u.cached_tokens
             s.tokens[3] += u.reasoning_tokens
+        if rec.adaptations:
+            for a in rec.adaptations:
+                key = (a.parameter, a.action)
+                s.adapted[key] = s.adapted.get(key, 0) + 1
         if rec.ttft is not None:
             s.ttft.add(rec.ttft)
             if u is not None and u.output_tokens > 1:
@@ -174,8 +184,8 @@ class _Series:
     """Pre-resolved label children for one (format, model, provider), and what accumulated since the last flush."""
 
     __slots__ = (
-        "active", "active_child", "children", "duration", "errors", "key", "overhead", "requests", "tokens", "tpot",
-        "ttft",
+        "active", "active_child", "adapted", "children", "duration", "errors", "key", "overhead", "requests", "tokens",
+        "tpot", "ttft",
     )  # fmt: skip
 
     def __init__(self, m: Metrics, fmt: str, model: str, provider: str) -> None:
@@ -183,6 +193,7 @@ class _Series:
         self.active = 0
         self.requests: dict[int, int] = {}
         self.errors: dict[str, int] = {}
+        self.adapted: dict[tuple[str, str], int] = {}  # (parameter, action) -> count
         self.tokens = [0, 0, 0, 0]  # input, output, cached, reasoning
         self.duration = _Hist(_DURATION_BUCKETS)
         self.overhead = _Hist(_FAST_BUCKETS)
@@ -207,6 +218,9 @@ class _Series:
             m.errors.labels(*self.key, etype).inc(n)
         self.errors.clear()
         _, model, provider = self.key
+        for (parameter, action), n in self.adapted.items():
+            m.adaptations.labels(model, provider, parameter, action).inc(n)
+        self.adapted.clear()
         for kind, n in zip(("input", "output", "cached", "reasoning"), self.tokens, strict=True):
             if n:
                 m.tokens.labels(model, provider, kind).inc(n)

@@ -53,6 +53,8 @@ def make_recorder(metrics: Metrics):
             return
         duration = time.monotonic() - rec.started
         metrics.done(rec, duration, overhead, active)
+        if rec.adaptations and log.isEnabledFor(logging.DEBUG):
+            logs.write(logs.adaptation_line(rec))
         logs.write(logs.request_line(rec, duration))
 
     return on_done

@@ -22,7 +22,7 @@ import pytest
 from google import genai
 from google.genai import types as gtypes
 
-from tests.conftest import KEYS, Gateway, start_gateway, stop_gateway
+from tests.conftest import KEYS, OPEN_CAPS, Gateway, start_gateway, stop_gateway
 from tests.mocks.providers import ANTHROPIC_THINKING_SIGNATURES, MockProvider
 from tests.mocks.responses_provider import COUNT_TOKENS, ResponsesMock
 
@@ -55,12 +55,16 @@ providers:
 models:
   - name: "gpt-test"
     provider: "openai"
+    capabilities: {OPEN_CAPS["openai"]}
   - name: "claude-test"
     provider: "anthropic"
+    capabilities: {OPEN_CAPS["anthropic"]}
   - name: "gemini-test"
     provider: "gemini"
+    capabilities: {OPEN_CAPS["gemini"]}
   - name: "codex-test"
     provider: "oai-responses"
+    capabilities: {OPEN_CAPS["openai"]}
   - name: "codex-alias"
     provider: "oai-responses"
     target_model: "gpt-5-codex"

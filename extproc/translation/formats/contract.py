@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from extproc.translation import canonical as c
+from extproc.translation.capabilities import Capabilities
 from extproc.translation.errors import GatewayError
 
 # Endpoint kinds every format may route to (a format may define more for itself; the exchange knows these).
@@ -66,6 +67,9 @@ class BuildOptions:
     """Everything a provider-side ``build_request`` may need besides the request and the upstream model name."""
 
     default_max_tokens: int = 4096  # for formats that require a max (Anthropic)
+    # What the target model accepts (the request was already shaped to it); the format picks its reasoning knob from
+    # it. None: the catalog is switched off, the format falls back to its own guess from the model name.
+    capabilities: Capabilities | None = None
 
 
 @dataclass(slots=True)
