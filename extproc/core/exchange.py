@@ -338,6 +338,9 @@ class Exchange:
             header = (ADAPTED_HEADER, caps_mod.header_value(adapted))
             fwd = Forward([*fwd.set_headers, header], fwd.remove_headers, fwd.body, fwd.clear_route_cache,
                           fwd.response_body_mode)  # fmt: skip
+        elif ADAPTED_HEADER in headers:  # only the gateway says what it adapted, never a provider
+            fwd = Forward(fwd.set_headers, [*fwd.remove_headers, ADAPTED_HEADER], fwd.body, fwd.clear_route_cache,
+                          fwd.response_body_mode)  # fmt: skip
         return fwd
 
     def on_response_body(self, body: bytes, end_of_stream: bool = True) -> Forward:

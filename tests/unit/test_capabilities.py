@@ -366,6 +366,16 @@ def test_exchange_shapes_claude_codes_request_for_gpt_4o_mini_and_says_so() -> N
     assert ADAPTED_HEADER not in dict(down.set_headers) and ex.record.adaptations is None
 
 
+def test_a_provider_cannot_claim_the_gateway_adapted_its_request() -> None:
+    body = {"model": "mini", "messages": [{"role": "user", "content": "hi"}]}
+    ex = Exchange(Gateway(build_config({"version": "1", "models": [{"name": "mini", "provider": "openai"}]}, "t", ENV)))
+    raw = orjson.dumps(body)
+    ex.on_request_headers({":method": "POST", ":path": "/openai/v1/chat/completions"}, end_of_stream=False)
+    ex.on_request_body(raw)
+    down = ex.on_response_headers({":status": "200", "content-type": "application/json", ADAPTED_HEADER: "x=y"})
+    assert ADAPTED_HEADER in down.remove_headers and ADAPTED_HEADER not in dict(down.set_headers)
+
+
 def test_exchange_refuses_what_would_change_the_meaning_in_the_clients_format() -> None:
     body = recorded("gemini-cli/router-request.json")  # a JSON schema, to a Claude without structured output
     data = {"version": "1", "models": [{"name": "old", "provider": "anthropic", "target_model": "claude-3-5-haiku"}]}
