@@ -65,6 +65,8 @@ def _provider_route(p: Provider, timeout: float) -> dict[str, Any]:
         },
         # The gateway's own headers never reach a provider.
         "request_headers_to_remove": [ROUTE_HEADER, RATE_KEY_HEADER, RATE_MODEL_HEADER],
+        # Only Envoy's local-reply mappers tag replies for the service: a provider's header of that name is dropped.
+        "response_headers_to_remove": [LOCAL_ERROR_HEADER],
     }
 
 
