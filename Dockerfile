@@ -19,20 +19,25 @@ print('\n'.join(d for d in deps if not d.lower().replace('_', '-').startswith('e
 
 FROM ${PYTHON_IMAGE} AS runtime
 ENV PATH=/opt/ai-gateway/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
-# /var/lib/ai-gateway/envoy: docker-compose renders Envoy's config into a named volume mounted there, which takes this
-# directory's owner when Docker creates it.
+# /run/ai-gateway: the service's Unix socket (its only listener). /var/lib/ai-gateway/envoy and /run/secrets/ai-gateway:
+# docker-compose's renderer writes Envoy's config and the provider key files into named volumes mounted there, which
+# take these directories' owner and mode when Docker creates them (the keys directory: 0700, this user only).
 RUN groupadd --system --gid 10001 ai-gateway \
  && useradd --system --uid 10001 --gid ai-gateway --home-dir /app --no-create-home --shell /usr/sbin/nologin ai-gateway \
- && mkdir -p /app/config /var/lib/ai-gateway/envoy /run/ai-gateway \
- && chown ai-gateway:ai-gateway /var/lib/ai-gateway/envoy /run/ai-gateway
+ && mkdir -p /app/config /var/lib/ai-gateway/envoy /run/ai-gateway /run/secrets/ai-gateway \
+ && chown ai-gateway:ai-gateway /var/lib/ai-gateway/envoy /run/ai-gateway /run/secrets/ai-gateway \
+ && chmod 0700 /run/ai-gateway /run/secrets/ai-gateway
 COPY --from=build /opt/ai-gateway /opt/ai-gateway
 COPY config/proxy-config.yaml /app/config/proxy-config.yaml
 COPY --chmod=0755 deploy/healthcheck.py /usr/local/bin/ai-gateway-healthcheck
 WORKDIR /app
 USER 10001:10001
-EXPOSE 50051
-# A real ext_proc exchange (GET /health), not just an open port: 503 while draining counts as unhealthy.
-HEALTHCHECK --interval=15s --timeout=5s --start-period=10s --retries=3 CMD ["ai-gateway-healthcheck"]
+# No EXPOSE: the service listens on a Unix socket only, never on the network. Its answers steer requests, so only the
+# Envoy beside it may connect: mount /run/ai-gateway into Envoy's container and run Envoy as this user (with the
+# default umask 022 only the socket's owner may connect). See docs/deployment.md.
+# A real ext_proc exchange (GET /health), not just an open socket: 503 while draining counts as unhealthy.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=10s --retries=3 \
+  CMD ["ai-gateway-healthcheck", "--address", "unix:/run/ai-gateway/extproc.sock"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["ai-gateway"]
-CMD ["extproc", "--extproc-listen", "0.0.0.0:50051"]
+CMD ["extproc", "--extproc-listen", "unix:/run/ai-gateway/extproc.sock"]

@@ -274,7 +274,7 @@ def machine_info(envoy_bin: str, wrk: str) -> dict[str, Any]:
 @dataclass
 class Scenario:
     name: str
-    group: str  # floor | gateway | litellm
+    group: str  # floor | gateway | baseline | litellm
     what: str
     port: int
     path: str
@@ -305,6 +305,15 @@ class Stack:
     litellm_port: int = 0
     workers: list[int] = field(default_factory=list)
     gw_envoy: int = 0
+    # --baseline-root: the same gateway from another checkout (e.g. the last release), measured in the same run
+    base_port: int = 0
+    base_admin: int = 0
+    base_proc: subprocess.Popen[bytes] | None = None
+    base_workers: list[int] = field(default_factory=list)
+    base_envoy: int = 0
+
+    def admin_of(self, group: str) -> int:
+        return self.base_admin if group == "baseline" else self.gw_admin
 
     def role_pids(self, group: str) -> dict[str, list[int]]:
         pids: dict[str, list[int]] = {
@@ -316,6 +325,9 @@ class Stack:
         elif group == "gateway":
             pids["service"] = list(self.workers)
             pids["envoy"] = [self.gw_envoy]
+        elif group == "baseline":
+            pids["service"] = list(self.base_workers)
+            pids["envoy"] = [self.base_envoy]
         elif group == "litellm":
             assert self.litellm_proc is not None
             pids["service"] = [self.litellm_proc.pid, *descendants(self.litellm_proc.pid)]
@@ -346,14 +358,17 @@ def run_wrk(wrk: str, sc: Scenario, duration: float) -> dict[str, Any]:
 
 
 def measure(wrk: str, stack: Stack, sc: Scenario, duration: float) -> dict[str, Any]:
-    for name, proc in (("gateway", stack.gw_proc), ("bare envoy", stack.bare_proc), ("provider", stack.provider_proc)):
+    procs = (("gateway", stack.gw_proc), ("baseline gateway", stack.base_proc), ("bare envoy", stack.bare_proc),
+             ("provider", stack.provider_proc))  # fmt: skip
+    for name, proc in procs:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"{name} exited with code {proc.returncode} (killed by someone else?)")
     pids = stack.role_pids(sc.group)
     if sc.group == "litellm":  # uvicorn may have forked since the last look
         pids["service"] = [stack.litellm_proc.pid, *descendants(stack.litellm_proc.pid)]  # type: ignore[union-attr]
     before = {role: sum(cpu_seconds(p) for p in ps) for role, ps in pids.items()}
-    ext_before = admin_stats(stack.gw_admin, "ext_proc") if sc.group == "gateway" else {}
+    gateway = sc.group in ("gateway", "baseline")
+    ext_before = admin_stats(stack.admin_of(sc.group), "ext_proc") if gateway else {}
     noise = Noise()
     w = run_wrk(wrk, sc, duration)
     foreign = noise.cores()
@@ -371,13 +386,13 @@ def measure(wrk: str, stack: Stack, sc: Scenario, duration: float) -> dict[str, 
         "cpu_us_per_req": {role: (after[role] - before[role]) * 1e6 / n for role in pids},
         "foreign_cores": round(foreign, 3),
     }
-    if sc.group == "gateway":
-        ext_after = admin_stats(stack.gw_admin, "ext_proc")
+    if gateway:
+        ext_after = admin_stats(stack.admin_of(sc.group), "ext_proc")
         sent = sum(v for k, v in ext_after.items() if k.endswith("stream_msgs_sent")) - sum(
             v for k, v in ext_before.items() if k.endswith("stream_msgs_sent")
         )
         run["extproc_msgs_per_req"] = sent / n
-        run["service_rss_mb"] = sum(rss_mb(p) for p in stack.workers)
+        run["service_rss_mb"] = sum(rss_mb(p) for p in pids["service"])
     elif sc.group == "litellm":
         run["service_rss_mb"] = sum(rss_mb(p) for p in pids["service"])
     return run
@@ -424,9 +439,11 @@ def smoke(sc: Scenario) -> None:
         headers.append((k.strip(), v.strip()))
     t = client.one(client.Target("127.0.0.1", sc.port, sc.path, (BODIES / sc.body).read_bytes(), tuple(headers)))
     body = t.body.decode(errors="replace")
-    expect = {"floor-stream": "message_stop", "gw-stream": "[DONE]"}.get(sc.name.rsplit("-c", 1)[0])
+    expect = {"floor-stream": "message_stop", "gw-stream": "[DONE]", "base-stream": "[DONE]"}.get(
+        sc.name.rsplit("-c", 1)[0]
+    )
     if expect is None:
-        expect = '"content"' if sc.body.startswith("anthropic") else '"choices"'
+        expect = {"anthropic": '"content"', "responses": '"output_text"'}.get(sc.body.split("-")[0], '"choices"')
     if t.status != 200 or expect not in body:
         raise RuntimeError(f"smoke test of {sc.name} failed: {t.status} {body[:500]}")
 
@@ -459,12 +476,23 @@ def start_stack(args: argparse.Namespace, procs: Procs, envoy_bin: str, tmp: Pat
         GEMINI_BASE_URL=provider_url,
         PYTHONUNBUFFERED="1",
     )
-    cmd = [sys.executable, "-m", "extproc", "--listen", f"127.0.0.1:{stack.gw_port}"]
-    cmd += ["--admin", f"127.0.0.1:{stack.gw_admin}", "--config", str(cfg), "--env-file", str(tmp / "no.env")]
-    cmd += ["--workers", str(args.workers), "--grace", "5"]
-    if args.extproc_listen:
-        cmd += ["--extproc-listen", args.extproc_listen]
-    stack.gw_proc = procs.start("gateway", cmd, env, cwd=Path(args.gateway_root).resolve())
+
+    def gateway(name: str, root: str, port: int, admin: int, extproc_listen: str | None) -> subprocess.Popen[bytes]:
+        cmd = [sys.executable, "-m", "extproc", "--listen", f"127.0.0.1:{port}"]
+        cmd += ["--admin", f"127.0.0.1:{admin}", "--config", str(cfg), "--env-file", str(tmp / "no.env")]
+        cmd += ["--workers", str(args.workers), "--grace", "5"]
+        if extproc_listen:
+            cmd += ["--extproc-listen", extproc_listen]
+        return procs.start(name, cmd, env, cwd=Path(root).resolve())
+
+    stack.gw_proc = gateway("gateway", args.gateway_root, stack.gw_port, stack.gw_admin, args.extproc_listen)
+    if args.baseline_root:
+        stack.base_port, stack.base_admin = free_port(), free_port()
+        base_listen = None
+        if args.extproc_listen:  # TCP: the baseline's workers on other ports
+            host, _, port = args.extproc_listen.rpartition(":")
+            base_listen = f"{host}:{int(port) + 100}"
+        stack.base_proc = gateway("baseline", args.baseline_root, stack.base_port, stack.base_admin, base_listen)
     wait_until("provider envoy", lambda: http_ok(f"http://127.0.0.1:{stack.provider_admin}/ready"), stack.provider_proc)
     wait_until("bare envoy", lambda: http_ok(f"http://127.0.0.1:{stack.bare_admin}/ready"), stack.bare_proc)
     wait_until("sse server", lambda: socket.create_connection(("127.0.0.1", stack.sse_port), 1).close() or True,
@@ -473,11 +501,13 @@ def start_stack(args: argparse.Namespace, procs: Procs, envoy_bin: str, tmp: Pat
         wait_until("gateway", lambda: http_ok(f"http://127.0.0.1:{stack.gw_port}/health"), stack.gw_proc)
     except RuntimeError:
         raise RuntimeError("gateway did not start:\n" + procs.log_tail("gateway")) from None
-    kids = descendants(stack.gw_proc.pid)
-    stack.gw_envoy = next(p for p in kids if comm(p) == "envoy")
-    stack.workers = [p for p in kids if comm(p).startswith("python")]
-    if len(stack.workers) != args.workers:
-        raise RuntimeError(f"expected {args.workers} extproc workers, found {stack.workers}")
+    stack.gw_envoy, stack.workers = gateway_pids(stack.gw_proc, args.workers)
+    if stack.base_proc is not None:
+        try:
+            wait_until("baseline", lambda: http_ok(f"http://127.0.0.1:{stack.base_port}/health"), stack.base_proc)
+        except RuntimeError:
+            raise RuntimeError("baseline gateway did not start:\n" + procs.log_tail("baseline")) from None
+        stack.base_envoy, stack.base_workers = gateway_pids(stack.base_proc, args.workers)
     if args.with_litellm:
         exe, installed = ensure_litellm()
         args.litellm_install_s = installed
@@ -506,6 +536,16 @@ def start_stack(args: argparse.Namespace, procs: Procs, envoy_bin: str, tmp: Pat
     return stack
 
 
+def gateway_pids(proc: subprocess.Popen[bytes], workers: int) -> tuple[int, list[int]]:
+    """A launcher's Envoy and its extproc workers."""
+    kids = descendants(proc.pid)
+    envoy = next(p for p in kids if comm(p) == "envoy")
+    found = [p for p in kids if comm(p).startswith("python")]
+    if len(found) != workers:
+        raise RuntimeError(f"expected {workers} extproc workers, found {found}")
+    return envoy, found
+
+
 def scenarios(stack: Stack, with_litellm: bool) -> list[Scenario]:
     g, b = stack.gw_port, stack.bare_port
     out: list[Scenario] = []
@@ -519,7 +559,21 @@ def scenarios(stack: Stack, with_litellm: bool) -> list[Scenario]:
                      "/openai/v1/chat/completions", "openai-claude.json", c),
             Scenario(f"gw-an2ge-c{c}", "gateway", "Anthropic -> Gemini (translated)", g, "/anthropic/v1/messages",
                      "anthropic-gemini.json", c, extra_header="anthropic-version: 2023-06-01"),
+            Scenario(f"gw-rs2an-c{c}", "gateway", "Responses -> Anthropic (translated, store: false)", g,
+                     "/openai/v1/responses", "responses-claude.json", c),
+            Scenario(f"gw-rs2an-store-c{c}", "gateway", "Responses -> Anthropic (translated, kept in the store)", g,
+                     "/openai/v1/responses", "responses-claude-store.json", c),
         ]  # fmt: skip
+        if stack.base_port:
+            o = stack.base_port
+            out += [
+                Scenario(f"base-pass-c{c}", "baseline", "baseline: OpenAI -> OpenAI (pass-through)", o,
+                         "/openai/v1/chat/completions", "openai-gpt.json", c),
+                Scenario(f"base-oa2an-c{c}", "baseline", "baseline: OpenAI -> Anthropic", o,
+                         "/openai/v1/chat/completions", "openai-claude.json", c),
+                Scenario(f"base-an2ge-c{c}", "baseline", "baseline: Anthropic -> Gemini", o, "/anthropic/v1/messages",
+                         "anthropic-gemini.json", c, extra_header="anthropic-version: 2023-06-01"),
+            ]  # fmt: skip
         if with_litellm:
             out.append(
                 Scenario(f"litellm-oa2an-c{c}", "litellm", "LiteLLM proxy: OpenAI -> Anthropic", stack.litellm_port,
@@ -531,6 +585,11 @@ def scenarios(stack: Stack, with_litellm: bool) -> list[Scenario]:
         Scenario("gw-stream-c64", "gateway", "OpenAI -> Anthropic SSE, 20 events (translated)", g,
                  "/openai/v1/chat/completions", "openai-claude-stream.json", 64, stream=True),
     ]  # fmt: skip
+    if stack.base_port:
+        out.append(
+            Scenario("base-stream-c64", "baseline", "baseline: OpenAI -> Anthropic SSE, 20 events", stack.base_port,
+                     "/openai/v1/chat/completions", "openai-claude-stream.json", 64, stream=True)
+        )  # fmt: skip
     return out
 
 
@@ -650,6 +709,21 @@ def ratios_and_targets(res: dict[str, Any]) -> tuple[dict[str, Any], list[dict[s
             tt["gateway"]["first_event"]["p50_ms"] - tt["floor"]["first_event"]["p50_ms"], 3
         )
     r["stream_vs_floor_rps_c64"] = round(s["gw-stream-c64"]["rps"] / s["floor-stream-c64"]["rps"], 3)
+    for c in (1, 32):  # the Responses API against Chat Completions, both translated to Anthropic, in the same run
+        r[f"responses_vs_chat_rps_c{c}"] = round(s[f"gw-rs2an-c{c}"]["rps"] / s[f"gw-oa2an-c{c}"]["rps"], 3)
+        r[f"responses_store_vs_chat_rps_c{c}"] = round(s[f"gw-rs2an-store-c{c}"]["rps"] / s[f"gw-oa2an-c{c}"]["rps"], 3)
+    if "base-pass-c32" in s:  # this checkout against --baseline-root, same run: throughput ratio, CPU difference
+        for n in ("pass", "oa2an", "an2ge"):
+            for c in (1, 32):
+                cur, base = s[f"gw-{n}-c{c}"], s[f"base-{n}-c{c}"]
+                r[f"{n}_vs_baseline_rps_c{c}"] = round(cur["rps"] / base["rps"], 3)
+                r[f"{n}_minus_baseline_service_us_c{c}"] = round(
+                    cur["cpu_us_per_req"]["service"] - base["cpu_us_per_req"]["service"], 1
+                )
+                r[f"{n}_minus_baseline_envoy_us_c{c}"] = round(
+                    cur["cpu_us_per_req"]["envoy"] - base["cpu_us_per_req"]["envoy"], 1
+                )
+        r["stream_vs_baseline_rps_c64"] = round(s["gw-stream-c64"]["rps"] / s["base-stream-c64"]["rps"], 3)
 
     t: list[dict[str, Any]] = []
 
@@ -672,6 +746,10 @@ def ratios_and_targets(res: dict[str, Any]) -> tuple[dict[str, Any], list[dict[s
         h = r["stream_added_ttfb_head_p50_ms"]
         target("streaming added TTFB, unloaded (p50)", "<= 2 ms", f"{a:.3f} ms (head: {h:.3f} ms)", a <= 2.0,
                "first SSE event; head = response headers")  # fmt: skip
+    rs = min(r["responses_vs_chat_rps_c1"], r["responses_vs_chat_rps_c32"])
+    kept = r["responses_store_vs_chat_rps_c32"]
+    target("Responses -> Anthropic throughput vs OpenAI Chat -> Anthropic", ">= 90%", f"{rs:.1%}", rs >= 0.90,
+           f"worse of c=1 and c=32, store: false; kept in the store: {kept:.1%} at c=32")  # fmt: skip
     if "gw_vs_litellm_rps_c32" in r:
         x = r["gw_vs_litellm_rps_c32"]
         target("throughput vs LiteLLM proxy (same cores), c=32", ">= 10x", f"{x:.1f}x", x >= 10,
@@ -772,6 +850,12 @@ def main() -> int:
     ap.add_argument("--memory-requests", type=int, default=None, help="requests for the RSS check (default 100000)")
     ap.add_argument("--profile", action="store_true", help="py-spy a worker under c=32 cross-format load")
     ap.add_argument("--gateway-root", default=str(ROOT), help="run `python -m extproc` from here (A/B a patched copy)")
+    ap.add_argument(
+        "--baseline-root",
+        default=None,
+        help="also run the gateway from this checkout (e.g. `git worktree add /tmp/base <commit>`) and measure both in "
+        "the same run, interleaved: ratios *_vs_baseline",
+    )
     ap.add_argument("--quiet-wait", type=float, default=20, help="max s to wait for other jobs' CPU before a run")
     ap.add_argument("--only", default=None, help="regex: run only matching scenarios (no ratios/targets if partial)")
     ap.add_argument("--label", default="latest", help="results/<label>.json and .md (default: latest)")
@@ -801,6 +885,7 @@ def main() -> int:
             "provider_threads": args.provider_threads,
             "stream_events": STREAM_EVENTS,
             "gateway_root": args.gateway_root,
+            "baseline_root": args.baseline_root,
         },
         "notes": [],
     }

@@ -4,7 +4,7 @@
 Exit 0 when the service answers 200 (``healthy``), 1 otherwise (not listening, 503 ``draining``, anything else).
 ``--live`` also accepts 503: the process is alive and finishing its streams, so a liveness probe must not kill it.
 
-    python healthcheck.py [--address HOST:PORT | unix:PATH] [--live] [--timeout SECONDS]
+    python healthcheck.py [--address unix:PATH | HOST:PORT] [--live] [--timeout SECONDS]
 
 The image installs it as ``/usr/local/bin/ai-gateway-healthcheck``; Docker's HEALTHCHECK, docker-compose and the
 Kubernetes/Istio probes call it.
@@ -44,7 +44,11 @@ def health_status(address: str, timeout: float) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--address", default="127.0.0.1:50051", help="the service's gRPC address (default: %(default)s)")
+    p.add_argument(
+        "--address",
+        default="unix:/run/ai-gateway/extproc.sock",
+        help="the service's gRPC address, unix:PATH or HOST:PORT (default: the image's socket, %(default)s)",
+    )
     p.add_argument("--live", action="store_true", help="liveness: a draining service (503) counts as alive")
     p.add_argument("--timeout", type=float, default=3.0, help="seconds (default: %(default)s)")
     args = p.parse_args(argv)

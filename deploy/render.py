@@ -1,21 +1,26 @@
 """Render the generated deployment files from the gateway config: one source of truth, ``config/proxy-config.yaml``.
 
-    python deploy/render.py [--config config/proxy-config.yaml] [--env-file FILE] [--namespace ai-gateway] [--check]
+    python deploy/render.py [--config config/proxy-config.yaml] [--namespace ai-gateway] [--check]
 
 Writes (each with a header naming this script; never edit them by hand):
 
-- ``deploy/k8s/envoy.yaml``: the sidecar Envoy's bootstrap, exactly what ``ai-gateway envoy-config`` prints for that
-  topology (listener :8080, admin on loopback, the service on a Unix socket shared by the two containers);
+- ``deploy/k8s/envoy.yaml``: the sidecar Envoy's bootstrap, exactly what ``ai-gateway envoy-config --out DIR`` writes
+  for that topology (listener :8080, admin on loopback, the service on a Unix socket shared by the two containers,
+  SDS files in ``/etc/ai-gateway``, provider keys read from ``/run/secrets/ai-gateway``);
+- ``deploy/k8s/sds-<provider>.yaml``, ``deploy/istio/sds-<provider>.yaml``: the SDS files ``envoy-config`` writes
+  beside that bootstrap (each names a key file; no key inside), for the ConfigMaps;
 - ``deploy/k8s/proxy-config.yaml``, ``deploy/istio/proxy-config.yaml``: the gateway config the ConfigMaps carry;
-- ``deploy/istio/envoyfilter.yaml`` (ingress gateway), ``deploy/istio/envoyfilter-sidecar.yaml`` (client sidecars):
-  ``extproc.envoy_config.ext_proc_filter()`` with Istio's cluster name for the service, plus the local-reply mappers
-  and buffer limits of the bootstrap;
+- ``deploy/istio/envoyfilter.yaml``: the ingress gateway's patches, all taken from that same bootstrap: the ext_proc
+  filter (``extproc.ops.envoy_config.ext_proc_filter()``) pointed at an added cluster for the service's Unix socket in
+  the gateway pod, the local-reply mappers, the buffer limits, and each keyed provider cluster's credential injector;
 - ``deploy/istio/providers.yaml`` (a ServiceEntry + DestinationRule per provider) and
   ``deploy/istio/virtualservice.yaml`` (routes on the provider header the service sets).
 
-Base URLs come from the YAML and, only if ``--env-file`` names one, from that file's ``*_BASE_URL`` variables: the
-calling shell's environment never leaks into the output. ``--check`` writes nothing and exits 1 if a file differs
-(the test suite runs it, so the committed files never drift from the config or from ``extproc.envoy_config``).
+Base URLs come from the YAML only (a provider's ``base_url``): the service in those pods reads no environment from the
+key Secret, so the YAML is what both Envoy and the service see. ``--check`` writes nothing and exits 1 if a file
+differs (the test suite runs it, so the committed files never drift from the config or from
+``extproc.ops.envoy_config``); both modes also check that each ``kustomization.yaml`` lists exactly the files its
+ConfigMap needs, and remove (or, with ``--check``, report) SDS files of providers no longer configured.
 docker-compose needs no generated file: its Envoy config is rendered at ``docker compose up`` (docker-compose.yml).
 """
 
@@ -27,24 +32,27 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
-from dotenv import dotenv_values
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from extproc.core.address import Address  # noqa: E402
-from extproc.core.config import BUILTINS, Config, Provider, load_config  # noqa: E402
-from extproc.core.contract import ROUTE_HEADER  # noqa: E402
-from extproc.ops.envoy_config import dump, ext_proc_filter, render  # noqa: E402
+from extproc.core.config import Config, Provider, load_config  # noqa: E402
+from extproc.core.contract import LOCAL_ERROR_HEADER, ROUTE_HEADER  # noqa: E402
+from extproc.ops.envoy_config import EXTPROC_CLUSTER, dump, ext_proc_filter  # noqa: E402
 
 # The CA bundle inside envoyproxy/envoy (Ubuntu's ca-certificates); the bootstrap runs there, not where it is rendered.
 ENVOY_IMAGE_CA = "/etc/ssl/certs/ca-certificates.crt"
-K8S_SOCKET = "/run/ai-gateway/extproc.sock"
+SOCKET = "/run/ai-gateway/extproc.sock"  # the service's Unix socket, in a volume only the pod's two containers mount
+CONFIG_DIR = "/etc/ai-gateway"  # the ConfigMap, in Envoy's container (k8s) and in istio-proxy (Istio)
+KEYS_DIR = "/run/secrets/ai-gateway"  # the key Secret, mounted into that same container only
+K8S_SOCKET = SOCKET
 # What the sidecar Envoy in deploy/k8s/deployment.yaml runs with; tests/unit/test_deploy.py checks the manifest agrees.
+# The Istio gateway's patches come from the same bootstrap (same socket, SDS files and key directory in its pod).
 K8S_ENVOY_ARGS = [
     "envoy-config",
     "--listen",
@@ -52,23 +60,25 @@ K8S_ENVOY_ARGS = [
     "--admin",
     "127.0.0.1:9901",
     "--extproc-listen",
-    f"unix:{K8S_SOCKET}",
+    f"unix:{SOCKET}",
+    "--sds-dir",
+    CONFIG_DIR,
+    "--keys-dir",
+    KEYS_DIR,
 ]
-EXTPROC_SERVICE = "ai-gateway-extproc"
-EXTPROC_PORT = 50051
-GATEWAY_SERVICE = "ai-gateway"  # the dedicated Istio ingress gateway (deploy/istio/gateway.yaml)
+ISTIO_EXTPROC_CLUSTER = "ai-gateway-extproc"  # added by the EnvoyFilter: the Unix socket in the gateway pod
 GATEWAY_PORT = 8080
-GATEWAY_SELECTOR = {"istio": "ai-gateway"}
-CLIENT_SELECTOR = {"ai-gateway.io/translate": "true"}  # workloads whose own sidecar translates (sidecar variant)
-ISTIO_ROOT_NAMESPACE = "istio-system"
+GATEWAY_SELECTOR = {"istio": "ai-gateway"}  # the dedicated Istio ingress gateway (deploy/istio/gateway.yaml)
 HCM = "envoy.filters.network.http_connection_manager"
 HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
-EXT_PROC_PER_ROUTE = "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute"
+HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+HTTP_OPTIONS_TYPE = f"type.googleapis.com/{HTTP_OPTIONS}"
+CONFIGMAP = "ai-gateway-config"
 
 
 def header(command: str) -> str:
     return (
-        "# GENERATED by deploy/render.py: do not edit. Change config/proxy-config.yaml (or extproc/envoy_config.py)\n"
+        "# GENERATED by deploy/render.py: do not edit. Change config/proxy-config.yaml or extproc/ops/envoy_config.py\n"
         f"# and run `python deploy/render.py`. Rendered with: {command}\n"
     )
 
@@ -78,24 +88,18 @@ def yaml_docs(docs: list[dict[str, Any]]) -> str:
     return "---\n".join(yaml.safe_dump(json.loads(json.dumps(d)), sort_keys=False, width=120) for d in docs)
 
 
-def base_url_env(env_file: str | None) -> dict[str, str]:
-    """Only the provider base URLs, and only from an explicit file: never the caller's environment or keys."""
-    if not env_file:
-        return {}
-    values = dotenv_values(env_file)
-    wanted = {url_env for _, url_env, _ in BUILTINS.values()}
-    return {k: v for k, v in values.items() if k in wanted and v}
-
-
-def envoy_config_command(args: list[str], config: str, env: dict[str, str]) -> str:
-    """Run ``ai-gateway envoy-config ARGS`` (as ``python -m extproc``) in a clean environment; return its stdout."""
+def envoy_config_files(args: list[str], config: str) -> dict[str, str]:
+    """Run ``ai-gateway envoy-config ARGS --out DIR`` (as ``python -m extproc``) in a clean environment, without keys
+    or base URLs; return what it wrote: ``envoy.yaml`` and the ``sds-*.yaml`` files, by name."""
     clean = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "LC_ALL", "SYSTEMROOT")}
-    clean.update(env)
-    cmd = [sys.executable, "-m", "extproc", *args, "--config", config, "--env-file", os.devnull]
-    done = subprocess.run(cmd, cwd=ROOT, env=clean, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"ai-gateway {' '.join(args)} failed:\n{done.stderr}")
-    return done.stdout
+    with tempfile.TemporaryDirectory() as out:
+        cmd = [sys.executable, "-m", "extproc", *args, "--config", config, "--env-file", os.devnull, "--out", out]
+        done = subprocess.run(cmd, cwd=ROOT, env=clean, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise SystemExit(f"ai-gateway {' '.join(args)} failed:\n{done.stderr}")
+        return {
+            f.name: f.read_text(encoding="utf-8") for f in sorted(Path(out).iterdir()) if not f.name.startswith(".")
+        }
 
 
 def pin_ca(bootstrap: dict[str, Any]) -> dict[str, Any]:
@@ -107,41 +111,16 @@ def pin_ca(bootstrap: dict[str, Any]) -> dict[str, Any]:
     return bootstrap
 
 
-def k8s_envoy_yaml(config: str, env: dict[str, str]) -> str:
-    bootstrap = pin_ca(yaml.safe_load(envoy_config_command(K8S_ENVOY_ARGS, config, env)))
-    return header("ai-gateway " + " ".join(K8S_ENVOY_ARGS)) + dump(bootstrap)
+def clusters_of(bootstrap: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in bootstrap["static_resources"]["clusters"]}
 
 
 # ---------------------------------------------------------------------------------------------------------- Istio
-def extproc_host(namespace: str) -> str:
-    return f"{EXTPROC_SERVICE}.{namespace}.svc.cluster.local"
-
-
-def istio_cluster_name(namespace: str) -> str:
-    """Istio's name for the service's cluster: ``outbound|PORT||FQDN``."""
-    return f"outbound|{EXTPROC_PORT}||{extproc_host(namespace)}"
-
-
-def local_reply_config(cfg: Config) -> dict[str, Any]:
-    """The bootstrap's local-reply mappers (UF/UT... tagged with x-ai-gateway-error), taken from the renderer itself."""
-    bootstrap = render(cfg, listen=_addr(":8080"), admin=_addr("127.0.0.1:9901"), extproc=[_addr("127.0.0.1:1")])
+def local_reply_config(bootstrap: dict[str, Any]) -> dict[str, Any]:
+    """The bootstrap's local-reply mappers (UF/UT..., the credential injector's 401: tagged with x-ai-gateway-error)."""
     listener = bootstrap["static_resources"]["listeners"][0]
     hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
     return copy.deepcopy(hcm["local_reply_config"])
-
-
-def _addr(text: str) -> Address:
-    return Address.parse(text)
-
-
-def scoped_to_gateway_traffic(reply_config: dict[str, Any]) -> dict[str, Any]:
-    """Mappers that only touch requests the service routed (they carry the provider header): a sidecar's HCM also
-    carries the workload's other traffic, whose local replies must stay Envoy's own."""
-    out = copy.deepcopy(reply_config)
-    routed = {"header_filter": {"header": {"name": ROUTE_HEADER, "present_match": True}}}
-    for mapper in out["mappers"]:
-        mapper["filter"] = {"and_filter": {"filters": [mapper["filter"], routed]}}
-    return out
 
 
 def upstream_port(p: Provider) -> int:
@@ -160,98 +139,78 @@ def router_match(context: str) -> dict[str, Any]:
     }
 
 
-def buffer_limit_patches(
-    cfg: Config, namespace: str, context: str, listener: dict[str, Any] | None = None
-) -> list[dict[str, Any]]:
-    """The bootstrap's buffer limits: a BUFFERED request body over it gets 413 (listener); buffered responses and
-    the gRPC stream to the service get the same room (clusters). Envoy's default is 1 MiB."""
+def extproc_cluster(bootstrap: dict[str, Any]) -> dict[str, Any]:
+    """The bootstrap's cluster for the service (Unix socket, HTTP/2 windows, buffer limit, health check), renamed."""
+    cluster = copy.deepcopy(clusters_of(bootstrap)[EXTPROC_CLUSTER])
+    cluster["name"] = ISTIO_EXTPROC_CLUSTER
+    cluster["load_assignment"]["cluster_name"] = ISTIO_EXTPROC_CLUSTER
+    (endpoint,) = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    assert endpoint["endpoint"]["address"] == {"pipe": {"path": SOCKET}}, "the service is on the pod's Unix socket"
+    return cluster
 
-    def limit() -> dict[str, Any]:
-        return {"operation": "MERGE", "value": {"per_connection_buffer_limit_bytes": cfg.max_request_bytes}}
 
-    match: dict[str, Any] = {"context": context, **({"listener": listener} if listener else {})}
-    patches: list[dict[str, Any]] = [{"applyTo": "LISTENER", "match": match, "patch": limit()}]
-    clusters = [(extproc_host(namespace), EXTPROC_PORT)] + [provider_cluster(p) for p in cfg.used_providers()]
-    for host, port in clusters:
+def provider_patch(cfg: Config, p: Provider, bootstrap: dict[str, Any]) -> dict[str, Any]:
+    """What a provider's cluster gets: the buffer limit and, for a keyed provider, the bootstrap's upstream filters
+    (credential injector, then the codec). Istio replaces a whole ``typed_extension_protocol_options`` entry on MERGE
+    (it does not merge inside an Any), so the entry is complete: HTTP/1.1 (the ServiceEntry port is HTTP, TLS is
+    originated by the DestinationRule) plus the filters."""
+    patch: dict[str, Any] = {"per_connection_buffer_limit_bytes": cfg.max_request_bytes}
+    options = clusters_of(bootstrap)[p.cluster]["typed_extension_protocol_options"][HTTP_OPTIONS]
+    if "http_filters" in options:
+        patch["typed_extension_protocol_options"] = {
+            HTTP_OPTIONS: {
+                "@type": HTTP_OPTIONS_TYPE,
+                "explicit_http_config": {"http_protocol_options": {}},
+                "http_filters": copy.deepcopy(options["http_filters"]),
+            }
+        }
+    return patch
+
+
+def envoyfilter_gateway(cfg: Config, namespace: str, bootstrap: dict[str, Any]) -> dict[str, Any]:
+    """The ingress gateway's patches, all from the k8s bootstrap: the service runs in the gateway pod on the same Unix
+    socket, and the gateway's istio-proxy mounts the same SDS files and key Secret at the same paths."""
+    context = "GATEWAY"
+    patches: list[dict[str, Any]] = [
+        {
+            "applyTo": "HTTP_FILTER",
+            "match": router_match(context),
+            "patch": {"operation": "INSERT_BEFORE", "value": ext_proc_filter(cluster_name=ISTIO_EXTPROC_CLUSTER)},
+        },
+        {
+            "applyTo": "NETWORK_FILTER",
+            "match": {"context": context, "listener": {"filterChain": {"filter": {"name": HCM}}}},
+            "patch": {
+                "operation": "MERGE",
+                "value": {"typed_config": {"@type": HCM_TYPE, "local_reply_config": local_reply_config(bootstrap)}},
+            },
+        },
+        {
+            # A BUFFERED request body over the limit gets 413; Envoy's default is 1 MiB.
+            "applyTo": "LISTENER",
+            "match": {"context": context, "listener": {"portNumber": GATEWAY_PORT}},
+            "patch": {"operation": "MERGE", "value": {"per_connection_buffer_limit_bytes": cfg.max_request_bytes}},
+        },
+        {
+            "applyTo": "CLUSTER",
+            "match": {"context": context},
+            "patch": {"operation": "ADD", "value": extproc_cluster(bootstrap)},
+        },
+    ]
+    for p in cfg.used_providers():
+        host, port = provider_cluster(p)
         patches.append(
             {
                 "applyTo": "CLUSTER",
                 "match": {"context": context, "cluster": {"service": host, "portNumber": port}},
-                "patch": limit(),
+                "patch": {"operation": "MERGE", "value": provider_patch(cfg, p, bootstrap)},
             }
         )
-    return patches
-
-
-def envoyfilter_gateway(cfg: Config, namespace: str) -> dict[str, Any]:
-    patches: list[dict[str, Any]] = [
-        {
-            "applyTo": "HTTP_FILTER",
-            "match": router_match("GATEWAY"),
-            "patch": {
-                "operation": "INSERT_BEFORE",
-                "value": ext_proc_filter(cluster_name=istio_cluster_name(namespace)),
-            },
-        },
-        {
-            "applyTo": "NETWORK_FILTER",
-            "match": {"context": "GATEWAY", "listener": {"filterChain": {"filter": {"name": HCM}}}},
-            "patch": {
-                "operation": "MERGE",
-                "value": {"typed_config": {"@type": HCM_TYPE, "local_reply_config": local_reply_config(cfg)}},
-            },
-        },
-    ]
-    patches += buffer_limit_patches(cfg, namespace, "GATEWAY", {"portNumber": GATEWAY_PORT})
     return {
         "apiVersion": "networking.istio.io/v1alpha3",
         "kind": "EnvoyFilter",
         "metadata": {"name": "ai-gateway-ext-proc", "namespace": namespace},
         "spec": {"workloadSelector": {"labels": dict(GATEWAY_SELECTOR)}, "configPatches": patches},
-    }
-
-
-def envoyfilter_sidecar(cfg: Config, namespace: str) -> dict[str, Any]:
-    """The same filter in the outbound chain of opted-in workloads, off by default and switched on only for the
-    gateway's host, so their other outbound traffic never reaches the service."""
-    flt = ext_proc_filter(cluster_name=istio_cluster_name(namespace))
-    flt["disabled"] = True
-    vhost = f"{GATEWAY_SERVICE}.{namespace}.svc.cluster.local:{GATEWAY_PORT}"
-    patches: list[dict[str, Any]] = [
-        {
-            "applyTo": "HTTP_FILTER",
-            "match": router_match("SIDECAR_OUTBOUND"),
-            "patch": {"operation": "INSERT_BEFORE", "value": flt},
-        },
-        {
-            "applyTo": "VIRTUAL_HOST",
-            "match": {"context": "SIDECAR_OUTBOUND", "routeConfiguration": {"vhost": {"name": vhost}}},
-            "patch": {
-                "operation": "MERGE",
-                "value": {"typed_per_filter_config": {flt["name"]: {"@type": EXT_PROC_PER_ROUTE, "overrides": {}}}},
-            },
-        },
-        {
-            "applyTo": "NETWORK_FILTER",
-            "match": {"context": "SIDECAR_OUTBOUND", "listener": {"filterChain": {"filter": {"name": HCM}}}},
-            "patch": {
-                "operation": "MERGE",
-                "value": {
-                    "typed_config": {
-                        "@type": HCM_TYPE,
-                        "local_reply_config": scoped_to_gateway_traffic(local_reply_config(cfg)),
-                    }
-                },
-            },
-        },
-    ]
-    patches += buffer_limit_patches(cfg, namespace, "SIDECAR_OUTBOUND")
-    return {
-        "apiVersion": "networking.istio.io/v1alpha3",
-        "kind": "EnvoyFilter",
-        # The root namespace, so that the selector reaches client workloads in every namespace.
-        "metadata": {"name": f"ai-gateway-ext-proc-sidecar-{namespace}", "namespace": ISTIO_ROOT_NAMESPACE},
-        "spec": {"workloadSelector": {"labels": dict(CLIENT_SELECTOR)}, "configPatches": patches},
     }
 
 
@@ -312,6 +271,8 @@ def http_routes(cfg: Config) -> list[dict[str, Any]]:
                 "rewrite": {"authority": p.upstream.authority},
                 "route": [{"destination": {"host": host, "port": {"number": port}}}],
                 "timeout": f"{cfg.timeout:g}s",
+                # Only Envoy's local-reply mappers tag replies for the service: a provider's header of that name goes.
+                "headers": {"response": {"remove": [LOCAL_ERROR_HEADER]}},
             }
         )
     return routes
@@ -328,11 +289,6 @@ def virtual_services(cfg: Config, namespace: str) -> list[dict[str, Any]]:
             },
         },
     }
-    gateway_host = f"{GATEWAY_SERVICE}.{namespace}.svc.cluster.local"
-    to_gateway = {
-        "name": "via-gateway",
-        "route": [{"destination": {"host": gateway_host, "port": {"number": GATEWAY_PORT}}}],
-    }
     return [
         {
             "apiVersion": "networking.istio.io/v1",
@@ -340,52 +296,81 @@ def virtual_services(cfg: Config, namespace: str) -> list[dict[str, Any]]:
             "metadata": {"name": "ai-gateway", "namespace": namespace},
             "spec": {"hosts": ["*"], "gateways": ["ai-gateway"], "http": [*http_routes(cfg), unrouted]},
         },
-        {
-            # Sidecar variant: a labelled client's own sidecar translated and set the header; anyone else's request
-            # goes on to the gateway.
-            "apiVersion": "networking.istio.io/v1",
-            "kind": "VirtualService",
-            "metadata": {"name": "ai-gateway-mesh", "namespace": namespace},
-            "spec": {"hosts": [gateway_host], "gateways": ["mesh"], "http": [*http_routes(cfg), to_gateway]},
-        },
     ]
 
 
 # ---------------------------------------------------------------------------------------------------------- main
-def generated(config: str, env_file: str | None, namespace: str) -> dict[Path, str]:
-    env = base_url_env(env_file)
-    cfg = load_config(ROOT / config, env=env)
+def generated(config: str, namespace: str) -> dict[Path, str]:
+    cfg = load_config(ROOT / config, env={})
     src = (ROOT / config).read_text(encoding="utf-8")
     copy_header = f"# COPY of {config}, written by deploy/render.py; edit the original and re-run it.\n"
-    cmd = f"deploy/render.py --namespace {namespace}"
-    return {
-        ROOT / "deploy/k8s/envoy.yaml": k8s_envoy_yaml(config, env),
+    istio = header(f"deploy/render.py --namespace {namespace}")
+    k8s = header("ai-gateway " + " ".join(K8S_ENVOY_ARGS) + " --out DIR")
+    files = envoy_config_files(K8S_ENVOY_ARGS, config)
+    bootstrap = pin_ca(yaml.safe_load(files.pop("envoy.yaml")))
+    gateway_filter = envoyfilter_gateway(cfg, namespace, bootstrap)
+    out = {
+        ROOT / "deploy/k8s/envoy.yaml": k8s + dump(bootstrap),
         ROOT / "deploy/k8s/proxy-config.yaml": copy_header + src,
         ROOT / "deploy/istio/proxy-config.yaml": copy_header + src,
-        ROOT / "deploy/istio/envoyfilter.yaml": header(cmd) + yaml_docs([envoyfilter_gateway(cfg, namespace)]),
-        ROOT / "deploy/istio/envoyfilter-sidecar.yaml": header(cmd) + yaml_docs([envoyfilter_sidecar(cfg, namespace)]),
-        ROOT / "deploy/istio/providers.yaml": header(cmd) + yaml_docs(provider_resources(cfg, namespace)),
-        ROOT / "deploy/istio/virtualservice.yaml": header(cmd) + yaml_docs(virtual_services(cfg, namespace)),
+        ROOT / "deploy/istio/envoyfilter.yaml": istio + yaml_docs([gateway_filter]),
+        ROOT / "deploy/istio/providers.yaml": istio + yaml_docs(provider_resources(cfg, namespace)),
+        ROOT / "deploy/istio/virtualservice.yaml": istio + yaml_docs(virtual_services(cfg, namespace)),
     }
+    sds_note = f"# An SDS resource Envoy reads from {CONFIG_DIR}: it names a key file in {KEYS_DIR}, no key inside.\n"
+    for name, text in files.items():
+        assert name.startswith("sds-") and name.endswith(".yaml"), name
+        for where in ("k8s", "istio"):
+            out[ROOT / "deploy" / where / name] = k8s + sds_note + text
+    return out
+
+
+def configmap_files(written: dict[Path, str], directory: Path) -> list[str]:
+    """What the ConfigMap of ``directory``'s kustomization must carry: the config, the bootstrap, the SDS files."""
+    names = [f.name for f in written if f.parent == directory]
+    return sorted(n for n in names if n in ("envoy.yaml", "proxy-config.yaml") or n.startswith("sds-"))
+
+
+def stale_sds_files(written: dict[Path, str]) -> list[Path]:
+    """SDS files of providers the config no longer has."""
+    found = [f for where in ("k8s", "istio") for f in sorted((ROOT / "deploy" / where).glob("sds-*.yaml"))]
+    return [f for f in found if f not in written]
+
+
+def kustomization_problems(written: dict[Path, str]) -> list[str]:
+    problems = []
+    for where in ("k8s", "istio"):
+        directory = ROOT / "deploy" / where
+        kust = yaml.safe_load((directory / "kustomization.yaml").read_text(encoding="utf-8"))
+        (gen,) = [g for g in kust.get("configMapGenerator", []) if g["name"] == CONFIGMAP]
+        wanted = configmap_files(written, directory)
+        if sorted(gen["files"]) != wanted:
+            problems.append(f"deploy/{where}/kustomization.yaml: {CONFIGMAP} must list {wanted}, not {gen['files']}")
+    return problems
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Render the generated Kubernetes and Istio files from the gateway config.")
     p.add_argument("--config", default="config/proxy-config.yaml", help="gateway config, relative to the repo")
-    p.add_argument("--env-file", default=None, help="read *_BASE_URL from this file (default: none)")
-    p.add_argument("--namespace", default="ai-gateway", help="namespace of the service (Istio cluster names)")
+    p.add_argument("--namespace", default="ai-gateway", help="namespace of the gateway (Istio resources)")
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 if a generated file is stale")
     args = p.parse_args(argv)
-    stale = []
-    for path, text in generated(args.config, args.env_file, args.namespace).items():
-        if path.exists() and path.read_text(encoding="utf-8") == text:
-            continue
-        stale.append(path.relative_to(ROOT))
-        if not args.check:
-            path.write_text(text, encoding="utf-8")
-    for rel in stale:
-        print(f"{'stale' if args.check else 'wrote'} {rel}")
-    return 1 if args.check and stale else 0
+    written = generated(args.config, args.namespace)
+    changed = [f for f, text in written.items() if not f.exists() or f.read_text(encoding="utf-8") != text]
+    removed = stale_sds_files(written)
+    if not args.check:
+        for f in changed:
+            f.write_text(written[f], encoding="utf-8")
+        for f in removed:
+            f.unlink()
+    for f in changed:
+        print(f"{'stale' if args.check else 'wrote'} {f.relative_to(ROOT)}")
+    for f in removed:
+        print(f"{'stale' if args.check else 'removed'} {f.relative_to(ROOT)}")
+    problems = kustomization_problems(written)
+    for problem in problems:
+        print(problem)
+    return 1 if problems or (args.check and (changed or removed)) else 0
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
+from hypothesis import HealthCheck, settings
 
 from tests.mocks.providers import MockProvider
 from tests.paths import KONG
@@ -31,6 +33,18 @@ KEYS = {"openai": "sk-test-openai-key-123", "anthropic": "sk-ant-test-key-456", 
 MODELS = {"openai": "gpt-test", "anthropic": "claude-test", "gemini": "gemini-test"}
 CLIENT_KEY = "client-credential-must-not-leak"
 TIMEOUT_S = 6
+
+# Hypothesis profiles. `ci`, the default, keeps every property quick enough for each run of the suite; `long` digs deep
+# (`python -m pytest tests/unit --hypothesis-profile=long`). Tests set no max_examples of their own, so the profile
+# alone decides how hard each property is tried.
+settings.register_profile("ci", max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile(
+    "long",
+    max_examples=5000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+)
+settings.load_profile("ci")  # the plugin's --hypothesis-profile, applied after this file is loaded, overrides it
 
 
 def free_port() -> int:
@@ -53,7 +67,26 @@ class Gateway:
         return self.log_path.read_text(errors="replace")
 
 
+# The tests' own model names match no catalog entry; the mocks accept anything for them (shape checks only), so the
+# test config declares them able to take every knob (models[].capabilities), as the old name guesses did.
+OPEN_CAPS = {
+    "openai": "{reasoning: [effort], efforts: [none, minimal, low, medium, high, xhigh, max]}",
+    "anthropic": "{reasoning: [adaptive, budget], efforts: [low, medium, high, xhigh, max], budget_max: 128000, "
+    "sampling: [temperature, top_p, top_k]}",
+    "gemini": "{reasoning: [level, budget], efforts: [minimal, low, medium, high], budget_min: 0, budget_max: 32768}",
+}
+# Real model names of each family (their catalog entries apply; the mocks check the families' real rules).
+FAMILY_MODELS = {
+    "openai": ("gpt-4o-mini", "gpt-5-mini"),
+    "anthropic": ("claude-haiku-4-5", "claude-opus-4-8"),
+    "gemini": ("gemini-2.5-flash", "gemini-3-flash-preview"),
+}
+
+
 def gateway_config(dead_port: int) -> str:
+    family = "".join(
+        f'  - name: "{name}"\n    provider: "{ptype}"\n' for ptype, names in FAMILY_MODELS.items() for name in names
+    )
     return f"""
 version: "1.0"
 timeout: "{TIMEOUT_S}s"
@@ -68,26 +101,46 @@ providers:
 models:
   - name: "{MODELS["openai"]}"
     provider: "openai"
+    capabilities: {OPEN_CAPS["openai"]}
   - name: "{MODELS["anthropic"]}"
     provider: "anthropic"
+    capabilities: {OPEN_CAPS["anthropic"]}
   - name: "{MODELS["gemini"]}"
     provider: "gemini"
+    capabilities: {OPEN_CAPS["gemini"]}
   - name: "alias-openai"
     provider: "openai"
     target_model: "gpt-upstream-name"
+    capabilities: {OPEN_CAPS["openai"]}
   - name: "alias-anthropic"
     provider: "anthropic"
     target_model: "claude-upstream-name"
+    capabilities: {OPEN_CAPS["anthropic"]}
   - name: "alias-gemini"
     provider: "gemini"
     target_model: "gemini-upstream-name"
+    capabilities: {OPEN_CAPS["gemini"]}
   - name: "no-key-model"
     provider: "needs-key"
   - name: "dead-model"
     provider: "dead"
   - name: "metrics-model"
     provider: "anthropic"
+    capabilities: {OPEN_CAPS["anthropic"]}
+{family}  - name: "gpt-4o-mini-uncatalogued"
+    provider: "openai"
+    target_model: "gpt-4o-mini"
+    capabilities: {{enabled: false}}
+  - name: "claude-haiku-4-5-uncatalogued"
+    provider: "anthropic"
+    target_model: "claude-haiku-4-5"
+    capabilities: {{enabled: false}}
 """
+
+
+def model_count(config_text: str) -> int:
+    """How many models a config names (what /health reports)."""
+    return len(yaml.safe_load(config_text)["models"])
 
 
 def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
@@ -110,8 +163,11 @@ def start_gateway(
     config_text: str,
     workers: int = 2,
     extra_args: tuple[str, ...] = (),
-    extra_env: dict[str, str] | None = None,
+    extra_env: dict[str, str | None] | None = None,
+    env_file: Path | None = None,
 ) -> Gateway:
+    """``ai-gateway`` on free ports against the mocks. ``extra_env`` values of None remove that variable; ``env_file``
+    is the gateway's ``--env-file`` (default: a file that does not exist)."""
     cfg = tmp / "proxy-config.yaml"
     cfg.write_text(config_text)
     port, admin = free_port(), free_port()
@@ -125,14 +181,18 @@ def start_gateway(
         GEMINI_BASE_URL=mocks["gemini"].base_url,
         PYTHONUNBUFFERED="1",
     )
-    env.update(extra_env or {})
+    for name, value in (extra_env or {}).items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
     log_path = tmp / "gateway.log"
     cmd = [sys.executable, "-m", "extproc", "--listen", f"127.0.0.1:{port}", "--admin", f"127.0.0.1:{admin}"]
     cmd += [
         "--config",
         str(cfg),
         "--env-file",
-        str(tmp / "no.env"),
+        str(env_file or tmp / "no.env"),
         "--workers",
         str(workers),
         "--grace",

@@ -15,7 +15,6 @@ import hmac
 import re
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl
 
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -62,25 +61,6 @@ class AccessPolicy:
         if key is not None and key.requests_per_minute is not None:
             return key.requests_per_minute
         return self.per_key_rpm
-
-
-def credential(client: str, headers: dict[str, str], query: str) -> str | None:
-    """The gateway key a request presents, read from its client format's own auth header."""
-    if client in ("openai", "anthropic"):
-        auth = headers.get("authorization", "")
-        if auth[:7].lower() == "bearer ":
-            return auth[7:].strip()
-        if client == "anthropic":
-            return headers.get("x-api-key") or None
-        return None
-    if client == "gemini":
-        key = headers.get("x-goog-api-key")
-        if key:
-            return key
-        for name, value in parse_qsl(query, keep_blank_values=True):
-            if name == "key":
-                return value
-    return None
 
 
 def parse(auth: Any, limits: Any, env: dict[str, str], fail: Any) -> AccessPolicy:

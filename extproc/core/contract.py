@@ -13,5 +13,7 @@ RATE_MODEL_HEADER = "x-ai-gateway-model"
 # Set by Envoy's local-reply mappers on replies Envoy made itself (connect failure, timeout), so the service can tell
 # them from a provider's own 502/504 and answer in the client's format with the right error type.
 LOCAL_ERROR_HEADER = "x-ai-gateway-error"
+# Its value when Envoy had no key to inject for the provider (the credential injector's own 401).
+NO_CREDENTIAL = "credential"
 # Dynamic metadata namespace (model, provider, tokens, error type) read by Envoy's access log.
 METADATA_NAMESPACE = "ai_gateway"

@@ -1,601 +1,424 @@
-"""One HTTP exchange as the service sees it: pure decisions, no gRPC and no I/O.
+"""One HTTP exchange as the service sees it: the ext_proc phases in order, pure decisions, no gRPC and no I/O.
 
-The servicer feeds each ext_proc phase (request headers, request body, response headers, response body chunks) into an
-``Exchange`` and turns the returned ``Forward``/``Reply`` into protobuf. Everything here is plain Python over bytes,
-so it is unit-testable and the servicer stays a thin adapter. The exchange records what the logs and metrics need
-(format, model, provider, status, usage, error type) as it goes.
+The servicer feeds each phase (request headers, request body, response headers, response body chunks) into an
+``Exchange`` and turns the returned action (``actions.Forward``/``Reply``/``ServeMetrics``, ``media.FetchMedia``) into
+protobuf. The request side is routing (``routing``: format, gateway key, model, provider); when a request is
+forwarded, one response handler (``handlers``) is chosen for the answer. What logs and metrics need is written into
+``record`` as it goes.
+
+Phases must come in order, once each (response body chunks repeat). An exchange that answered with a ``Reply`` has
+ended: any later message, and any message out of order, raises ``ExchangeError`` (the servicer ends the stream with
+a gRPC error: no translation, no header mutation for it).
 """
 
 from __future__ import annotations
 
-import re
 import time
-from dataclasses import dataclass, field
-from types import ModuleType
 from typing import Any
 
 import orjson
 
-from extproc.core import access, catalog
-from extproc.core.config import Config, Provider
-from extproc.core.contract import LOCAL_ERROR_HEADER, RATE_KEY_HEADER, RATE_MODEL_HEADER, ROUTE_HEADER
+from extproc.core import catalog, routing
+from extproc.core.access import ANONYMOUS, GatewayKey
+from extproc.core.actions import CONTINUE, METRICS, Forward, Reply, ServeMetrics
+from extproc.core.config import Config
+from extproc.core.handlers import (
+    EnvoyReply,
+    Handler,
+    PassThrough,
+    PassThroughStream,
+    Translate,
+    TranslateCount,
+    TranslateStream,
+)
+from extproc.core.record import GATEWAY, Record
 from extproc.translation import canonical as c
+from extproc.translation import capabilities as caps_mod
 from extproc.translation import media
-from extproc.translation.errors import GatewayError, invalid, type_for_status
-from extproc.translation.formats import anthropic, gemini, openai
+from extproc.translation.errors import GatewayError, invalid
+from extproc.translation.formats import registry
+from extproc.translation.formats.contract import (
+    COUNT_TOKENS,
+    GENERATE,
+    LOCAL,
+    MODELS,
+    AnswerStore,
+    BuildOptions,
+    Conversation,
+    ConversationState,
+    Endpoint,
+    ModelInfo,
+    StreamEncoder,
+    StreamOptions,
+    WireFormat,
+)
 
-FORMATS: dict[str, ModuleType] = {"openai": openai, "anthropic": anthropic, "gemini": gemini}
-
-# Client credentials never travel upstream; accept-encoding is dropped so provider bodies arrive uncompressed.
-# Organization/project headers would pick how the gateway's provider key is billed and limited: also stripped.
-_STRIP_ALWAYS = (
-    "authorization", "x-api-key", "x-goog-api-key", "accept-encoding", "transfer-encoding",
-    "openai-organization", "openai-project", "x-goog-user-project",
-)  # fmt: skip
-# The gateway's own request headers: a client can never set them (overwritten later, removed here at once).
-_OWN_HEADERS = (ROUTE_HEADER, RATE_KEY_HEADER, RATE_MODEL_HEADER)
-_STRIP_CROSS = ("anthropic-version", "anthropic-beta")
 _JSON = "application/json"
-# Model names travel in upstream paths (Gemini) and headers: printable, no slashes-dot-dot tricks, no control chars.
-_MODEL_NAME = re.compile(r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._:@+-]*(?:/[A-Za-z0-9][A-Za-z0-9._:@+-]*)*$")
+ADAPTED_HEADER = "x-ai-gateway-adapted"  # response header: parameters dropped/clamped for the target model
+_DEFAULT_ERRORS = registry.get(registry.names()[0])  # errors for paths no format claims
+
+# Phases: what the exchange expects next. _UNTOUCHED: a reply Envoy made before any filter ran (its connection manager
+# refused the request line); the local-reply mappers already wrote it in the client's format, it passes as it is.
+_NEW, _REQUEST_BODY, _FETCHING, _RESPONSE_HEADERS, _RESPONSE_BODY, _UNTOUCHED, _ENDED = range(7)
 
 
-@dataclass(slots=True)
-class Forward:
-    """Let the message through, optionally changed (a ``CommonResponse``, plus a response body mode switch)."""
-
-    set_headers: list[tuple[str, str]] = field(default_factory=list)
-    remove_headers: list[str] = field(default_factory=list)
-    body: bytes | None = None  # None: unchanged; b"": clear it (hold a partial stream event)
-    clear_route_cache: bool = False
-    response_body_mode: str | None = None  # "NONE" | "STREAMED" (mode_override on response headers)
-
-
-@dataclass(slots=True)
-class Reply:
-    """Answer the client now (an ``ImmediateResponse``): errors and the endpoints the service serves itself."""
-
-    status: int
-    body: bytes
-    headers: list[tuple[str, str]] = field(default_factory=list)
-
-
-CONTINUE = Forward()
+class ExchangeError(Exception):
+    """A message the exchange cannot take: out of order, or after the exchange ended."""
 
 
 class Gateway:
-    """What every exchange shares: the loaded config. Swapped whole on reload."""
+    """What every exchange shares: the loaded config (swapped whole on reload) and what derives from it, and the
+    store of answers kept for stateful client formats (the Responses API; None when ``responses.store`` is off)."""
 
-    __slots__ = ("config", "draining", "metrics_text")
+    __slots__ = ("_build", "_config", "_models", "draining", "store")
 
-    def __init__(self, config: Config) -> None:
-        self.config = config
+    def __init__(self, config: Config, store: AnswerStore | None = None) -> None:
         self.draining = False
-        self.metrics_text: Any = None  # callable returning (content_type, bytes); set by the server
+        self.config = config
+        self.store = store
+
+    @property
+    def config(self) -> Config:
+        return self._config
+
+    @config.setter
+    def config(self, config: Config) -> None:
+        self._config = config
+        self._models: list[ModelInfo] = catalog.model_infos(config)
+        self._build = BuildOptions(default_max_tokens=config.anthropic_default_max_tokens)
+
+    @property
+    def models(self) -> list[ModelInfo]:
+        return self._models
+
+    @property
+    def build_options(self) -> BuildOptions:
+        return self._build
 
 
 class Exchange:
     """State of one request/response pair, fed phase by phase."""
 
     __slots__ = (
-        "active",
         "client",
-        "client_key",
-        "client_name",
-        "decoder",
-        "encoder",
-        "error_type",
+        "config",
+        "endpoint",
         "gateway",
-        "local_error",
-        "method",
-        "model",
-        "not_json",
-        "overhead",
-        "passthrough",
-        "path",
-        "pending_body",
-        "provider",
-        "provider_fmt",
+        "handler",
+        "key",
+        "phase",
         "query",
+        "record",
         "request",
-        "request_id",
-        "started",
-        "status",
-        "stream",
-        "stream_opts",
-        "streamed",
-        "stripper",
-        "target_model",
-        "ttft",
-        "upstream_path",
-        "usage",
+        "target",
+        "waiting_body",
     )
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
-        self.started = time.monotonic()
-        self.client: ModuleType | None = None
-        self.client_name = ""
-        self.client_key: access.GatewayKey | None = None
-        self.provider: Provider | None = None
-        self.provider_fmt: ModuleType | None = None
-        self.model = ""
-        self.target_model = ""
-        self.passthrough = False
-        self.stream = False
-        self.stream_opts: dict[str, Any] = {}
-        self.request: c.Request | None = None
-        self.request_id: str | None = None
-        self.status = 0
-        self.local_error: str | None = None
-        self.not_json = False  # a same-format 2xx answer that is not JSON (a web page): answered as a 502
-        self.error_type: str | None = None
-        self.usage: c.Usage | None = None
-        self.upstream_path = ""
-        self.ttft: float | None = None
-        self.active = False  # counted in proxy_active_requests
-        self.overhead = 0.0  # seconds the service spent on this exchange (the servicer adds them up)
-        self.stripper: openai.UsageStripper | None = None
-        self.streamed = False  # the response body arrives in STREAMED mode, chunk by chunk
-        self.decoder: Any = None
-        self.encoder: Any = None
-        self.path = ""
-        self.method = ""
+        self.config = gateway.config  # one config for the whole exchange, even across a reload
+        self.record = Record(time.monotonic())
+        self.phase = _NEW
+        self.client: WireFormat | None = None
+        self.endpoint: Endpoint | None = None
+        self.key: GatewayKey | None = None
         self.query = ""
-        self.pending_body: bytes | None = None  # request body held while URL media are fetched (image_fetch)
+        self.handler: Handler | None = None
+        self.target: routing.Target | None = None
+        self.request: c.Request | None = None
+        self.waiting_body: bytes | None = None  # the request body held while URL media are fetched (image_fetch)
+
+    def _expect(self, *phases: int) -> None:
+        if self.phase not in phases:
+            raise ExchangeError("the exchange has ended" if self.phase == _ENDED else "ext_proc message out of order")
+
+    def _reply(self, reply: Reply) -> Reply:
+        self.phase = _ENDED
+        return reply
 
     # ------------------------------------------------------------------------------------------------ request headers
-    def on_request_headers(self, headers: dict[str, str], end_of_stream: bool) -> Forward | Reply:
-        self.request_id = headers.get("x-request-id")
-        self.method = method = headers.get(":method", "GET")
-        full_path = headers.get(":path", "/")
-        path, _, self.query = full_path.partition("?")
-        self.path = path
+    def on_request_headers(self, headers: dict[str, str], end_of_stream: bool) -> Forward | Reply | ServeMetrics:
+        self._expect(_NEW)
+        rec = self.record
+        rec.request_id = headers.get("x-request-id")
+        method = headers.get(":method", "GET")
+        path, _, self.query = headers.get(":path", "/").partition("?")
+        rec.path = path
         try:
-            return self._route_headers(method, path, full_path, end_of_stream, headers)
+            action = self._route_headers(method, path, end_of_stream, headers)
         except GatewayError as err:
             return self.error_reply(err)
+        if isinstance(action, Forward):
+            self.phase = _REQUEST_BODY
+            return action
+        self.phase = _ENDED
+        return action
 
     def _route_headers(
-        self, method: str, path: str, full_path: str, eos: bool, headers: dict[str, str]
-    ) -> Forward | Reply:
+        self, method: str, path: str, eos: bool, headers: dict[str, str]
+    ) -> Forward | Reply | ServeMetrics:
+        rec = self.record
         if path == "/health":
-            self.client_name = "gateway"
-            return self._health() if method in ("GET", "HEAD") else self._method_not_allowed("GET")
+            rec.client = GATEWAY
+            return self._health() if method in ("GET", "HEAD") else self._method_not_allowed(method, path, "GET")
         if path == "/metrics":
-            self.client_name = "gateway"
-            return self._metrics() if method == "GET" else self._method_not_allowed("GET")
-        if path.startswith("/openai/"):
-            self._set_client("openai", headers)
-            if path == "/openai/v1/models" or path.startswith("/openai/v1/models/"):
-                return self._models(method, path[len("/openai/v1/models/") :] or None)
-            if path != "/openai/v1/chat/completions":
-                raise GatewayError("not_found", f"unknown path {path} (the OpenAI API here is /openai/v1/...)", 404)
-        elif path.startswith("/anthropic/"):
-            self._set_client("anthropic", headers)
-            if path == "/anthropic/v1/models" or path.startswith("/anthropic/v1/models/"):
-                return self._models(method, path[len("/anthropic/v1/models/") :] or None)
-            if path == "/anthropic/v1/messages/count_tokens":
-                self.stream_opts["count_tokens"] = True
-            elif path != "/anthropic/v1/messages":
-                raise GatewayError(
-                    "not_found", f"unknown path {path} (the Anthropic API here is /anthropic/v1/...)", 404
-                )
-        elif path.startswith("/gemini/"):
-            self._set_client("gemini", headers)
-            listing = catalog.gemini_models_path(path)
-            if listing is not None:
-                return self._models(method, listing[1])
-            version, model, action, stream, sse = gemini.parse_path(full_path[len("/gemini") :])
-            if action not in ("generateContent", "streamGenerateContent", "countTokens"):
-                raise GatewayError("not_found", f"method {action} is not supported here", 404)
-            self.model = model
-            self.stream = stream
-            self.stream_opts = {"sse": sse}
-            self.stream_opts["api_version"] = version
-            self.stream_opts["action"] = action
-            self.stream_opts["count_tokens"] = action == "countTokens"
-        else:
-            self._set_client("openai", headers)
-            raise GatewayError(
-                "not_found", f"unknown path {path}: use /openai/v1/..., /anthropic/v1/... or /gemini/v1beta/...", 404
+            rec.client = GATEWAY
+            return METRICS if method == "GET" else self._method_not_allowed(method, path, "GET")
+        try:
+            routed = registry.route(method, path, self.query)
+        except registry.RoutingError as exc:
+            self.client = exc.fmt
+            rec.client = exc.fmt.NAME
+            raise exc.error from None
+        if routed is None:
+            rec.client = _DEFAULT_ERRORS.NAME
+            prefixes = ", ".join(f"{f.PATH_PREFIX}..." for f in registry.FORMATS.values())
+            raise GatewayError("not_found", f"unknown path {path}: use one of {prefixes}", 404)
+        fmt, endpoint = routed
+        self.client, self.endpoint = fmt, endpoint
+        rec.client = fmt.NAME
+        self.key = routing.authenticate(self.config, fmt, headers, self.query)
+        if method not in endpoint.methods:
+            return self._method_not_allowed(method, path, ", ".join(endpoint.methods))
+        if endpoint.kind == MODELS:
+            rec.model = endpoint.model_id or ""
+            rec.status = 200
+            return Reply(
+                200, fmt.list_models(self.gateway.models, endpoint.model_id, self.query), [("content-type", _JSON)]
             )
-        if method != "POST":
-            return self._method_not_allowed("POST")
+        if endpoint.kind == LOCAL and fmt.STATE is not None:  # answered from the gateway's own store
+            body = fmt.STATE.serve(endpoint, self.query, self.gateway.store, self._scope())
+            rec.status = 200
+            return Reply(200, body, [("content-type", _JSON)])
+        if endpoint.kind not in (GENERATE, COUNT_TOKENS):
+            raise GatewayError("not_found", f"{path} is not served by this gateway", 404)
         if eos:
             raise invalid("request body is required")
-        length = headers.get("content-length", "")
-        limit = self.gateway.config.max_request_bytes
-        if length.isdigit() and int(length) > limit:
-            raise GatewayError(
-                "request_too_large", f"request body is {length} bytes, over this gateway's limit of {limit}", 413
-            )
-        own = [h for h in _OWN_HEADERS if h in headers]
+        routing.check_length(self.config, headers)
+        own = [h for h in routing.OWN_HEADERS if h in headers]
         return Forward(remove_headers=own) if own else CONTINUE
 
-    def _models(self, method: str, model_id: str | None) -> Reply:
-        """``GET .../models`` and ``GET .../models/{id}`` answered from the config in the client's own shape."""
-        if method != "GET":
-            return self._method_not_allowed("GET")
-        self.model = model_id or ""
-        cfg = self.gateway.config
-        if self.client_name == "openai":
-            body = catalog.openai_models(cfg, model_id)
-        elif self.client_name == "anthropic":
-            body = catalog.anthropic_models(cfg, model_id, self.query)
-        else:
-            body = catalog.gemini_models(cfg, model_id, self.query)
-        self.status = 200
-        return Reply(200, body, [("content-type", _JSON)])
+    # ------------------------------------------------------------------------------------------------ request body
+    def on_request_body(self, body: bytes) -> Forward | Reply | media.FetchMedia:
+        self._expect(_REQUEST_BODY)
+        try:
+            action = self._forward(body)
+        except GatewayError as err:
+            return self.error_reply(err)
+        self.phase = _FETCHING if isinstance(action, media.FetchMedia) else _RESPONSE_HEADERS
+        return action
 
-    def on_fetched(self, result: dict[str, media.Fetched] | GatewayError) -> Forward | Reply | media.FetchMedia:
+    def on_fetched(self, result: dict[str, media.Fetched] | GatewayError) -> Forward | Reply:
         """Resume a request held by a ``media.FetchMedia`` action with what ``fetch.fetch_all`` returned."""
-        body, self.pending_body = self.pending_body, None
+        self._expect(_FETCHING)
+        body, self.waiting_body = self.waiting_body, None
         if isinstance(result, GatewayError):
             return self.error_reply(result)
         assert self.request is not None and body is not None
         media.substitute(self.request, result)
-        self.pending_body = body  # marks the parsed request as resumable
         try:
-            return self._translate_request(body)
+            action = self._forward(body, resumed=True)
         except GatewayError as err:
             return self.error_reply(err)
-        finally:
-            self.pending_body = None
+        assert isinstance(action, Forward)  # substitution leaves no URL to fetch
+        self.phase = _RESPONSE_HEADERS
+        return action
 
-    def _set_client(self, name: str, headers: dict[str, str]) -> None:
-        """The client's format is known from the path: from here on errors are in its shape. With gateway keys
-        configured, the request must present one in that format's own auth header."""
-        self.client_name = name
-        self.client = FORMATS[name]
-        policy = self.gateway.config.access
-        if policy.enabled and self.path.startswith(("/openai/", "/anthropic/", "/gemini/")):
-            key = policy.identify(access.credential(name, headers, self.query))
-            if key is None:
-                raise GatewayError("auth", "missing or invalid gateway API key", 401)
-            self.client_key = key
-
-    # ------------------------------------------------------------------------------------------------ request body
-    def on_request_body(self, body: bytes) -> Forward | Reply | media.FetchMedia:
-        try:
-            return self._translate_request(body)
-        except GatewayError as err:
-            return self.error_reply(err)
-
-    def _translate_request(self, body: bytes) -> Forward | media.FetchMedia:
-        cfg = self.gateway.config
-        client = self.client
-        assert client is not None
-        head: dict[str, Any] = {}
-        if self.client_name != "gemini":
-            head = _peek(body)
-            model = head.get("model")
-            if not isinstance(model, str) or not model:
-                raise invalid("'model' is required and must be a string", param="model")
-            self.model = model
-            stream = head.get("stream", False)
-            self.stream = stream is True
-        if len(self.model) > 256 or not _MODEL_NAME.match(self.model):
-            raise invalid(f"model name {self.model[:80]!r} has characters a model name cannot have", param="model")
-        resolved = cfg.resolve(self.model)
-        if resolved is None:
-            raise GatewayError(
-                "unknown_model", f"model '{self.model}' is not configured on this gateway", 404, param="model"
-            )
-        provider, target = resolved
-        self.provider = provider
-        self.target_model = target
-        fmt = self.provider_fmt = FORMATS[provider.type]
-        if self.client_key is not None and not self.client_key.allows(self.model):
-            raise GatewayError(
-                "permission", f"gateway key '{self.client_key.name}' may not use model '{self.model}'", 403
-            )
-        if self.stream_opts.get("count_tokens") and provider.type != self.client_name:
-            raise invalid(
-                f"token counting for model '{self.model}' is not available: it is served by a provider of type "
-                f"'{provider.type}', and the gateway only passes count requests to providers of the same type",
-                param="model",
-            )
-        if provider.api_key_env and not provider.api_key:
-            raise GatewayError(
-                "auth", f"the gateway has no API key for provider '{provider.name}' (set {provider.api_key_env})", 401
-            )
+    def _forward(self, body: bytes, resumed: bool = False) -> Forward | media.FetchMedia:
+        cfg, rec = self.config, self.record
+        client, endpoint = self.client, self.endpoint
+        assert client is not None and endpoint is not None
+        head = routing.peek(body) if endpoint.model is None else None
+        raw_model, stream = client.request_model(endpoint, head or {})
+        model = rec.model = routing.model_name(raw_model)
+        rec.stream = stream
+        if model in cfg.models:
+            rec.model_label = model
+        target = self.target = routing.resolve(cfg, client, endpoint, model, self.key)
+        provider, fmt = target.provider, target.fmt
+        rec.provider = provider.name
         prefix = provider.upstream.prefix
-        set_headers: list[tuple[str, str]] = [(ROUTE_HEADER, provider.name)]
-        if cfg.access.rate_limited:  # what Envoy's local rate limit counts (removed before the request leaves)
-            key_name = self.client_key.name if self.client_key is not None else access.ANONYMOUS
-            set_headers += [(RATE_KEY_HEADER, key_name), (RATE_MODEL_HEADER, self.model)]
-        remove = list(_STRIP_ALWAYS)
-        if fmt is client:
-            self.passthrough = True
-            new_body = body
-            if self.client_name == "openai" and self.stream and not openai.wants_stream_usage(head):
-                # Ask upstream for usage anyway (metrics, logs); the extra chunk is dropped on the way back.
-                new_body = openai.with_stream_usage(head, target)
-                self.stripper = openai.UsageStripper()
-            elif self.client_name != "gemini" and body.count(b'"model"') > 1:
-                # Possibly a duplicate top-level "model" (we read the last; a provider might read the first): send
-                # exactly what was checked.
-                head["model"] = target
-                new_body = orjson.dumps(head)
-            elif target != self.model and self.client_name != "gemini":
-                new_body = fmt.rewrite_model(body, target)
-            if self.client_name == "gemini":
-                upstream = prefix + gemini.pass_through_path(
-                    self.stream_opts["api_version"], target, self.stream_opts["action"], self.stream_opts["sse"]
+        counting = endpoint.kind == COUNT_TOKENS
+        received = body  # what Envoy holds: replaced only when what goes upstream differs
+        conv: Conversation | None = None
+        if client.STATE is not None and endpoint.kind == GENERATE and head is not None:
+            # A stateful client (Responses): the conversation it continues, from the gateway's store
+            conv = client.STATE.expand(head, self.gateway.store, self._scope(), passthrough=target.passthrough)
+            if conv.changed:
+                head = conv.head
+                body = orjson.dumps(head)
+            limit = cfg.responses.max_bytes
+            if conv.keep and len(received) > limit:
+                raise invalid(
+                    f"this request ({len(received)} bytes) is larger than the gateway's store of kept answers allows "
+                    f"(responses.max_bytes = {limit}): send it with store: false",
+                    param="store",
                 )
+        new_body: bytes
+        if target.passthrough:
+            new_body, filt = client.passthrough_body(body, head or {}, model=target.model, stream=stream)
+            path = prefix + client.passthrough_path(endpoint, model=target.model, path=rec.path, query=self.query)
+            if stream:
+                opts = StreamOptions(model=model, request_id=rec.request_id, endpoint=endpoint)
+                self.handler = PassThroughStream(rec, client, provider, opts, filt, cfg.passthrough_usage)
             else:
-                suffix = (
-                    self.path[len("/openai/v1") :] if self.client_name == "openai" else self.path[len("/anthropic") :]
+                self.handler = PassThrough(rec, client, provider, cfg.passthrough_usage)
+        elif counting:
+            if not fmt.COUNTS_TOKENS:
+                raise invalid(
+                    f"token counting for model '{model}' is not available: it is served by a provider of type "
+                    f"'{provider.type}', which cannot count tokens",
+                    param="model",
                 )
-                upstream = prefix + suffix + (f"?{self.query}" if self.query else "")
+            counted = client.parse_count_request(head if head is not None else body, model=model)
+            new_body = fmt.build_count_request(counted, model=target.model)
+            path = prefix + fmt.upstream_path(model=target.model, stream=False, kind=COUNT_TOKENS)
+            self.handler = TranslateCount(rec, client, fmt, provider)
         else:
-            resumed = self.request is not None and self.pending_body is not None
-            source = head or body  # decoded once already for OpenAI and Anthropic clients
-            req = self.request if resumed else client.parse_request(source, model=self.model, stream=self.stream)
+            req = (
+                self.request
+                if resumed
+                else client.parse_request(head if head is not None else body, model=model, stream=stream)
+            )
             assert req is not None
-            req.stream = self.stream
+            req.stream = stream
             self.request = req
+            caps = cfg.capabilities(model, provider, target.model)
+            options = self.gateway.build_options
+            if caps is not None:
+                if not resumed:
+                    # What the target cannot take is adapted (or a 400 when the meaning would change): see
+                    # docs/capabilities.md; the adaptations go to the response header, the log and the metrics.
+                    rec.adaptations = caps_mod.shape(req, caps, target.model) or None
+                options = BuildOptions(options.default_max_tokens, caps)
             if not resumed:
-                urls = media.plan(req, provider.type, cfg.image_fetch)  # a clear 400 unless fetching is enabled
+                urls = media.plan(req, fmt, cfg.image_fetch)  # a clear 400 unless fetching is enabled
                 if urls:
-                    self.pending_body = body
+                    self.waiting_body = body
                     return media.FetchMedia(urls, cfg.image_fetch)
-            if provider.type == "anthropic":
-                new_body = fmt.build_request(req, model=target, default_max_tokens=cfg.anthropic_default_max_tokens)
+            new_body = fmt.build_request(req, model=target.model, options=options)
+            path = prefix + fmt.upstream_path(model=target.model, stream=stream)
+            keeper = None
+            if conv is not None and conv.keep and self.gateway.store is not None and client.STATE is not None:
+                keeper = _Keeper(self.gateway.store, self._scope(), client.STATE, conv, req, model)
+            if stream:
+                opts = StreamOptions(
+                    model=model,
+                    include_usage=req.include_usage,
+                    request_id=rec.request_id,
+                    endpoint=endpoint,
+                    request=req,
+                )
+                self.handler = TranslateStream(rec, client, fmt, provider, opts, keeper)
             else:
-                new_body = fmt.build_request(req, model=target)
-            upstream = prefix + fmt.upstream_path(model=target, stream=self.stream)
-            remove.extend(_STRIP_CROSS)
-            set_headers.extend(fmt.EXTRA_HEADERS)
-            set_headers.append(("content-type", _JSON))
-        if provider.api_key:
-            set_headers.extend(fmt.auth_headers(provider.api_key))
-        if self.stream:
-            # A stream that keeps producing is never cut: no total deadline (the router consumes this header);
-            # the route's idle timeout still ends a silent one.
-            set_headers.append(("x-envoy-upstream-rq-timeout-ms", "0"))
-        self.upstream_path = upstream
-        set_headers.append((":path", upstream))
-        set_headers.append(("content-length", str(len(new_body))))
-        # Headers we set must not also be removed.
-        names = {k for k, _ in set_headers}
-        remove = [h for h in remove if h not in names]
-        return Forward(set_headers, remove, None if new_body is body else new_body, clear_route_cache=True)
+                self.handler = Translate(rec, client, fmt, provider, model, req, keeper)
+        rec.upstream_path = path
+        set_headers, remove = routing.upstream_headers(
+            cfg, target, self.key, model, stream=stream, path=path, length=len(new_body)
+        )
+        return Forward(set_headers, remove, None if new_body is received else new_body, clear_route_cache=True)
 
-    # ------------------------------------------------------------------------------------------------ response headers
-    def on_response_headers(self, headers: dict[str, str]) -> Forward:
-        try:
-            self.status = int(headers.get(":status", "0"))
-        except ValueError:
-            self.status = 502
-        self.local_error = headers.get(LOCAL_ERROR_HEADER)
-        if self.local_error:
-            return Forward(remove_headers=[LOCAL_ERROR_HEADER])
-        ctype = headers.get("content-type", "")
-        if self.passthrough:
-            return self._passthrough_headers(ctype)
-        if self.status < 300 and self.stream and ctype.startswith("text/event-stream"):
-            return self._start_stream()
-        return CONTINUE
+    def _scope(self) -> str:
+        """Whose kept answers a request may see: its gateway key's (everyone's the same without gateway keys)."""
+        return self.key.name if self.key is not None else ANONYMOUS
 
-    def _passthrough_headers(self, ctype: str) -> Forward:
-        """Same format both sides: the provider's bytes (answers and errors alike) are already the client's. The body
-        is still read, unchanged, for usage (metrics, logs), except error bodies; an error page that is not JSON (a
-        proxy's HTML 502) is wrapped like any other error."""
-        if self.status >= 400:
-            self.error_type = type_for_status(self.status)
-            return CONTINUE if "json" not in ctype else Forward(response_body_mode="NONE")
-        if not self.stream and "json" not in ctype:  # a web page where JSON should be: wrapped as an error
-            self.not_json = True
+    # ------------------------------------------------------------------------------------------------ response
+    def on_response_headers(self, headers: dict[str, str], end_of_stream: bool = False) -> Forward:
+        self._expect(_RESPONSE_HEADERS, _REQUEST_BODY, _NEW)
+        if self.phase == _NEW:  # Envoy refused the request before the filters (e.g. a path it will not normalise)
+            self.phase = _ENDED if end_of_stream else _UNTOUCHED
             return CONTINUE
-        if not self.gateway.config.passthrough_usage and self.stripper is None:
-            return Forward(response_body_mode="NONE")  # one gRPC message less; no tokens in metrics for these
-        if not self.stream:
-            return CONTINUE
-        self.streamed = True
-        if self.stripper is not None:
-            return Forward(remove_headers=["content-length"], response_body_mode="STREAMED")
-        assert self.provider_fmt is not None
-        kwargs = {"sse": self.stream_opts.get("sse", True)} if self.client_name == "gemini" else {}
-        self.decoder = self.provider_fmt.StreamDecoder(**kwargs)
-        return Forward(response_body_mode="STREAMED")
+        if self.handler is None:  # Envoy answered before the body reached us (a chunked body over the limit)
+            assert self.client is not None
+            self.handler = EnvoyReply(self.record, self.client, None, None)
+        fwd = self.handler.on_headers(headers)
+        self.phase = _ENDED if end_of_stream or fwd.response_body_mode == "NONE" else _RESPONSE_BODY
+        adapted = self.record.adaptations
+        if adapted:  # the client sees what its request was changed in (a new Forward: CONTINUE is shared)
+            header = (ADAPTED_HEADER, caps_mod.header_value(adapted))
+            fwd = Forward([*fwd.set_headers, header], fwd.remove_headers, fwd.body, fwd.clear_route_cache,
+                          fwd.response_body_mode)  # fmt: skip
+        elif ADAPTED_HEADER in headers:  # only the gateway says what it adapted, never a provider
+            fwd = Forward(fwd.set_headers, [*fwd.remove_headers, ADAPTED_HEADER], fwd.body, fwd.clear_route_cache,
+                          fwd.response_body_mode)  # fmt: skip
+        return fwd
 
-    # ------------------------------------------------------------------------------------------------ response body
     def on_response_body(self, body: bytes, end_of_stream: bool = True) -> Forward:
         """A response body: the whole of it (BUFFERED) or the next piece of a stream (STREAMED)."""
-        if self.streamed:
-            if self.stripper is not None:
-                out = self.stripper.feed(body) if body else b""
-                if end_of_stream:
-                    out += self.stripper.close()
-                    self.usage = self.stripper.usage
-                return Forward(body=out)
-            if self.passthrough:
-                self._observe(body, end_of_stream)
-                return CONTINUE
-            return self.on_stream_chunk(body, end_of_stream)
-        if self.passthrough and self.status < 300 and not self.local_error and not self.not_json:
-            assert self.provider_fmt is not None
-            try:
-                self.usage = self.provider_fmt.parse_response(body).usage
-            except GatewayError:
-                # The client gets the provider's bytes as they are (a shape we do not know costs only our
-                # accounting), unless they are not JSON at all: a truncated answer becomes a clear 502.
-                try:
-                    orjson.loads(body)
-                except orjson.JSONDecodeError:
-                    name = self.provider.name if self.provider else "?"
-                    err = GatewayError("server_error", f"provider '{name}' answered with truncated or invalid JSON")
-                    return self._error_body(err, status=502)
+        self._expect(_RESPONSE_BODY, _UNTOUCHED)
+        if self.phase == _UNTOUCHED:
+            if end_of_stream:
+                self.phase = _ENDED
             return CONTINUE
-        return self._whole_body(body)
+        handler = self.handler
+        assert handler is not None
+        fwd = handler.on_body(body, end_of_stream)
+        if end_of_stream or not handler.streamed:
+            self.phase = _ENDED
+        return fwd
 
-    def _observe(self, chunk: bytes, end_of_stream: bool) -> None:
-        """A pass-through stream: bytes go out unchanged; decode them only for usage and time to first token."""
-        events = self.decoder.feed(chunk) if chunk else []
-        if end_of_stream:
-            events.extend(self.decoder.close())
-        for ev in events:
-            self._account(ev)
+    @property
+    def ended(self) -> bool:
+        return self.phase == _ENDED
 
-    def _account(self, ev: c.Event) -> None:
-        if isinstance(ev, c.UsageUpdate | c.MessageStart):
-            if ev.usage is not None:
-                self.usage = c.merge_usage(self.usage or c.Usage(), ev.usage)
-        elif self.ttft is None and isinstance(ev, c.TextDelta | c.ToolCallStart | c.ThinkingDelta):
-            self.ttft = time.monotonic() - self.started
-        elif isinstance(ev, c.StreamError):
-            self.error_type = ev.error.type
+    @property
+    def streamed(self) -> bool:
+        """The response body arrives in STREAMED mode, chunk by chunk."""
+        return self.handler is not None and self.handler.streamed
 
-    def _whole_body(self, body: bytes) -> Forward:
-        """The whole (buffered) response body of a translated exchange, or an Envoy local reply."""
-        client = self.client
-        assert client is not None
-        if self.not_json:
-            name = self.provider.name if self.provider else "?"
-            return self._error_body(
-                GatewayError("server_error", f"provider '{name}' answered with a non-JSON body, not a valid response"),
-                status=502,
-            )
-        if self.local_error:
-            text = _local_reply_text(body)
-            kind = self.local_error
-            msg = (
-                f"provider '{self.provider.name if self.provider else '?'}' did not answer in time: {text}"
-                if kind == "timeout"
-                else f"could not reach provider '{self.provider.name if self.provider else '?'}': {text}"
-            )
-            return self._error_body(GatewayError(kind, msg, self.status or 502))
-        fmt = self.provider_fmt
-        if fmt is None:  # Envoy answered before a provider was chosen (a chunked body over the limit)
-            status = self.status or 500
-            return self._error_body(GatewayError(type_for_status(status), _local_reply_text(body), status))
-        if self.status >= 400 or self.status < 200:
-            return self._error_body(fmt.parse_error(self.status, body))
-        try:
-            resp = fmt.parse_response(body)
-        except GatewayError as err:
-            return self._error_body(err, status=502)
-        self.usage = resp.usage
-        out = client.build_response(resp, model=self.model)
-        return Forward([("content-type", _JSON), ("content-length", str(len(out)))], body=out)
-
-    def _error_body(self, err: GatewayError, status: int | None = None) -> Forward:
-        assert self.client is not None
-        self.error_type = err.type
-        if status is not None:
-            err.status = status
-        self.status = err.status
-        out = self.client.build_error(err, request_id=self.request_id)
-        headers = [(":status", str(err.status)), ("content-type", _JSON), ("content-length", str(len(out)))]
-        return Forward(headers, body=out)
-
-    # ------------------------------------------------------------------------------------------------ streaming
-    def _start_stream(self) -> Forward:
-        assert self.client is not None and self.provider_fmt is not None and self.request is not None
-        self.decoder = self.provider_fmt.StreamDecoder()
-        kwargs: dict[str, Any] = {"model": self.model, "include_usage": self.request.include_usage}
-        if self.client_name == "gemini":
-            kwargs["sse"] = self.stream_opts.get("sse", True)
-        elif self.client_name == "openai":
-            kwargs["created"] = int(time.time())
-            kwargs["request_id"] = self.request_id
-        self.encoder = self.client.StreamEncoder(**kwargs)
-        self.streamed = True
-        return Forward(
-            set_headers=[("content-type", self.encoder.media_type)],
-            remove_headers=["content-length"],
-            response_body_mode="STREAMED",
-        )
-
-    def on_stream_chunk(self, chunk: bytes, end_of_stream: bool) -> Forward:
-        """One piece of a provider stream: decode what completed, encode it for the client at once."""
-        decoder, encoder = self.decoder, self.encoder
-        out: list[bytes] = []
-        events = decoder.feed(chunk) if chunk else []
-        if end_of_stream:
-            events.extend(decoder.close())
-        for ev in events:
-            if isinstance(ev, c.StreamError):
-                self.error_type = ev.error.type
-                out.append(encoder.error(ev.error))
-                self.decoder = _Closed()
-                break
-            self._account(ev)
-            out.append(encoder.encode(ev))
-        if end_of_stream and not isinstance(self.decoder, _Closed):
-            out.append(encoder.finish())
-        return Forward(body=b"".join(out))
-
-    # ------------------------------------------------------------------------------------------------ own endpoints
+    # ------------------------------------------------------------------------------------------------ own answers
     def _health(self) -> Reply:
         gw = self.gateway
-        status = "draining" if gw.draining else "healthy"
         body = orjson.dumps(
             {
-                "status": status,
-                "models": len(gw.config.models),
+                "status": "draining" if gw.draining else "healthy",
+                "models": len(self.config.models),
                 "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
         )
         return Reply(503 if gw.draining else 200, body, [("content-type", _JSON)])
 
-    def _metrics(self) -> Reply:
-        render = self.gateway.metrics_text
-        if render is None:
-            return Reply(200, b"", [("content-type", "text/plain; version=0.0.4")])
-        ctype, body = render()
-        return Reply(200, body, [("content-type", ctype)])
-
-    def _method_not_allowed(self, allow: str) -> Reply:
-        err = GatewayError("invalid_request", f"method {self.method} is not allowed on {self.path}", 405)
-        reply = self.error_reply(err)
+    def _method_not_allowed(self, method: str, path: str, allow: str) -> Reply:
+        reply = self.error_reply(GatewayError("invalid_request", f"method {method} is not allowed on {path}", 405))
         reply.headers.append(("allow", allow))
         return reply
 
     def error_reply(self, err: GatewayError) -> Reply:
-        """An error answered by the service itself, in the client's format (OpenAI's when the path says nothing)."""
-        client = self.client or openai
-        self.error_type = err.type
-        self.status = err.status
-        body = client.build_error(err, request_id=self.request_id)
+        """An error answered by the service itself, in the client's format (the first format's when the path names
+        none); the exchange ends with it."""
+        fmt = self.client or _DEFAULT_ERRORS
+        rec = self.record
+        rec.error_type = err.type
+        rec.status = err.status
+        body = fmt.build_error(err, request_id=rec.request_id)
         headers = [("content-type", _JSON)]
-        if self.request_id:
-            headers.append(("x-request-id", self.request_id))
+        if rec.request_id:
+            headers.append(("x-request-id", rec.request_id))
         if err.retry_after:
             headers.append(("retry-after", err.retry_after))
-        return Reply(err.status, body, headers)
+        return self._reply(Reply(err.status, body, headers))
 
 
-class _Closed:
-    """Decoder stand-in after a stream error: everything after it is dropped."""
+class _Keeper:
+    """Keeps a translated answer in the gateway's store (``handlers.Keeper``), as the client format shapes it."""
 
-    def feed(self, chunk: bytes) -> list[c.Event]:
-        return []
+    __slots__ = ("conv", "model", "request", "scope", "state", "store")
 
-    def close(self) -> list[c.Event]:
-        return []
+    def __init__(
+        self, store: AnswerStore, scope: str, state: ConversationState, conv: Conversation, req: c.Request, model: str
+    ) -> None:
+        self.store, self.scope, self.state, self.conv, self.request, self.model = store, scope, state, conv, req, model
 
+    def answer(self, resp: c.Response) -> None:
+        self._put(self.state.kept(resp, model=self.model, request=self.request))
 
-def _local_reply_text(body: bytes) -> str:
-    """Envoy's own words from a local reply (wrapped by the bootstrap's ``local_reply_config`` body format)."""
-    try:
-        obj = orjson.loads(body)
-        return str(obj["error"]["message"]).strip() or "no response"
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        return body.decode("utf-8", "replace").strip() or "no response"
+    def stream(self, encoder: StreamEncoder) -> None:
+        kept = self.state.kept_stream(encoder)
+        if kept is not None:
+            self._put(kept)
 
-
-def _peek(body: bytes) -> dict[str, Any]:
-    """The request as a dict, enough to read ``model`` and ``stream``; a clear 400 when it is not a JSON object."""
-    try:
-        obj = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise invalid(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(obj, dict):
-        raise invalid("request body must be a JSON object")
-    return obj
+    def _put(self, answer: dict[str, Any]) -> None:
+        self.store.put(self.scope, answer, self.conv.own_items, self.conv.previous_id)
 
 
-__all__ = ["CONTINUE", "FORMATS", "Exchange", "Forward", "Gateway", "Reply"]
+__all__ = ["CONTINUE", "Exchange", "ExchangeError", "Forward", "Gateway", "Reply", "ServeMetrics"]

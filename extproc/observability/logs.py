@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from extproc.core.exchange import Exchange
+from extproc.core.record import Record
 
 _SECRET_RE = re.compile(
     rb'(?i)("?(?:authorization|x-api-key|x-goog-api-key|api[_-]?key|key)"?\s*[:=]\s*"?)(?:Bearer\s+)?[^"&\s,}]+'
@@ -69,28 +69,46 @@ def write(record: dict[str, Any]) -> None:
     _lines.add(orjson.dumps(record) + b"\n")
 
 
-def request_line(ex: Exchange, duration: float) -> dict[str, Any]:
-    status = ex.status or 0
-    rec: dict[str, Any] = {
+def request_line(rec: Record, duration: float) -> dict[str, Any]:
+    status = rec.status or 0
+    out: dict[str, Any] = {
         "timestamp": _now(),
         "level": "error" if status >= 500 else ("warn" if status >= 400 else "info"),
-        "request_id": ex.request_id,
+        "request_id": rec.request_id,
         "message": "request completed" if status < 400 else "request failed",
         "duration_ms": round(duration * 1000, 2),
         "status_code": status,
-        "format": ex.client_name,
-        "model": ex.model,
-        "provider": ex.provider.name if ex.provider else None,
-        "streaming": ex.stream,
+        "format": rec.client,
+        "model": rec.model,
+        "provider": rec.provider,
+        "streaming": rec.stream,
     }
-    if ex.usage is not None:
-        rec["input_tokens"] = ex.usage.input_tokens
-        rec["output_tokens"] = ex.usage.output_tokens
-    if ex.error_type:
-        rec["error_type"] = ex.error_type
-    if ex.ttft is not None:
-        rec["ttft_ms"] = round(ex.ttft * 1000, 2)
-    return rec
+    if rec.usage is not None:
+        out["input_tokens"] = rec.usage.input_tokens
+        out["output_tokens"] = rec.usage.output_tokens
+    if rec.error_type:
+        out["error_type"] = rec.error_type
+    if rec.ttft is not None:
+        out["ttft_ms"] = round(rec.ttft * 1000, 2)
+    if rec.adaptations:
+        out["adapted"] = ",".join(str(a) for a in rec.adaptations)
+    return out
+
+
+def adaptation_line(rec: Record) -> dict[str, Any]:
+    """The debug line for a request changed for its target model: one entry per parameter, what was done."""
+    return {
+        "timestamp": _now(),
+        "level": "debug",
+        "request_id": rec.request_id,
+        "message": "request adapted to the target model",
+        "model": rec.model,
+        "provider": rec.provider,
+        "adaptations": [
+            {"parameter": a.parameter, "action": a.action, **({"value": a.value} if a.value is not None else {})}
+            for a in rec.adaptations or ()
+        ],
+    }
 
 
 class JSONFormatter(logging.Formatter):

@@ -14,7 +14,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from extproc.core.exchange import Exchange
+from extproc.core.record import Record
 
 _DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 180, 300, 600)
 _FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1)
@@ -26,6 +26,7 @@ class Metrics:
         "_pending",
         "_scheduled",
         "active",
+        "adaptations",
         "duration",
         "errors",
         "multiproc",
@@ -53,10 +54,10 @@ class Metrics:
         self.errors = Counter(
             "proxy_errors_total", "Failed requests by error type", (*labels, "error_type"), registry=reg
         )
-        gauge_kw = {"multiprocess_mode": "livesum"} if self.multiproc else {}
         self.active = Gauge(
-            "proxy_active_requests", "Requests in flight", ("format", "provider"), registry=reg, **gauge_kw
-        )
+            "proxy_active_requests", "Requests in flight", ("format", "provider"), registry=reg,
+            multiprocess_mode="livesum",  # summed over the live workers' files (ignored without multiprocess)
+        )  # fmt: skip
         self.tokens = Counter(
             "proxy_tokens_total", "Tokens by type (input, output, cached, reasoning)",
             ("model", "provider", "type"), registry=reg,
@@ -73,6 +74,11 @@ class Metrics:
             "proxy_gateway_overhead_seconds", "Time spent in the extproc service per request, provider excluded",
             ("format", "provider"), buckets=_FAST_BUCKETS, registry=reg,
         )  # fmt: skip
+        self.adaptations = Counter(
+            "proxy_request_adaptations_total",
+            "Request parameters changed for the target model (docs/capabilities.md), by parameter and action",
+            ("model", "provider", "parameter", "action"), registry=reg,
+        )  # fmt: skip
         self._cache: dict[tuple[str, str, str], _Series] = {}
         self._pending: set[_Series] = set()
         self._scheduled = False
@@ -82,44 +88,49 @@ class Metrics:
             self.registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(self.registry)
 
-    def started(self, ex: Exchange) -> None:
-        s = self._series(ex)
+    def started(self, rec: Record) -> None:
+        s = self._series(rec)
         s.active += 1
         self._dirty(s)
 
-    def _series(self, ex: Exchange) -> _Series:
+    def _series(self, rec: Record) -> _Series:
         """The label children of one (format, model, provider), looked up once: ``labels()`` costs more than
         the increments themselves on the hot path."""
-        # Only configured model names become label values: a client choosing names must not create series.
-        model = ex.model if ex.model in ex.gateway.config.models else "other"
-        key = (ex.client_name, model, ex.provider.name if ex.provider else "")
+        # Only configured model names become label values (``model_label``): a client choosing names must not create
+        # series.
+        key = (rec.client, rec.model_label, rec.provider or "")
         series = self._cache.get(key)
         if series is None:
             series = self._cache[key] = _Series(self, *key)
         return series
 
-    def done(self, ex: Exchange, duration: float) -> None:
+    def done(self, rec: Record, duration: float, overhead: float, active: bool) -> None:
         """Accumulate in plain Python; ``flush`` writes the sums to the shared files (at most 0.2 s later, and
-        before every scrape). Writing each increment costs an mmap write and a ``getpid`` call each."""
-        s = self._series(ex)
-        if ex.active:
+        before every scrape). Writing each increment costs an mmap write and a ``getpid`` call each. ``active``: the
+        exchange was counted by ``started``; ``overhead``: seconds the service spent on it."""
+        s = self._series(rec)
+        if active:
             s.active -= 1
-        status = ex.status or 0
+        status = rec.status or 0
         s.requests[status] = s.requests.get(status, 0) + 1
         s.duration.add(duration)
-        s.overhead.add(ex.overhead)
-        if ex.error_type:
-            s.errors[ex.error_type] = s.errors.get(ex.error_type, 0) + 1
-        u = ex.usage
+        s.overhead.add(overhead)
+        if rec.error_type:
+            s.errors[rec.error_type] = s.errors.get(rec.error_type, 0) + 1
+        u = rec.usage
         if u is not None:
             s.tokens[0] += u.input_tokens
             s.tokens[1] += u.output_tokens
             s.tokens[2] += u.cached_tokens
             s.tokens[3] += u.reasoning_tokens
-        if ex.ttft is not None:
-            s.ttft.add(ex.ttft)
+        if rec.adaptations:
+            for a in rec.adaptations:
+                key = (a.parameter, a.action)
+                s.adapted[key] = s.adapted.get(key, 0) + 1
+        if rec.ttft is not None:
+            s.ttft.add(rec.ttft)
             if u is not None and u.output_tokens > 1:
-                s.tpot.add(max(duration - ex.ttft, 0.0) / (u.output_tokens - 1))
+                s.tpot.add(max(duration - rec.ttft, 0.0) / (u.output_tokens - 1))
         self._dirty(s)
 
     def _dirty(self, s: _Series) -> None:
@@ -173,8 +184,8 @@ class _Series:
     """Pre-resolved label children for one (format, model, provider), and what accumulated since the last flush."""
 
     __slots__ = (
-        "active", "active_child", "children", "duration", "errors", "key", "overhead", "requests", "tokens", "tpot",
-        "ttft",
+        "active", "active_child", "adapted", "children", "duration", "errors", "key", "overhead", "requests", "tokens",
+        "tpot", "ttft",
     )  # fmt: skip
 
     def __init__(self, m: Metrics, fmt: str, model: str, provider: str) -> None:
@@ -182,6 +193,7 @@ class _Series:
         self.active = 0
         self.requests: dict[int, int] = {}
         self.errors: dict[str, int] = {}
+        self.adapted: dict[tuple[str, str], int] = {}  # (parameter, action) -> count
         self.tokens = [0, 0, 0, 0]  # input, output, cached, reasoning
         self.duration = _Hist(_DURATION_BUCKETS)
         self.overhead = _Hist(_FAST_BUCKETS)
@@ -206,6 +218,9 @@ class _Series:
             m.errors.labels(*self.key, etype).inc(n)
         self.errors.clear()
         _, model, provider = self.key
+        for (parameter, action), n in self.adapted.items():
+            m.adaptations.labels(model, provider, parameter, action).inc(n)
+        self.adapted.clear()
         for kind, n in zip(("input", "output", "cached", "reasoning"), self.tokens, strict=True):
             if n:
                 m.tokens.labels(model, provider, kind).inc(n)

@@ -16,15 +16,18 @@ import sys
 from dotenv import load_dotenv
 
 from extproc.core.address import Address
-from extproc.core.config import ConfigError, load_config, summary
+from extproc.core.config import Config, ConfigError, load_config, provider_keys, summary
 from extproc.observability import logs
+from extproc.ops.credentials import CredentialFiles, write_keys, write_sds
 from extproc.ops.envoy_config import ExtprocTls, dump, render
 
 COMMANDS = ("run", "extproc", "envoy-config", "check-config")
+DEFAULT_SDS_DIR = "/etc/ai-gateway"
+DEFAULT_KEYS_DIR = "/run/secrets/ai-gateway"
 log = logging.getLogger("ai-gateway")
 
 
-def _flag(parser: argparse.ArgumentParser, name: str, **kw: object) -> None:
+def _flag(parser: argparse._ActionsContainer, name: str, **kw: object) -> None:  # (a parser or an argument group)
     parser.add_argument(f"--{name}", f"-{name}", **kw)  # type: ignore[arg-type]
 
 
@@ -83,7 +86,14 @@ def build_parser(command: str) -> argparse.ArgumentParser:
         )
         _flag(p, "grace", type=float, default=30.0, help="seconds to let requests finish on shutdown")
     elif command == "extproc":
-        _flag(p, "extproc-listen", dest="extproc_listen", default="0.0.0.0:50051", help="gRPC address")
+        # Loopback by default: the service's answers steer requests, so only Envoy may reach it (see docs/security.md).
+        _flag(
+            p,
+            "extproc-listen",
+            dest="extproc_listen",
+            default="127.0.0.1:50051",
+            help="gRPC address, HOST:PORT or unix:PATH (default: %(default)s)",
+        )
         _flag(p, "grace", type=float, default=30.0, help="seconds to let streams finish on SIGTERM")
         tls = p.add_argument_group("mTLS (all three or none; docs/transport.md)")
         _flag(tls, "tls-cert", dest="tls_cert", help="the service's certificate chain (PEM)")
@@ -112,6 +122,34 @@ def build_parser(command: str) -> argparse.ArgumentParser:
             dest="extproc_listen",
             default="127.0.0.1:50051",
             help="where Envoy reaches the extproc service(s): HOST:PORT or unix:PATH, comma-separated",
+        )
+        _flag(
+            p,
+            "out",
+            default=None,
+            help="write envoy.yaml and the SDS files (sds-<provider>.yaml) into this directory instead of printing "
+            "the bootstrap",
+        )
+        _flag(
+            p,
+            "sds-dir",
+            dest="sds_dir",
+            default=None,
+            help="where Envoy finds the SDS files (default: --out, else /etc/ai-gateway)",
+        )
+        _flag(
+            p,
+            "keys-dir",
+            dest="keys_dir",
+            default=DEFAULT_KEYS_DIR,
+            help="where Envoy reads provider keys, one file per variable (OPENAI_API_KEY, ...) (default: %(default)s)",
+        )
+        _flag(
+            p,
+            "write-keys",
+            dest="write_keys",
+            action="store_true",
+            help="also write the provider keys set in the environment into --keys-dir (mode 0600)",
         )
     return p
 
@@ -160,6 +198,39 @@ def _extproc_security(args: argparse.Namespace) -> str:
     return ""
 
 
+def _envoy_config(args: argparse.Namespace, cfg: Config, listen: Address, admin: Address) -> int:
+    """Render the bootstrap for an Envoy run elsewhere (compose, Kubernetes): printed, or written with the SDS files
+    that point Envoy at the provider key files; ``--write-keys`` also writes the keys (for a renderer that shares a
+    private volume with Envoy, as docker-compose.yml does)."""
+    extproc = [Address.parse(a.strip(), default_host="127.0.0.1") for a in args.extproc_listen.split(",")]
+    tls_files = (args.extproc_tls_cert, args.extproc_tls_key, args.extproc_tls_ca)
+    if any(tls_files) and not all(tls_files):
+        log.error("--extproc-tls-cert, --extproc-tls-key and --extproc-tls-ca go together")
+        return 2
+    extproc_tls = None
+    if all(tls_files):
+        sni = args.extproc_tls_sni or next((a.host for a in extproc if a.host), "")
+        if not sni:
+            log.error("--extproc-tls-sni is needed: no host name in --extproc-listen")
+            return 2
+        extproc_tls = ExtprocTls(*tls_files, sni=sni)
+    files = CredentialFiles(sds_dir=args.sds_dir or args.out or DEFAULT_SDS_DIR, keys_dir=args.keys_dir)
+    text = dump(render(cfg, listen=listen, admin=admin, extproc=extproc, credentials=files, extproc_tls=extproc_tls))
+    if args.write_keys:
+        written = write_keys(args.keys_dir, provider_keys(cfg, dict(os.environ)))
+        log.info("wrote %d provider key file(s) into %s", len(written), args.keys_dir)
+    if args.out is None:
+        sys.stdout.write(text)
+        return 0
+    os.makedirs(args.out, exist_ok=True)
+    write_sds(args.out, cfg, files)
+    tmp = os.path.join(args.out, ".envoy.yaml.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, os.path.join(args.out, "envoy.yaml"))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = "run"
@@ -176,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         if problem:
             log.error("%s", problem)
             return 2
+    base_env = dict(os.environ)
     load_dotenv(args.env_file, override=False)
     try:
         cfg = load_config(args.config)
@@ -187,10 +259,10 @@ def main(argv: list[str] | None = None) -> int:
         print(summary(cfg))
         return 0
     if command == "extproc":
-        from extproc.transport.server import TlsFiles, run
+        from extproc.transport import server
 
-        tls = TlsFiles(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
-        return run(args.config, args.extproc_listen, args.grace, args.verbose, args.limits, tls)
+        tls = server.TlsFiles(args.tls_cert, args.tls_key, args.tls_client_ca) if args.tls_cert else None
+        return server.run(args.config, args.extproc_listen, args.grace, args.verbose, args.limits, tls)
     if args.listen is None:  # run without --listen: open to the network only when clients must present a key
         args.listen = ":8080" if cfg.access.enabled else "127.0.0.1:8080"
     if not cfg.access.enabled and command == "run":
@@ -205,29 +277,15 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         return 2
     if command == "envoy-config":
-        extproc = [Address.parse(a.strip(), default_host="127.0.0.1") for a in args.extproc_listen.split(",")]
-        tls_files = (args.extproc_tls_cert, args.extproc_tls_key, args.extproc_tls_ca)
-        if any(tls_files) and not all(tls_files):
-            log.error("--extproc-tls-cert, --extproc-tls-key and --extproc-tls-ca go together")
-            return 2
-        extproc_tls = None
-        if all(tls_files):
-            sni = args.extproc_tls_sni or next((a.host for a in extproc if a.host), "")
-            if not sni:
-                log.error("--extproc-tls-sni is needed: no host name in --extproc-listen")
-                return 2
-            extproc_tls = ExtprocTls(*tls_files, sni=sni)
-        bootstrap = render(cfg, listen=listen, admin=admin, extproc=extproc, extproc_tls=extproc_tls)
-        sys.stdout.write(dump(bootstrap))
-        return 0
+        return _envoy_config(args, cfg, listen, admin)
 
-    from extproc.ops.launcher import Options, run
+    from extproc.ops import launcher
 
     if args.workers < 1:
         log.error("--workers must be at least 1")
         return 2
-    opts = Options(
+    opts = launcher.Options(
         args.config, args.env_file, listen, admin, args.extproc_listen, args.envoy_bin, args.workers, args.verbose,
-        args.grace,
+        args.grace, base_env,
     )  # fmt: skip
-    return run(opts, cfg)
+    return launcher.run(opts, cfg)

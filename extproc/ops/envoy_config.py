@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import yaml
 
 from extproc.core.address import Address
@@ -19,10 +20,14 @@ from extproc.core.config import Config, Provider
 from extproc.core.contract import (
     LOCAL_ERROR_HEADER,
     METADATA_NAMESPACE,
+    NO_CREDENTIAL,
     RATE_KEY_HEADER,
     RATE_MODEL_HEADER,
     ROUTE_HEADER,
 )
+from extproc.ops.credentials import CredentialFiles, sds_path, secret_name
+from extproc.translation.errors import GatewayError, type_for_status
+from extproc.translation.formats import registry
 
 _HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 EXTPROC_CLUSTER = "extproc"
@@ -61,10 +66,12 @@ def _provider_route(p: Provider, timeout: float) -> dict[str, Any]:
         },
         # The gateway's own headers never reach a provider.
         "request_headers_to_remove": [ROUTE_HEADER, RATE_KEY_HEADER, RATE_MODEL_HEADER],
+        # Only Envoy's local-reply mappers tag replies for the service: a provider's header of that name is dropped.
+        "response_headers_to_remove": [LOCAL_ERROR_HEADER],
     }
 
 
-def _provider_cluster(p: Provider) -> dict[str, Any]:
+def _provider_cluster(p: Provider, credentials: CredentialFiles) -> dict[str, Any]:
     up = p.upstream
     cluster: dict[str, Any] = {
         "name": p.cluster,
@@ -96,13 +103,50 @@ def _provider_cluster(p: Provider) -> dict[str, Any]:
         http_options: dict[str, Any] = {"auto_config": {"http2_protocol_options": {}, "http_protocol_options": {}}}
     else:
         http_options = {"explicit_http_config": {"http_protocol_options": {}}}
-    cluster["typed_extension_protocol_options"] = {
-        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-            **http_options,
-        }
+    options: dict[str, Any] = {
+        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+        **http_options,
     }
+    if p.api_key_env:
+        options["http_filters"] = [_credential_injector(p, credentials), _UPSTREAM_CODEC]
+    cluster["typed_extension_protocol_options"] = {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": options}
     return cluster
+
+
+_UPSTREAM_CODEC = {
+    "name": "envoy.filters.http.upstream_codec",
+    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"},
+}
+
+
+def _credential_injector(p: Provider, credentials: CredentialFiles) -> dict[str, Any]:
+    """Envoy puts the provider's key on every attempt, in the provider format's own header, from an SDS secret that
+    follows its key file (``extproc.ops.credentials``). Without the file, Envoy answers 401 (the service translates)."""
+    cred = registry.get(p.format).CREDENTIAL
+    generic: dict[str, Any] = {
+        "@type": "type.googleapis.com/envoy.extensions.http.injected_credentials.generic.v3.Generic",
+        "credential": {
+            "name": secret_name(p),
+            "sds_config": {
+                "path_config_source": {
+                    "path": sds_path(credentials, p),
+                    "watched_directory": {"path": credentials.keys_dir},
+                },
+            },
+        },
+        "header": cred.header,
+    }
+    if cred.prefix:
+        generic["header_value_prefix"] = cred.prefix
+    return {
+        "name": "envoy.filters.http.credential_injector",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.credential_injector.v3.CredentialInjector",
+            "overwrite": True,
+            "allow_request_without_credential": False,
+            "credential": {"name": "envoy.http.injected_credentials.generic", "typed_config": generic},
+        },
+    }
 
 
 def _is_ip(host: str) -> bool:
@@ -192,6 +236,7 @@ def render(
     listen: Address,
     admin: Address,
     extproc: list[Address],
+    credentials: CredentialFiles,
     access_log: bool = True,
     extproc_tls: ExtprocTls | None = None,
 ) -> dict[str, Any]:
@@ -229,6 +274,11 @@ def render(
                 _local_error_mapper(["UF", "UH", "UC", "DF", "URX", "UR", "UPE", "UMSDR"], 502, "network"),
                 _local_error_mapper(["UT", "SI"], 504, "timeout"),
                 _local_error_mapper(["UO"], 503, "overloaded"),
+                # 401: the credential injector on a provider cluster had no key (its key file is missing).
+                _envoy_status_mapper(401, _LOCAL_REPLY_BODY, NO_CREDENTIAL),
+                # Replies Envoy makes before the service could see the request (its connection manager refusing the
+                # request line, e.g. an escaped slash in a path; a failing service), in the client's format by path.
+                *_client_format_mappers(),
                 # Envoy's own replies by status. The service's replies (also local replies to Envoy) carry dynamic
                 # metadata, which these mappers skip, so their bodies, already in the client's format, stay.
                 # 500: e.g. an answer over the per-stream buffer limit (response_payload_too_large).
@@ -300,7 +350,7 @@ def render(
     }
     if extproc_tls is not None:  # (the TCP health checks go over the same TLS)
         extproc_cluster["transport_socket"] = _extproc_tls_socket(extproc_tls)
-    clusters = [extproc_cluster] + [_provider_cluster(p) for p in providers]
+    clusters = [extproc_cluster] + [_provider_cluster(p, credentials) for p in providers]
     for c in clusters[1:]:
         c["per_connection_buffer_limit_bytes"] = cfg.max_request_bytes
     return {
@@ -340,12 +390,13 @@ _LOCAL_REPLY_BODY = {
 }
 
 
+_EXTPROC_FAILED_MESSAGE = "ai-gateway: the translation service failed while handling this request; retry it"
 _EXTPROC_FAILED_BODY = {
     "json_format": {
         "type": "error",
         "error": {
             "type": "api_error",
-            "message": "ai-gateway: the translation service failed while handling this request; retry it",
+            "message": _EXTPROC_FAILED_MESSAGE,
             "code": "%RESPONSE_CODE%",
             "status": "UNAVAILABLE",
         },
@@ -438,24 +489,82 @@ def _rate_limit_filters(cfg: Config) -> list[dict[str, Any]]:
     ]
 
 
-def _envoy_status_mapper(status: int, body: dict[str, Any]) -> dict[str, Any]:
-    """A JSON envelope for a local reply of ``status`` that Envoy made itself (not the service: no metadata)."""
-    not_from_service = {
-        "metadata_filter": {
-            "matcher": {
-                "filter": METADATA_NAMESPACE,
-                "path": [{"key": "format"}],
-                "value": {"string_match": {"exact": "not-a-format"}},  # never matches: only absence does
-            },
-            "match_if_key_not_found": True,
-        }
+# The service's own replies (immediate responses, also local replies to Envoy) carry dynamic metadata; Envoy's don't.
+_NOT_FROM_SERVICE = {
+    "metadata_filter": {
+        "matcher": {
+            "filter": METADATA_NAMESPACE,
+            "path": [{"key": "format"}],
+            "value": {"string_match": {"exact": "not-a-format"}},  # never matches: only absence does
+        },
+        "match_if_key_not_found": True,
     }
+}
+
+
+def _envoy_status_mapper(status: int, body: dict[str, Any], error_type: str | None = None) -> dict[str, Any]:
+    """A JSON envelope for a local reply of ``status`` that Envoy made itself (not the service: no metadata), tagged
+    with ``error_type`` in ``LOCAL_ERROR_HEADER`` when the service should answer it in its own words."""
+    not_from_service = _NOT_FROM_SERVICE
     status_is = {
         "status_code_filter": {
             "comparison": {"op": "EQ", "value": {"default_value": status, "runtime_key": f"ai_gw_{status}"}}
         }
     }
-    return {"filter": {"and_filter": {"filters": [status_is, not_from_service]}}, "body_format_override": body}
+    mapper: dict[str, Any] = {
+        "filter": {"and_filter": {"filters": [status_is, not_from_service]}},
+        "body_format_override": body,
+    }
+    if error_type is not None:
+        mapper["headers_to_add"] = [
+            {"header": {"key": LOCAL_ERROR_HEADER, "value": error_type}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+        ]
+    return mapper
+
+
+# Statuses Envoy answers with itself before a request reaches the service (or when the service fails: 502).
+_ENVOY_ONLY_STATUSES = (400, 403, 404, 405, 408, 413, 414, 426, 429, 431, 500, 501, 502, 503, 504)
+_ENVOY_REFUSED = "ai-gateway: Envoy refused this request (%RESPONSE_CODE_DETAILS%)"
+_MARK = "\x00message\x00"
+
+
+def _client_format_mappers() -> list[dict[str, Any]]:
+    """Per client format (by path prefix) and status: the format's own error envelope for replies Envoy makes for
+    requests the service never routed (no routing header). The service sees those replies only after the fact and
+    cannot translate them; 502 (the service itself failed) is mapped routed or not."""
+    mappers = []
+    seen: set[str] = set()
+    unrouted = {"header_filter": {"header": {"name": ROUTE_HEADER, "present_match": True, "invert_match": True}}}
+    for fmt in registry.FORMATS.values():
+        if fmt.PATH_PREFIX in seen:
+            continue  # formats sharing a prefix share its error shape (the first one's)
+        seen.add(fmt.PATH_PREFIX)
+        on_path = {"header_filter": {"header": {"name": ":path", "string_match": {"prefix": fmt.PATH_PREFIX}}}}
+        for status in _ENVOY_ONLY_STATUSES:
+            message = _ENVOY_REFUSED if status != 502 else _EXTPROC_FAILED_MESSAGE
+            err = GatewayError(type_for_status(status), _MARK, status)
+            body = _with_message(orjson.loads(fmt.build_error(err, request_id=None)), message)
+            status_is = {
+                "status_code_filter": {
+                    "comparison": {"op": "EQ", "value": {"default_value": status, "runtime_key": f"ai_gw_{status}"}}
+                }
+            }
+            filters = [status_is, _NOT_FROM_SERVICE, on_path] + ([] if status == 502 else [unrouted])
+            mappers.append(
+                {
+                    "filter": {"and_filter": {"filters": filters}},
+                    "body_format_override": {"json_format": body, "content_type": "application/json"},
+                }
+            )
+    return mappers
+
+
+def _with_message(obj: Any, message: str) -> Any:
+    if isinstance(obj, dict):
+        return {k: _with_message(v, message) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_with_message(v, message) for v in obj]
+    return message if obj == _MARK else obj
 
 
 def _local_error_mapper(flags: list[str], status: int, error_type: str) -> dict[str, Any]:

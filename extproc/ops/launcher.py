@@ -23,8 +23,11 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from dotenv import dotenv_values
+
 from extproc.core.address import Address
-from extproc.core.config import Config, ConfigError, load_config
+from extproc.core.config import Config, ConfigError, key_variables, load_config
+from extproc.ops.credentials import CredentialFiles, prepare
 from extproc.ops.envoy_config import dump, render
 
 log = logging.getLogger("ai-gateway")
@@ -41,6 +44,7 @@ class Options:
     workers: int
     verbose: bool
     grace: float = 30.0
+    base_env: dict[str, str] | None = None  # the environment before .env was read (it wins over .env)
 
 
 def find_envoy(explicit: str | None) -> str:
@@ -151,7 +155,10 @@ class Supervisor:
         self.restarts: list[float] = []
         self.worker_env: dict[str, str] = {}
         self.config_mtime = _mtime(opts.config_path)
+        self.env_mtime = _mtime(opts.env_file)
         self.addresses = worker_addresses(opts.extproc_listen, opts.workers, self.runtime)
+        # Provider keys: files only Envoy reads (0600 in this private directory), never in a worker's environment.
+        self.credentials = CredentialFiles(sds_dir=str(self.runtime / "sds"), keys_dir=str(self.runtime / "keys"))
 
     def _worker_cmd(self, addr: Address) -> list[str]:
         cmd = [sys.executable, "-m", "extproc", "extproc", "--config", self.opts.config_path]
@@ -160,10 +167,31 @@ class Supervisor:
             cmd.append("--verbose")
         return cmd
 
+    def _environment(self) -> dict[str, str]:
+        """The environment as the gateway sees it now: the process's own, over the .env file read again."""
+        base = self.opts.base_env if self.opts.base_env is not None else dict(os.environ)
+        from_file = {k: v for k, v in dotenv_values(self.opts.env_file).items() if v is not None}
+        return {**from_file, **base}
+
+    def _hand_keys_to_envoy(self, cfg: Config) -> None:
+        """Write the keys Envoy injects (changed ones only: Envoy picks them up without a restart) and the SDS files
+        that point at them; warn about keyed providers without a key."""
+        env = self._environment()
+        self.credentials, written = prepare(self.runtime, cfg, env)
+        for var in written:
+            log.info("provider key %s handed to Envoy", var)
+        for p in cfg.used_providers():
+            if p.api_key_env and not env.get(p.api_key_env):
+                log.warning("provider %s: %s is not set; its requests will fail with an auth error", p.name,
+                            p.api_key_env)  # fmt: skip
+
     def start(self) -> None:
         metrics_dir = self.runtime / "metrics"
         metrics_dir.mkdir()
-        env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir), PYTHONUNBUFFERED="1")
+        self._hand_keys_to_envoy(self.cfg)
+        secret = key_variables(self.cfg)
+        env = {k: v for k, v in os.environ.items() if k not in secret}
+        env.update(PROMETHEUS_MULTIPROC_DIR=str(metrics_dir), PYTHONUNBUFFERED="1")
         self.worker_env = env
         for addr in self.addresses:
             self.workers.append(subprocess.Popen(self._worker_cmd(addr), env=env, start_new_session=True))
@@ -177,7 +205,12 @@ class Supervisor:
         )
 
     def _render(self, cfg: Config) -> str:
-        return dump(render(cfg, listen=self.opts.listen, admin=self.opts.admin, extproc=self.addresses))
+        return dump(
+            render(
+                cfg, listen=self.opts.listen, admin=self.opts.admin, extproc=self.addresses,
+                credentials=self.credentials,
+            )
+        )  # fmt: skip
 
     def _start_envoy(self, bootstrap: str, base_args: list[str]) -> subprocess.Popen[bytes]:
         self.bootstrap = bootstrap
@@ -198,6 +231,7 @@ class Supervisor:
         except ConfigError as exc:
             log.error("config reload rejected, keeping the old config: %s", exc)
             return
+        self._hand_keys_to_envoy(cfg)
         bootstrap = self._render(cfg)
         if bootstrap != self.bootstrap and self.envoy is not None:
             base_id = (self.runtime / "base-id").read_text().strip()
@@ -235,9 +269,9 @@ class Supervisor:
     def supervise(self) -> int:
         """Block until a signal asks to stop (0) or a child dies (1); reload when asked or the config file changes."""
         while not self.stopping:
-            mtime = _mtime(self.opts.config_path)
-            if mtime != self.config_mtime:
-                self.config_mtime = mtime
+            mtime, env_mtime = _mtime(self.opts.config_path), _mtime(self.opts.env_file)
+            if mtime != self.config_mtime or env_mtime != self.env_mtime:
+                self.config_mtime, self.env_mtime = mtime, env_mtime
                 self.reload_requested = True
             if self.reload_requested:
                 self.reload_requested = False

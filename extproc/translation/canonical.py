@@ -10,7 +10,7 @@ out, so N formats need N modules, not N x N translators. Conventions that every 
   an object (Anthropic ``input``, Gemini ``args``) parse it; decoders that get an object serialise it compactly.
 - Usage follows OpenAI's inclusive counting: ``input_tokens`` includes cached tokens, ``output_tokens`` includes
   reasoning tokens. ``cached_tokens``/``cache_creation_tokens``/``reasoning_tokens`` are the subsets.
-- Finish reasons are ``stop``, ``length``, ``tool_calls``, ``content_filter`` (see ``FINISH_REASONS``). A hit stop
+- Finish reasons are ``stop``, ``length``, ``tool_calls``, ``content_filter``. A hit stop
   sequence is ``stop`` with ``Response.stop_sequence`` set.
 """
 
@@ -18,8 +18,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
-
-FINISH_REASONS = ("stop", "length", "tool_calls", "content_filter")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -71,11 +69,14 @@ class ToolResult:
 
 @dataclass(slots=True)
 class Thinking:
-    """Reasoning content. ``signature`` (Anthropic) must survive round trips; ``redacted`` holds opaque data."""
+    """Reasoning content. ``signature`` (Anthropic; an OpenAI Responses reasoning item's id and encrypted content,
+    packed by that format) must survive round trips; ``redacted`` holds opaque data. ``raw``: the model's own chain
+    of thought rather than a summary of it (Responses ``reasoning_text`` as opposed to ``summary_text``)."""
 
     text: str = ""
     signature: str | None = None
     redacted: str | None = None
+    raw: bool = False
 
 
 Part = Text | Image | Document | ToolCall | ToolResult | Thinking
@@ -95,6 +96,8 @@ class Tool:
     name: str
     description: str | None = None
     parameters: dict[str, Any] | None = None  # JSON Schema
+    strict: bool | None = None  # the client asked for strict schema adherence (OpenAI ``strict``)
+    namespace: str | None = None  # Responses ``namespace`` tools: ``name`` is then "{namespace}__{function name}"
 
 
 @dataclass(slots=True)
@@ -127,13 +130,18 @@ class Request:
     stream: bool = False
     include_usage: bool = False  # the client asked for usage in its stream (OpenAI stream_options.include_usage)
     response_format: ResponseFormat | None = None
-    reasoning_effort: str | None = None  # "minimal" | "low" | "medium" | "high"
+    reasoning_effort: str | None = None  # "none" | "minimal" | "low" | "medium" | "high" | "xhigh" | "max"
     thinking_budget: int | None = None  # tokens; 0 disables thinking; -1: on, the provider decides (adaptive)
     n: int | None = None
     seed: int | None = None
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     user: str | None = None
+    verbosity: str | None = None  # "low" | "medium" | "high" (OpenAI ``verbosity`` / Responses ``text.verbosity``)
+    reasoning_summary: str | None = None  # "auto" | "concise" | "detailed" (Responses ``reasoning.summary``)
+    # The client format's own request facts its answer repeats (a Responses ``response`` echoes its id, tools,
+    # instructions, ...). Set by that format's ``parse_request``, read only by the same format's builders.
+    echo: dict[str, Any] | None = None
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -189,6 +197,7 @@ class ThinkingDelta:
     text: str = ""
     signature: str | None = None
     redacted: str | None = None
+    raw: bool = False  # see ``Thinking.raw``
 
 
 @dataclass(slots=True)

@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 from extproc.translation import canonical as c
 from extproc.translation.errors import invalid
 
 # Hosts whose file URIs only Gemini can read (the Files API needs the provider's key; YouTube links Gemini takes).
-_GEMINI_HOSTS = ("generativelanguage.googleapis.com",)
-_GEMINI_URL_HOSTS = (*_GEMINI_HOSTS, "www.youtube.com", "youtube.com", "youtu.be")
+_GEMINI_HOSTS = ("generativelanguage.googleapis.com",)  # Gemini File API URIs
+GEMINI_URL_HOSTS = (*_GEMINI_HOSTS, "www.youtube.com", "youtube.com", "youtu.be")  # what Gemini reads itself
 DEFAULT_MAX_BYTES = 5 * 1024 * 1024
 # Standard or URL-safe alphabet (the google-genai SDK sends URL-safe), padding optional, whitespace tolerated.
 _BASE64 = re.compile(r"[A-Za-z0-9+/\-_\s]*={0,2}\s*")
@@ -83,24 +84,19 @@ def _media_parts(req: c.Request) -> list[c.Image | c.Document]:
     return out
 
 
-def _needs_inline(part: c.Image | c.Document, provider_type: str) -> tuple[bool, str | None]:
-    """(needs inlining, a reason it can never work or None)."""
-    url = part.url or ""
-    scheme = urlsplit(url).scheme.lower()
-    host = (urlsplit(url).hostname or "").lower()
-    if scheme not in ("http", "https"):
-        return True, f"URL scheme '{scheme}:' cannot be read by provider type '{provider_type}'"
-    if provider_type == "gemini":
-        return host not in _GEMINI_URL_HOSTS, None
-    if host in _GEMINI_HOSTS:
-        return True, "Gemini File API URIs can only be read by Gemini providers"
-    if provider_type == "openai":
-        return isinstance(part, c.Document), None  # OpenAI takes image URLs, but files only as file_data
-    return False, None  # Anthropic takes image and PDF document URLs itself
+def url_host(url: str) -> str:
+    return (urlsplit(url).hostname or "").lower()
 
 
-def plan(req: c.Request, provider_type: str, policy: FetchPolicy) -> list[str]:
-    """The URLs that must be fetched and inlined before ``req`` can be built for ``provider_type``."""
+def is_gemini_file(url: str) -> bool:
+    """A Gemini File API URI: only Gemini providers can read it."""
+    return url_host(url) in _GEMINI_HOSTS
+
+
+def plan(req: c.Request, fmt: Any, policy: FetchPolicy) -> list[str]:
+    """The URLs that must be fetched and inlined before ``req`` can be built for a provider speaking ``fmt`` (a
+    ``WireFormat``: its ``fetches_url`` says which URLs it reads itself)."""
+    provider_type = fmt.NAME
     urls: list[str] = []
     for part in _media_parts(req):
         if part.data is not None:
@@ -110,9 +106,15 @@ def plan(req: c.Request, provider_type: str, policy: FetchPolicy) -> list[str]:
             continue
         if not part.url or part.url.startswith("data:"):
             continue
-        needed, never = _needs_inline(part, provider_type)
-        if not needed:
+        scheme = urlsplit(part.url).scheme.lower()
+        reads = (
+            fmt.fetches_url(part)
+            if scheme in ("http", "https")
+            else f"URL scheme '{scheme}:' cannot be read by provider type '{provider_type}'"
+        )
+        if reads is True:
             continue
+        never = reads if isinstance(reads, str) else None
         kind = "image" if isinstance(part, c.Image) else "document"
         if never:
             raise invalid(f"{kind} URL {part.url[:200]!r}: {never}", param="messages")

@@ -10,6 +10,9 @@ to JSON Schema when decoded). Providers accept different subsets:
   official SDK's ``transform_schema`` does, so the model may still follow them.
 - Gemini ``responseJsonSchema`` (``for_gemini``): ``$schema``, ``$id`` and ``const`` are not accepted (``const``
   becomes a one-value ``enum``), ``oneOf`` becomes ``anyOf``.
+- Schemas Gemini clients send (``with_lowercase_types``): Gemini accepts OpenAPI-style upper-case type names
+  (``"OBJECT"``) even in ``responseJsonSchema``, and Gemini CLI sends them; JSON Schema (OpenAI, Anthropic) knows only
+  lower-case ones.
 """
 
 from __future__ import annotations
@@ -20,6 +23,40 @@ _ANTHROPIC_FORMATS = frozenset(
     {"date-time", "time", "date", "duration", "email", "hostname", "uri", "ipv4", "ipv6", "uuid"}
 )
 _DROP_ALWAYS = ("$schema", "$id")
+
+
+# Keywords whose value is a schema, a list of schemas, or a map of name -> schema.
+_SUB_SCHEMA = ("items", "not", "additionalProperties", "unevaluatedProperties", "unevaluatedItems", "contains",
+               "propertyNames", "if", "then", "else", "additionalItems")  # fmt: skip
+_SUB_LIST = ("anyOf", "oneOf", "allOf", "prefixItems", "items")
+_SUB_MAP = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
+
+
+def with_lowercase_types(schema: Any) -> Any:
+    """A JSON Schema whose ``type`` names are lower case wherever they are type keywords (never a property that happens
+    to be called "type"); ``TYPE_UNSPECIFIED`` is dropped. Anything that is not a schema object is returned as is."""
+    if not isinstance(schema, dict):
+        return schema
+    out = dict(schema)
+    t = out.get("type")
+    if isinstance(t, str):
+        low = t.lower()
+        if low == "type_unspecified":
+            del out["type"]
+        else:
+            out["type"] = low
+    elif isinstance(t, list):
+        out["type"] = [x.lower() if isinstance(x, str) else x for x in t]
+    for key in _SUB_SCHEMA:
+        if isinstance(out.get(key), dict):
+            out[key] = with_lowercase_types(out[key])
+    for key in _SUB_LIST:
+        if isinstance(out.get(key), list):
+            out[key] = [with_lowercase_types(s) for s in out[key]]
+    for key in _SUB_MAP:
+        if isinstance(out.get(key), dict):
+            out[key] = {name: with_lowercase_types(s) for name, s in out[key].items()}
+    return out
 
 
 def _primitive(v: Any) -> bool:
@@ -39,13 +76,13 @@ def for_anthropic(schema: dict[str, Any]) -> dict[str, Any]:
         return out
     type_ = src.pop("type", None)
     if isinstance(type_, list):
-        variants = [t for t in type_ if isinstance(t, str)]
-        if len(variants) == 1:
-            type_ = variants[0]
+        names = [t for t in type_ if isinstance(t, str)]
+        if len(names) == 1:
+            type_ = names[0]
         else:
             rest = {k: v for k, v in src.items() if k in ("description", "title")}
             body = {k: v for k, v in src.items() if k not in ("description", "title")}
-            return {**rest, "anyOf": [for_anthropic({**body, "type": t}) for t in variants]}
+            return {**rest, "anyOf": [for_anthropic({**body, "type": t}) for t in names]}
     any_of = src.pop("anyOf", None)
     one_of = src.pop("oneOf", None)
     all_of = src.pop("allOf", None)

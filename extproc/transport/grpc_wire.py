@@ -395,7 +395,7 @@ class Connection(asyncio.Protocol):
 
     # ---------------------------------------------------------------------------------------------------- transport
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  (uvloop's transports are not asyncio.Transport)
+        self.transport = transport  # type: ignore[assignment]  # (uvloop's transports are not asyncio.Transport)
         self.server.connections.add(self)
         tls = transport.get_extra_info("ssl_object")
         if tls is not None and tls.selected_alpn_protocol() != "h2":
@@ -830,7 +830,7 @@ class Connection(asyncio.Protocol):
             return
         try:
             result = st.call.message(msg)
-        except CallError as err:
+        except CallError as err:  # the handler refuses this stream's input: ended quietly with its status
             self._finish(st, err.status, err.message)
             return
         except Exception:
@@ -1077,13 +1077,15 @@ class Server:
         """Accept connections on ``host:port`` or the Unix socket ``path``; with ``ssl`` (see ``server_tls``) every
         connection is TLS, and the TLS handshake counts towards ``handshake_timeout``."""
         loop = asyncio.get_running_loop()
-        tls = {"ssl": ssl, "ssl_handshake_timeout": self.limits.handshake_timeout or None} if ssl is not None else {}
+        timeout = (self.limits.handshake_timeout or None) if ssl is not None else None
         if path:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
-            srv = await loop.create_unix_server(lambda: Connection(self), path, **tls)
+            srv = await loop.create_unix_server(lambda: Connection(self), path, ssl=ssl, ssl_handshake_timeout=timeout)
         else:
-            srv = await loop.create_server(lambda: Connection(self), host or None, port, reuse_address=True, **tls)
+            srv = await loop.create_server(
+                lambda: Connection(self), host or None, port, reuse_address=True, ssl=ssl, ssl_handshake_timeout=timeout
+            )
         self._servers.append(srv)
         if self._ticker is None:
             self._ticker = loop.call_later(self.tick_every, self._tick)

@@ -22,11 +22,13 @@ import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
 from extproc.core.address import Address
-from extproc.core.config import ConfigError, load_config
-from extproc.core.exchange import Exchange, Gateway
+from extproc.core.config import Config, ConfigError, load_config
+from extproc.core.exchange import Gateway
+from extproc.core.record import Record
 from extproc.observability import logs
 from extproc.observability.metrics import Metrics
 from extproc.transport.grpc_wire import Limits, Server, server_tls
+from extproc.transport.response_store import SqliteStore
 from extproc.transport.servicer import ExternalProcessor, ExtProc
 
 log = logging.getLogger("extproc")
@@ -97,15 +99,22 @@ def _check_readable(tls: TlsFiles) -> None:
             raise OSError(f"{flag} {path}: {exc.strerror or exc}") from None
 
 
-def make_recorder(metrics: Metrics, verbose: bool):
-    """What happens when an exchange ends: one metric update and one JSON log line."""
+def open_store(cfg: Config) -> SqliteStore | None:
+    """The Responses API conversation store the config asks for (opened lazily, on first use)."""
+    return SqliteStore.in_dir(cfg.responses) if cfg.responses.enabled else None
 
-    def on_done(ex: Exchange) -> None:
-        duration = time.monotonic() - ex.started
-        if ex.client_name == "gateway" or not ex.client_name:
+
+def make_recorder(metrics: Metrics):
+    """What happens when an exchange ends: one metric update and one JSON log line (client requests only)."""
+
+    def on_done(rec: Record, overhead: float, active: bool) -> None:
+        if not rec.counted:
             return
-        metrics.done(ex, duration)
-        logs.write(logs.request_line(ex, duration))
+        duration = time.monotonic() - rec.started
+        metrics.done(rec, duration, overhead, active)
+        if rec.adaptations and log.isEnabledFor(logging.DEBUG):
+            logs.write(logs.adaptation_line(rec))
+        logs.write(logs.request_line(rec, duration))
 
     return on_done
 
@@ -127,10 +136,9 @@ async def serve(
     if transport not in TRANSPORTS:
         log.error("AI_GATEWAY_GRPC=%s: must be one of %s", transport, ", ".join(TRANSPORTS))
         return 1
-    gateway = Gateway(cfg)
+    gateway = Gateway(cfg, open_store(cfg))
     metrics = Metrics()
-    gateway.metrics_text = metrics.render
-    proc = ExtProc(gateway, make_recorder(metrics, verbose), metrics)
+    proc = ExtProc(gateway, make_recorder(metrics), metrics)
     addr = Address.parse(listen)
     limits = limits_for(cfg.max_request_bytes, limits)
     server: Server | grpc.aio.Server
@@ -170,7 +178,10 @@ async def serve(
 
     def reload() -> None:
         try:
-            gateway.config = load_config(config_path)
+            new = load_config(config_path)
+            if new.responses != gateway.config.responses:
+                gateway.store = open_store(new)  # exchanges in flight finish with the old one
+            gateway.config = new
             log.info("config reloaded from %s: %d models", config_path, len(gateway.config.models))
         except ConfigError as exc:
             log.error("config reload rejected, keeping the old config: %s", exc)

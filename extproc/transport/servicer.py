@@ -11,20 +11,26 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from functools import partial
-from time import perf_counter
+from time import monotonic, perf_counter
+from typing import Any
 
+import grpc
 from envoy.config.core.v3.base_pb2 import HeaderValue, HeaderValueOption
 from envoy.extensions.filters.http.ext_proc.v3.processing_mode_pb2 import ProcessingMode
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+from google.protobuf.message import DecodeError
 
+from extproc.core.actions import CONTINUE, Forward, Reply, ServeMetrics
 from extproc.core.contract import METADATA_NAMESPACE
-from extproc.core.exchange import CONTINUE, Exchange, Forward, Gateway, Reply
+from extproc.core.exchange import Exchange, ExchangeError, Gateway
+from extproc.core.record import Record
 from extproc.observability.logs import redact
 from extproc.observability.metrics import Metrics
 from extproc.translation.errors import GatewayError
 from extproc.translation.media import FetchMedia
 from extproc.transport.fetch import fetch_all
+from extproc.transport.grpc_wire import CallError
 
 log = logging.getLogger("extproc")
 
@@ -97,7 +103,7 @@ def _fill(common: pb.CommonResponse, fwd: Forward) -> None:
 def _immediate(reply: Reply) -> pb.ProcessingResponse:
     resp = pb.ProcessingResponse()
     imm = resp.immediate_response
-    imm.status.code = reply.status  # type: ignore[assignment]  (an HTTP status is a StatusCode enum value)
+    imm.status.code = reply.status  # an HTTP status is a StatusCode enum value
     imm.body = reply.body
     if reply.headers:
         _mutation(imm.headers, reply.headers, [])
@@ -118,29 +124,55 @@ def _answer(phase: str, action: Forward | Reply) -> pb.ProcessingResponse:
     return resp
 
 
-def _finish(resp: pb.ProcessingResponse, ex: Exchange) -> pb.ProcessingResponse:
+def _finish(resp: pb.ProcessingResponse, rec: Record) -> pb.ProcessingResponse:
     """The exchange's last answer to Envoy: dynamic metadata for its access log (client path and format, model,
     provider, tokens, error type), written field by field (``Struct.update`` costs twice as much)."""
-    if not ex.client_name or ex.client_name == "gateway":
+    if not rec.counted:
         return resp
     f = resp.dynamic_metadata.fields[METADATA_NAMESPACE].struct_value.fields
-    f["format"].string_value = ex.client_name
-    f["path"].string_value = ex.path
-    if ex.model:
-        f["model"].string_value = ex.model
-    if ex.provider is not None:
-        f["provider"].string_value = ex.provider.name
-        f["upstream_path"].string_value = ex.upstream_path
-    if ex.usage is not None:
-        f["input_tokens"].number_value = ex.usage.input_tokens
-        f["output_tokens"].number_value = ex.usage.output_tokens
-    if ex.error_type:
-        f["error_type"].string_value = ex.error_type
+    f["format"].string_value = rec.client
+    f["path"].string_value = rec.path
+    if rec.model:
+        f["model"].string_value = rec.model
+    if rec.provider is not None:
+        f["provider"].string_value = rec.provider
+        f["upstream_path"].string_value = rec.upstream_path
+    if rec.usage is not None:
+        f["input_tokens"].number_value = rec.usage.input_tokens
+        f["output_tokens"].number_value = rec.usage.output_tokens
+    if rec.error_type:
+        f["error_type"].string_value = rec.error_type
     return resp
 
 
 Deferred = Callable[[], Coroutine[None, None, pb.ProcessingResponse]]
 PROCESS_PATH = "/envoy.service.ext_proc.v3.ExternalProcessor/Process"
+# gRPC status codes for a peer's faults
+INVALID_ARGUMENT, FAILED_PRECONDITION = 3, 9
+
+
+class _PeerFaults:
+    """At most one warning line per ``interval`` seconds about peers sending what no Envoy sends (with the count of
+    those not logged): a flood of garbage costs no more than a line now and then."""
+
+    __slots__ = ("interval", "last", "suppressed")
+
+    def __init__(self, interval: float = 10.0) -> None:
+        self.interval = interval
+        self.last = -interval
+        self.suppressed = 0
+
+    def warn(self, what: str) -> None:
+        now = monotonic()
+        if now - self.last < self.interval:
+            self.suppressed += 1
+            return
+        more = f" ({self.suppressed} more since the last warning)" if self.suppressed else ""
+        log.warning("ext_proc stream ended: %s%s", what, more)
+        self.last, self.suppressed = now, 0
+
+
+PEER_FAULTS = _PeerFaults()
 
 
 class ExtProc:
@@ -148,13 +180,15 @@ class ExtProc:
 
     ``handle`` is synchronous except when a request needs its URL media downloaded (opt-in ``image_fetch``): then
     it returns a ``Deferred`` (a callable making the coroutine that answers, so nothing is left un-awaited when the
-    stream goes away first) and the transport holds the stream's later messages until it is done.
+    stream goes away first) and the transport holds the stream's later messages until it is done. A message no Envoy
+    would send (malformed, empty, out of order, after the exchange ended) raises ``CallError``: the stream ends with
+    a gRPC error, the message gets no answer, and a rate-limited warning is all that is logged.
     """
 
     def __init__(
         self,
         gateway: Gateway,
-        on_done: Callable[[Exchange], None] | None = None,
+        on_done: Callable[[Record, float, bool], None] | None = None,
         metrics: Metrics | None = None,
     ) -> None:
         self.gateway = gateway
@@ -165,101 +199,121 @@ class ExtProc:
         """``grpc_wire``'s service: a call per ``Process`` stream."""
         return ProcessCall(self) if path == PROCESS_PATH else None
 
-    def end(self, ex: Exchange) -> None:
+    def end(self, call: ProcessCall) -> None:
         if self.on_done is not None:
             try:
-                self.on_done(ex)
+                self.on_done(call.ex.record, call.overhead, call.active)
             except Exception:  # metrics/logging must never break a request
-                log.exception("recording request %s failed", ex.request_id)
+                log.exception("recording request %s failed", call.ex.record.request_id)
 
-    def handle(self, ex: Exchange, msg: pb.ProcessingRequest) -> pb.ProcessingResponse | Deferred:
+    def handle(self, call: ProcessCall, msg: pb.ProcessingRequest) -> pb.ProcessingResponse | Deferred:
         """One message in, its answer out; a bug costs the request a clear 500, never the stream or the worker."""
         t0 = perf_counter()
         try:
-            resp = self._handle(ex, msg)
+            resp = self._handle(call, msg)
+        except ExchangeError as err:
+            PEER_FAULTS.warn(str(err))
+            raise CallError(FAILED_PRECONDITION, str(err)) from None
+        except CallError:
+            raise
         except Exception:
-            resp = self._crashed(ex)
-        ex.overhead += perf_counter() - t0
+            resp = self._crashed(call.ex)
+        call.overhead += perf_counter() - t0
         return resp
 
     @staticmethod
     def _crashed(ex: Exchange) -> pb.ProcessingResponse:
-        log.exception("request %s failed inside the gateway", ex.request_id)
+        log.exception("request %s failed inside the gateway", ex.record.request_id)
         err = GatewayError("server_error", "internal error in the gateway (logged with the request id)")
-        return _finish(_immediate(ex.error_reply(err)), ex)
+        return _finish(_immediate(ex.error_reply(err)), ex.record)
 
-    def _handle(self, ex: Exchange, msg: pb.ProcessingRequest) -> pb.ProcessingResponse | Deferred:
+    def _handle(self, call: ProcessCall, msg: pb.ProcessingRequest) -> pb.ProcessingResponse | Deferred:
+        ex = call.ex
         which = msg.WhichOneof("request")
         if which == "request_headers":
             h = msg.request_headers
             action = ex.on_request_headers(_headers(h), h.end_of_stream)
+            if isinstance(action, ServeMetrics):
+                action = self._metrics_reply()
             resp = _answer("request_headers", action)
-            return _finish(resp, ex) if isinstance(action, Reply) else resp
+            return _finish(resp, ex.record) if isinstance(action, Reply) else resp
         if which == "request_body":
             if _DEBUG():
-                log.debug("request %s %s body: %s", ex.request_id, ex.path, _snippet(msg.request_body.body))
-            action = ex.on_request_body(msg.request_body.body)
-            if isinstance(action, FetchMedia):  # opt-in URL media: the one await
-                return partial(self._fetch, ex, action)
-            return self._request_answer(ex, action)
+                log.debug(
+                    "request %s %s body: %s", ex.record.request_id, ex.record.path, _snippet(msg.request_body.body)
+                )
+            forward = ex.on_request_body(msg.request_body.body)
+            if isinstance(forward, FetchMedia):  # opt-in URL media: the one await
+                return partial(self._fetch, call, forward)
+            return self._request_answer(call, forward)
         if which == "response_headers":
-            fwd = ex.on_response_headers(_headers(msg.response_headers))
+            h = msg.response_headers
+            fwd = ex.on_response_headers(_headers(h), h.end_of_stream)
             resp = _answer("response_headers", fwd)
-            return _finish(resp, ex) if fwd.response_body_mode == "NONE" else resp
+            return _finish(resp, ex.record) if ex.ended else resp
         if which == "response_body":
             b = msg.response_body
             if _DEBUG():
-                log.debug("response %s status %s body: %s", ex.request_id, ex.status, _snippet(b.body))
+                log.debug("response %s status %s body: %s", ex.record.request_id, ex.record.status, _snippet(b.body))
             resp = _answer("response_body", ex.on_response_body(b.body, b.end_of_stream))
-            return _finish(resp, ex) if b.end_of_stream or not ex.streamed else resp
-        resp = pb.ProcessingResponse()  # trailers are not requested; anything else: "no change"
-        getattr(resp, which).SetInParent()
-        return resp
+            return _finish(resp, ex.record) if ex.ended else resp
+        what = f"unexpected {which}" if which else "empty ProcessingRequest"
+        PEER_FAULTS.warn(what)
+        raise CallError(INVALID_ARGUMENT, what)
 
-    def _request_answer(self, ex: Exchange, action: Forward | Reply) -> pb.ProcessingResponse:
-        if ex.provider is not None and self.metrics is not None and isinstance(action, Forward):
-            self.metrics.started(ex)
-            ex.active = True
+    def _metrics_reply(self) -> Reply:
+        if self.metrics is None:
+            return Reply(200, b"", [("content-type", "text/plain; version=0.0.4")])
+        ctype, body = self.metrics.render()  # reads every worker's files: I/O, so here and not in the core
+        return Reply(200, body, [("content-type", ctype)])
+
+    def _request_answer(self, call: ProcessCall, action: Forward | Reply) -> pb.ProcessingResponse:
+        if isinstance(action, Forward) and self.metrics is not None:
+            self.metrics.started(call.ex.record)
+            call.active = True
         resp = _answer("request_body", action)
-        return _finish(resp, ex) if isinstance(action, Reply) else resp
+        return _finish(resp, call.ex.record) if isinstance(action, Reply) else resp
 
-    async def _fetch(self, ex: Exchange, action: FetchMedia) -> pb.ProcessingResponse:
+    async def _fetch(self, call: ProcessCall, action: FetchMedia) -> pb.ProcessingResponse:
         try:
             fetched = await fetch_all(action.urls, action.policy)
             t0 = perf_counter()  # the downloads are not the gateway's own time; what follows is
-            result = ex.on_fetched(fetched)
-            while isinstance(result, FetchMedia):  # never in practice: substitution leaves no URL behind
-                fetched = await fetch_all(result.urls, result.policy)
-                t0 = perf_counter()
-                result = ex.on_fetched(fetched)
-            resp = self._request_answer(ex, result)
-            ex.overhead += perf_counter() - t0
+            resp = self._request_answer(call, call.ex.on_fetched(fetched))
+            call.overhead += perf_counter() - t0
             return resp
         except Exception:
-            return self._crashed(ex)
+            return self._crashed(call.ex)
 
 
 class ProcessCall:
-    """One ``Process`` stream on ``grpc_wire``: raw message bytes in and out."""
+    """One ``Process`` stream: its exchange, and what the servicer itself counts (in flight, time spent)."""
 
-    __slots__ = ("ex", "proc")
+    __slots__ = ("active", "ex", "overhead", "proc")
 
     def __init__(self, proc: ExtProc) -> None:
         self.proc = proc
         self.ex = Exchange(proc.gateway)
+        self.active = False  # counted in proxy_active_requests
+        self.overhead = 0.0  # seconds the service spent on this exchange
 
     def message(self, data: bytes) -> bytes | Awaitable[bytes]:
-        resp = self.proc.handle(self.ex, pb.ProcessingRequest.FromString(data))
-        if type(resp) is pb.ProcessingResponse:
+        """``grpc_wire``: raw message bytes in, the answer's bytes out."""
+        try:
+            msg = pb.ProcessingRequest.FromString(data)
+        except DecodeError:
+            PEER_FAULTS.warn("malformed ProcessingRequest")
+            raise CallError(INVALID_ARGUMENT, "malformed ProcessingRequest") from None
+        resp = self.proc.handle(self, msg)
+        if isinstance(resp, pb.ProcessingResponse):
             return resp.SerializeToString()
-        return self._later(resp)  # type: ignore[arg-type]
+        return self._later(resp)
 
     @staticmethod
     async def _later(deferred: Deferred) -> bytes:
         return (await deferred()).SerializeToString()
 
     def end(self) -> None:
-        self.proc.end(self.ex)
+        self.proc.end(self)
 
 
 class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
@@ -269,12 +323,19 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
         self.proc = proc
 
     async def Process(
-        self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: object
+        self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: Any
     ) -> AsyncIterator[pb.ProcessingResponse]:
-        ex = Exchange(self.proc.gateway)
+        call = ProcessCall(self.proc)
         try:
             async for msg in request_iterator:
-                resp = self.proc.handle(ex, msg)
-                yield resp if type(resp) is pb.ProcessingResponse else await resp()  # type: ignore[operator]
+                try:
+                    resp = self.proc.handle(call, msg)
+                except CallError as err:
+                    await context.abort(_GRPC_CODES[err.status], err.message)
+                    return
+                yield resp if isinstance(resp, pb.ProcessingResponse) else await resp()
         finally:
-            self.proc.end(ex)
+            self.proc.end(call)
+
+
+_GRPC_CODES = {code.value[0]: code for code in grpc.StatusCode}

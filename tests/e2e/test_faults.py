@@ -45,15 +45,29 @@ def test_worker_killed_under_load_recovers(mocks: dict) -> None:  # type: ignore
                             body = None
                         results.append((r.status_code, body))
 
+            def wait_for(cond, what: str, timeout: float = 20) -> None:  # type: ignore[no-untyped-def]
+                deadline = time.monotonic() + timeout
+                while not cond():
+                    assert time.monotonic() < deadline, f"timed out waiting for {what}"
+                    time.sleep(0.05)
+
+            def replacement_serving() -> bool:
+                now = _pids(f"extproc extproc --config {gw.config_path}")
+                fresh = [p for p in now if p not in workers]
+                return len(now) == 2 and bool(fresh) and f"extproc worker {fresh[0]} serving on" in gw.log_text()
+
             with ThreadPoolExecutor(8) as pool:
-                for _ in range(8):
-                    pool.submit(load)
-                time.sleep(1.0)
-                os.kill(workers[0], signal.SIGKILL)
-                time.sleep(3.0)  # recovery
-                before = len(results)
-                time.sleep(2.0)
-                stop.set()
+                try:
+                    for _ in range(8):
+                        pool.submit(load)
+                    wait_for(lambda: sum(1 for s, _ in results if s == 200) >= 16, "traffic before the kill")
+                    os.kill(workers[0], signal.SIGKILL)
+                    wait_for(replacement_serving, "the replacement worker")
+                    before = len(results)
+                    # Recovered: the next 40 answers (5 per client thread) all succeed.
+                    wait_for(lambda: len(results) >= before + 40, "traffic after the restart")
+                finally:
+                    stop.set()
             after = results[before:]
             # Everything that failed failed as a 5xx with a JSON error every SDK can read.
             for status, body in results:
@@ -76,6 +90,7 @@ def test_envoy_dying_stops_the_launcher_with_an_error(mocks: dict) -> None:  # t
         deadline = time.monotonic() + 10
         while "listening on" not in gw.log_text() and time.monotonic() < deadline:  # past the start-up phase
             time.sleep(0.05)
+        assert "listening on" in gw.log_text()
         envoys = _pids("envoy-0.yaml", parent=gw.proc.pid)
         assert envoys
         os.kill(envoys[0], signal.SIGKILL)

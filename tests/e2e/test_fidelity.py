@@ -8,6 +8,7 @@ import json
 from typing import Any
 
 import anthropic
+import httpx
 import openai
 import pytest
 from google.genai import errors as gerrors
@@ -16,6 +17,7 @@ from google.genai import types as gtypes
 from tests.conftest import MODELS, Gateway
 from tests.e2e.sdk import WEATHER_TOOL, anthropic_client, gemini_client, openai_client
 from tests.mocks.providers import ANTHROPIC_THINKING_SIGNATURES, GEMINI_THOUGHT_SIGNATURES
+from tests.paths import RECORDED_CLIENTS
 
 CLIENTS = ("openai", "anthropic", "gemini")
 PROVIDERS = ("openai", "anthropic", "gemini")
@@ -235,6 +237,26 @@ def test_gemini_response_schema_is_converted(gateway: Gateway) -> None:
 
 
 # ------------------------------------------------------------------------------------------------------- reasoning
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_gemini_cli_router_request_with_upper_case_schema_types(gateway: Gateway, provider: str) -> None:
+    """Gemini CLI 0.61's model-router request, byte for byte as recorded: its ``responseJsonSchema`` says ``OBJECT``,
+    ``STRING``, ``INTEGER`` (Gemini accepts that). Towards OpenAI and Anthropic the schema arrives as JSON Schema with
+    lower-case types and its properties where they were."""
+    recorded = (RECORDED_CLIENTS / "gemini-cli" / "router-request.json").read_bytes()
+    url = f"{gateway.url}/gemini/v1beta/models/{MODELS[provider]}:generateContent"
+    r = httpx.post(url, content=recorded, headers={"content-type": "application/json", "x-goog-api-key": "k"})
+    assert r.status_code == 200, r.text[:500]
+    body = gateway.mocks[provider].last().body
+    if provider == "openai":
+        schema = body["response_format"]["json_schema"]["schema"]
+    else:
+        schema = body["output_config"]["format"]["schema"]
+    assert schema["type"] == "object"
+    assert schema["properties"]["complexity_reasoning"]["type"] == "string"
+    assert schema["properties"]["complexity_score"]["type"] == "integer"
+    assert schema["required"] == ["complexity_reasoning", "complexity_score"]
+
+
 def _thinking_tool_loop(client: str, url: str, model: str) -> tuple[str, str, int]:
     """Turn one with reasoning on and a tool; turn two answers the call, echoing the assistant turn the way the SDK
     hands it back. Returns (reasoning text of turn one, final text, reasoning tokens of turn one)."""
@@ -462,6 +484,14 @@ def test_anthropic_count_tokens(gateway: Gateway) -> None:
     assert gateway.mocks["anthropic"].last().path == "/v1/messages/count_tokens"
     with pytest.raises(anthropic.BadRequestError, match="token counting"):
         cl.messages.count_tokens(model=MODELS["openai"], messages=msgs)  # type: ignore[arg-type]
+    # A Gemini-served model counts through Gemini's countTokens, system prompt included.
+    counted = cl.messages.count_tokens(model=MODELS["gemini"], system="short", messages=msgs)  # type: ignore[arg-type]
+    assert counted.input_tokens == 5
+    sent = gateway.mocks["gemini"].last()
+    assert sent.path.endswith(f"/models/{MODELS['gemini']}:countTokens")
+    inner = sent.body["generateContentRequest"]
+    assert inner["contents"] == [{"role": "user", "parts": [{"text": "count me"}]}]
+    assert inner["systemInstruction"]["parts"] == [{"text": "short"}]
 
 
 def test_gemini_count_tokens(gateway: Gateway) -> None:
@@ -469,4 +499,9 @@ def test_gemini_count_tokens(gateway: Gateway) -> None:
     assert cl.models.count_tokens(model="alias-gemini", contents="count me").total_tokens == 5
     assert gateway.mocks["gemini"].last().path.endswith("/models/gemini-upstream-name:countTokens")
     with pytest.raises(gerrors.ClientError, match="token counting"):
-        cl.models.count_tokens(model=MODELS["anthropic"], contents="count me")
+        cl.models.count_tokens(model=MODELS["openai"], contents="count me")
+    # An Anthropic-served model counts through Anthropic's count_tokens.
+    assert cl.models.count_tokens(model=MODELS["anthropic"], contents="count me").total_tokens == 5
+    sent = gateway.mocks["anthropic"].last()
+    assert sent.path == "/v1/messages/count_tokens"
+    assert sent.body == {"model": MODELS["anthropic"], "messages": [{"role": "user", "content": "count me"}]}

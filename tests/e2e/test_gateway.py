@@ -13,7 +13,17 @@ import httpx
 import pytest
 
 from extproc.ops.launcher import find_envoy
-from tests.conftest import KEYS, MODELS, ROOT, Gateway, free_port, gateway_config, start_gateway, stop_gateway
+from tests.conftest import (
+    KEYS,
+    MODELS,
+    ROOT,
+    Gateway,
+    free_port,
+    gateway_config,
+    model_count,
+    start_gateway,
+    stop_gateway,
+)
 from tests.e2e.sdk import ask
 
 
@@ -29,26 +39,36 @@ def test_health_has_seed_shape(gateway: Gateway) -> None:
     assert r.status_code == 200
     body = r.json()
     assert body["status"] == "healthy"
-    assert body["models"] == 9
+    assert body["models"] == model_count(gateway.config_path.read_text())
     assert body["timestamp"].endswith("Z")
     assert r.headers.get("x-request-id")
 
 
+def _requests_total(gateway: Gateway) -> tuple[float, str]:
+    """proxy_requests_total for OpenAI clients asking MODELS["anthropic"] with status 200, and the whole page."""
+    text = httpx.get(gateway.url + "/metrics").text
+    total = 0.0
+    for ln in text.splitlines():
+        if (
+            ln.startswith("proxy_requests_total{")
+            and 'format="openai"' in ln
+            and f'model="{MODELS["anthropic"]}"' in ln
+            and 'status="200"' in ln
+        ):
+            total += float(ln.rsplit(" ", 1)[1])
+    return total, text
+
+
 def test_metrics_count_requests(gateway: Gateway) -> None:
+    before, _ = _requests_total(gateway)
     for _ in range(3):
         ask("openai", gateway.url, MODELS["anthropic"], "count me")
-    time.sleep(0.5)  # workers write their sums at most 0.2 s after a request
-    text = httpx.get(gateway.url + "/metrics").text
-    line = next(
-        ln
-        for ln in text.splitlines()
-        if ln.startswith("proxy_requests_total{")
-        and 'format="openai"' in ln
-        and f'model="{MODELS["anthropic"]}"' in ln
-        and 'status="200"' in ln
-    )
-    assert float(line.rsplit(" ", 1)[1]) >= 3
-    assert "proxy_request_duration_seconds_bucket" in text
+    # Workers write their sums at most 0.2 s after a request: poll until the three are counted.
+    deadline = time.monotonic() + 5
+    while (after := _requests_total(gateway))[0] < before + 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert after[0] == before + 3
+    assert "proxy_request_duration_seconds_bucket" in after[1]
 
 
 def test_request_id_is_kept_end_to_end(gateway: Gateway) -> None:
@@ -105,12 +125,19 @@ def test_bad_config_is_refused_with_one_clear_message(yaml_text: str, fault: str
 
 
 def test_envoy_config_is_valid_for_envoy(tmp_path: Path) -> None:
+    """``envoy-config --out`` writes a bootstrap Envoy accepts, with an SDS file per keyed provider; printed, it is the
+    same bootstrap (pointing at the SDS files where ``--sds-dir`` says)."""
+    out, keys = tmp_path / "out", tmp_path / "keys"
+    keys.mkdir()
     r = run_cli("envoy-config", "--config", "config/proxy-config.yaml", "--env-file", "/nonexistent",
-                "--extproc-listen", "extproc:50051")  # fmt: skip
+                "--extproc-listen", "extproc:50051", "--out", str(out), "--keys-dir", str(keys))  # fmt: skip
     assert r.returncode == 0, r.stderr
-    path = tmp_path / "envoy.yaml"
-    path.write_text(r.stdout)
-    v = subprocess.run([find_envoy(None), "--mode", "validate", "-c", str(path), "--use-dynamic-base-id"],
+    assert sorted(p.name for p in out.iterdir()) == ["envoy.yaml", "sds-anthropic.yaml", "sds-gemini.yaml",
+                                                      "sds-openai.yaml"]  # fmt: skip
+    printed = run_cli("envoy-config", "--config", "config/proxy-config.yaml", "--env-file", "/nonexistent",
+                      "--extproc-listen", "extproc:50051", "--sds-dir", str(out), "--keys-dir", str(keys))  # fmt: skip
+    assert printed.stdout == (out / "envoy.yaml").read_text()
+    v = subprocess.run([find_envoy(None), "--mode", "validate", "-c", str(out / "envoy.yaml"), "--use-dynamic-base-id"],
                        capture_output=True, text=True, timeout=60)  # fmt: skip
     assert v.returncode == 0, v.stdout + v.stderr
 
@@ -129,21 +156,27 @@ def test_sigterm_lets_in_flight_request_finish(mocks: dict) -> None:  # type: ig
     """A second gateway (its own ports): SIGTERM during a slow request; the request completes, exit code 0."""
     import threading
 
+    text = "SLEEP 2 sigterm-in-flight"
     with tempfile.TemporaryDirectory() as tmp:
         gw = start_gateway(Path(tmp), mocks, gateway_config(free_port()), workers=1)
         result: dict[str, object] = {}
 
         def slow() -> None:
             try:
-                result["answer"] = ask("openai", gw.url, MODELS["openai"], "SLEEP 2")
+                result["answer"] = ask("openai", gw.url, MODELS["openai"], text)
             except Exception as exc:  # recorded and asserted below
                 result["error"] = exc
 
         t = threading.Thread(target=slow)
         t.start()
-        import time
+        deadline = time.monotonic() + 10  # wait until the request is at the provider, i.e. in flight
 
-        time.sleep(0.8)
+        def arrived() -> bool:
+            return any(text.encode() in r.raw for r in list(mocks["openai"].requests))
+
+        while not arrived() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert arrived() and t.is_alive(), result
         code = stop_gateway(gw)
         t.join(30)
         assert "error" not in result, result.get("error")

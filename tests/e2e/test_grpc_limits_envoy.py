@@ -16,6 +16,7 @@ import pytest
 
 from extproc.core.address import Address
 from extproc.core.config import load_config
+from extproc.ops.credentials import prepare
 from extproc.ops.envoy_config import render
 from tests.conftest import KEYS, MODELS, free_port, gateway_config
 from tests.e2e.sdk import ask
@@ -41,7 +42,9 @@ def _setup(mocks: dict, tmp_path: Path, transport: str) -> tuple[dict[str, str],
     saved = dict(os.environ)
     try:
         os.environ.update(env)
-        boot = render(load_config(str(cfg_path)), listen=listen, admin=admin, extproc=[grpc_addr])
+        cfg = load_config(str(cfg_path))
+        files, _ = prepare(tmp_path / "credentials", cfg, env)
+        boot = render(cfg, listen=listen, admin=admin, extproc=[grpc_addr], credentials=files)
     finally:
         os.environ.clear()
         os.environ.update(saved)

@@ -113,9 +113,25 @@ def test_wrong_types_and_forbidden_shapes(gateway: Gateway, fmt: str, i: int) ->
     ],
 )
 def test_gemini_path_tricks(gateway: Gateway, path: str) -> None:
+    """Each refused in Gemini's own error shape, whether the service refuses it or Envoy's connection manager does
+    before any filter runs (escaped slashes, NUL): no provider sees any of them."""
+    before = {k: len(m.requests) for k, m in gateway.mocks.items()}
     r = httpx.post(gateway.url + path, json={"contents": [{"role": "user", "parts": [{"text": "hi"}]}]})
-    assert 400 <= r.status_code < 500, (r.status_code, r.text[:200])
-    assert "Traceback" not in r.text
+    assert_client_error(r, "gemini", r.status_code)
+    assert 400 <= r.status_code < 500
+    assert {k: len(m.requests) for k, m in gateway.mocks.items()} == before
+
+
+@pytest.mark.parametrize(("fmt", "path"), [
+    ("openai", "/openai/v1/chat%2Fcompletions"), ("anthropic", "/anthropic/v1/messages%2F..%2Fx"),
+    ("gemini", "/gemini/v1beta/models/a%2Fb:generateContent"),
+])  # fmt: skip
+def test_envoy_refusals_are_in_the_client_format(gateway: Gateway, fmt: str, path: str) -> None:
+    """Envoy's connection manager refuses an escaped slash before any filter runs; the reply is still an error in the
+    client's own format (local-reply mappers by path prefix), and the SDK of that format reads it."""
+    r = httpx.post(gateway.url + path, json={})
+    assert_client_error(r, fmt, 400)
+    assert "refused" in r.text
 
 
 @pytest.mark.parametrize(("method", "path", "status"), [

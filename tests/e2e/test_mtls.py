@@ -17,6 +17,7 @@ import trustme
 
 from extproc.core.address import Address
 from extproc.core.config import load_config
+from extproc.ops.credentials import prepare
 from extproc.ops.envoy_config import ExtprocTls, render
 from extproc.transport.servicer import PROCESS_PATH
 from tests.conftest import KEYS, MODELS, free_port, gateway_config
@@ -79,11 +80,14 @@ def test_envoy_reaches_the_worker_over_mtls(mocks: dict, tmp_path: Path, pki: di
     saved = dict(os.environ)
     try:
         os.environ.update(env)
+        cfg = load_config(str(cfg_path))
+        files, _ = prepare(tmp_path / "credentials", cfg, env)
         boot = render(
-            load_config(str(cfg_path)),
+            cfg,
             listen=listen,
             admin=admin,
             extproc=[Address(host="127.0.0.1", port=port)],
+            credentials=files,
             extproc_tls=ExtprocTls(pki["envoy"], pki["envoy_key"], pki["ca"], sni=NAME),
         )
     finally:

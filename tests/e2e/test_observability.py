@@ -13,8 +13,9 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import KEYS, MODELS, Gateway, free_port, gateway_config, start_gateway, stop_gateway
-from tests.e2e.sdk import CLIENT_KEY, ask, stream
+from tests.conftest import KEYS, MODELS, Gateway, free_port, gateway_config, model_count, start_gateway, stop_gateway
+from tests.e2e.sdk import CLIENT_KEY, anthropic_client, ask, stream
+from tests.mocks.providers import MockProvider, Received
 
 
 def metric(text: str, name: str, **labels: str) -> float:
@@ -106,7 +107,10 @@ def test_error_log_line_has_error_type(gateway: Gateway) -> None:
 
 
 def test_no_secret_in_logs_metrics_or_error_bodies(gateway: Gateway) -> None:
-    ask("anthropic", gateway.url, MODELS["openai"], "secret check")
+    answer = anthropic_client(gateway.url, default_headers={"x-request-id": "secret-0"}).messages.create(
+        model=MODELS["openai"], max_tokens=50, messages=[{"role": "user", "content": "secret check"}]
+    )
+    assert answer.content[0].text.endswith("secret check")  # type: ignore[union-attr]
     headers = {"authorization": f"Bearer {CLIENT_KEY}", "x-api-key": CLIENT_KEY, "anthropic-version": "2023-06-01"}
 
     def chat(model: str, text: str) -> dict:
@@ -117,22 +121,51 @@ def test_no_secret_in_logs_metrics_or_error_bodies(gateway: Gateway) -> None:
         ("/anthropic/v1/messages", chat(MODELS["gemini"], "ERROR 403")),
         ("/openai/v1/chat/completions", chat("no-key-model", "x")),
     ]
-    errors = [httpx.post(gateway.url + path, json=body, headers=headers).text for path, body in cases]
+    rids = ["secret-0"]
+    errors = []
+    for i, (path, body) in enumerate(cases, start=1):
+        rids.append(f"secret-{i}")
+        errors.append(httpx.post(gateway.url + path, json=body, headers={**headers, "x-request-id": rids[-1]}))
     # A Gemini client's ?key= on requests the service answers itself (unknown model, listing) and on translated ones.
-    for path in ("/gemini/v1beta/models/nope:generateContent", "/gemini/v1beta/models",
-                 f"/gemini/v1beta/models/{MODELS['openai']}:generateContent"):  # fmt: skip
-        r = httpx.post(gateway.url + path + f"?key={CLIENT_KEY}", json={"contents": [
-            {"role": "user", "parts": [{"text": "k"}]}]}) if ":" in path else httpx.get(
-            gateway.url + path + f"?key={CLIENT_KEY}")  # fmt: skip
-        errors.append(r.text)
-    time.sleep(0.6)  # the access log's flush interval
-    for text in (gateway.log_text(), httpx.get(gateway.url + "/metrics").text, *errors):
+    gemini_paths = ("/gemini/v1beta/models/nope:generateContent", "/gemini/v1beta/models",
+                    f"/gemini/v1beta/models/{MODELS['openai']}:generateContent")  # fmt: skip
+    for path in gemini_paths:
+        rids.append(f"secret-{len(rids)}")
+        url, rid = gateway.url + path + f"?key={CLIENT_KEY}", {"x-request-id": rids[-1]}
+        body = {"contents": [{"role": "user", "parts": [{"text": "k"}]}]}
+        errors.append(httpx.post(url, json=body, headers=rid) if ":" in path else httpx.get(url, headers=rid))
+    assert [r.status_code for r in errors] == [401, 403, 401, 404, 200, 200]
+    # Wait until every request has its access-log line (Envoy flushes the access log every 0.5 s) and the service's
+    # own log line, so the log searched below holds everything these requests made the gateway write.
+    for rid in rids:
+        wait_for_line(gateway, lambda d, rid=rid: d.get("request_id") == rid and "upstream" in d)
+        wait_for_line(gateway, lambda d, rid=rid: d.get("request_id") == rid and "status_code" in d)
+    for text in (gateway.log_text(), httpx.get(gateway.url + "/metrics").text, *(r.text for r in errors)):
         for secret in (*KEYS.values(), CLIENT_KEY):
             assert secret not in text
 
 
+def streaming_now(mock: MockProvider, text: str, timeout: float = 10.0) -> Received:
+    """Wait until ``mock`` has written the first event of the stream whose last user text ends with ``text``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for rec in list(mock.requests):
+            if text.encode() in rec.raw and rec.stream_started_at is not None:
+                return rec
+        time.sleep(0.02)
+    raise AssertionError(f"mock {mock.kind} never started streaming {text!r}")
+
+
+def health_status(gw: Gateway) -> int | str:
+    try:
+        return httpx.get(gw.url + "/health", timeout=1).status_code
+    except httpx.HTTPError:
+        return "refused"
+
+
 def test_sigterm_with_stream_in_flight(mocks: dict) -> None:  # type: ignore[type-arg]
-    """SIGTERM mid-stream: /health turns 503, the stream finishes whole, the gateway exits 0."""
+    """SIGTERM mid-stream: /health turns 503 while the stream is still going, the stream finishes whole, the gateway
+    exits 0."""
     with tempfile.TemporaryDirectory() as tmp:
         gw = start_gateway(Path(tmp), mocks, gateway_config(free_port()), workers=1)
         result: dict[str, object] = {}
@@ -145,22 +178,22 @@ def test_sigterm_with_stream_in_flight(mocks: dict) -> None:  # type: ignore[typ
 
         t = threading.Thread(target=slow)
         t.start()
-        time.sleep(0.8)
+        rec = streaming_now(mocks["anthropic"], "SLOWSTREAM drain")
+        assert health_status(gw) == 200
         gw.proc.send_signal(signal.SIGTERM)
-        time.sleep(0.2)  # the launcher's signal handler runs
-        statuses = set()
-        deadline = time.monotonic() + 1.5
-        while time.monotonic() < deadline:
-            try:
-                statuses.add(httpx.get(gw.url + "/health", timeout=1).status_code)
-            except httpx.HTTPError:
-                statuses.add("refused")
-            time.sleep(0.1)
+        deadline = time.monotonic() + 5
+        while (first := health_status(gw)) == 200 and time.monotonic() < deadline:  # the signal handler runs
+            time.sleep(0.02)
+        assert first in (503, "refused")
+        assert rec.stream_finished_at is None, "health turned only after the stream had ended: nothing was drained"
+        statuses = {first}
+        while t.is_alive():  # for as long as the stream lasts, /health never says healthy again
+            statuses.add(health_status(gw))
+            time.sleep(0.05)
         t.join(30)
         code = stop_gateway(gw)
         assert "error" not in result, result.get("error")
         assert result["got"].text.endswith("SLOWSTREAM drain")  # type: ignore[attr-defined]
-        assert 503 in statuses or "refused" in statuses
         assert 200 not in statuses
         assert code == 0, gw.log_text()[-3000:]
 
@@ -170,11 +203,12 @@ def test_live_reload_adds_model_and_rejects_broken_file(mocks: dict) -> None:  #
         base = gateway_config(free_port())
         gw = start_gateway(Path(tmp), mocks, base, workers=2)
         try:
-            assert httpx.get(gw.url + "/health").json()["models"] == 9
+            models = model_count(base)
+            assert httpx.get(gw.url + "/health").json()["models"] == models
             # A new model on an existing provider: picked up from the file change alone.
             gw.config_path.write_text(base + '  - name: "reloaded-model"\n    provider: "gemini"\n')
             deadline = time.monotonic() + 10
-            while httpx.get(gw.url + "/health").json()["models"] != 10 and time.monotonic() < deadline:
+            while httpx.get(gw.url + "/health").json()["models"] != models + 1 and time.monotonic() < deadline:
                 time.sleep(0.2)
             ans = ask("openai", gw.url, "reloaded-model", "after reload")
             assert ans.text.endswith("after reload")
@@ -194,14 +228,16 @@ def test_live_reload_adds_model_and_rejects_broken_file(mocks: dict) -> None:  #
 
             def slow() -> None:
                 try:
-                    in_flight["got"] = stream("anthropic", gw.url, MODELS["gemini"], "SLOWSTREAM across restart")
+                    in_flight["got"] = stream("anthropic", gw.url, MODELS["gemini"], "LONGSTREAM across restart")
                 except Exception as exc:  # asserted below
                     in_flight["error"] = exc
 
             t = threading.Thread(target=slow)
             t.start()
-            time.sleep(0.5)
+            rec = streaming_now(mocks["gemini"], "LONGSTREAM across restart")  # events spread over 8 s
             gw.config_path.write_text(text)
+            wait_for_line(gw, lambda d: "hot-restarting" in d.get("message", ""))
+            assert rec.stream_finished_at is None, "Envoy was restarted only after the stream had ended"
             deadline = time.monotonic() + 20
             while httpx.get(gw.url + "/health").json()["models"] != 10 and time.monotonic() < deadline:
                 time.sleep(0.2)
@@ -215,10 +251,9 @@ def test_live_reload_adds_model_and_rejects_broken_file(mocks: dict) -> None:  #
                         raise
                     time.sleep(0.3)
             assert ans.text.endswith("new cluster")
-            wait_for_line(gw, lambda d: "hot-restarting" in d.get("message", ""))
             t.join(30)
             assert "error" not in in_flight, in_flight.get("error")
-            assert in_flight["got"].text.endswith("SLOWSTREAM across restart")  # type: ignore[attr-defined]
+            assert in_flight["got"].text.endswith("LONGSTREAM across restart")  # type: ignore[attr-defined]
         finally:
             assert stop_gateway(gw) == 0
 

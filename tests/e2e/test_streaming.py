@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import httpx
 import pytest
 
 from tests.conftest import MODELS, Gateway
-from tests.e2e.sdk import FINISH, stream
+from tests.e2e.sdk import FINISH, anthropic_client, gemini_client, openai_client, stream
 
 CLIENTS = ("openai", "anthropic", "gemini")
 PROVIDERS = ("openai", "anthropic", "gemini")
@@ -87,13 +89,52 @@ def test_provider_error_mid_stream_becomes_client_in_stream_error(gateway: Gatew
     assert "STREAMERROR" in str(info.value) or "overloaded" in str(info.value).lower()
 
 
+def _texts(client: str, url: str, model: str, text: str) -> Iterator[str]:
+    """A streamed turn through the client's SDK, yielding the answer text as each event brings it."""
+    if client == "openai":
+        cl = openai_client(url)
+        with cl.chat.completions.create(model=model, messages=[{"role": "user", "content": text}], stream=True) as s:
+            for chunk in s:
+                yield "".join(c.delta.content or "" for c in chunk.choices)
+    elif client == "anthropic":
+        acl = anthropic_client(url)
+        with acl.messages.stream(model=model, max_tokens=256, messages=[{"role": "user", "content": text}]) as s:
+            for event in s:
+                yield (
+                    event.delta.text if event.type == "content_block_delta" and event.delta.type == "text_delta" else ""
+                )
+    else:
+        gcl = gemini_client(url)  # keep a reference: the client closes its connection pool when collected
+        for chunk in gcl.models.generate_content_stream(model=model, contents=text):
+            yield chunk.text or ""
+
+
 @pytest.mark.parametrize("client", CLIENTS)
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_connection_dropped_mid_stream_fails_loudly(gateway: Gateway, client: str, provider: str) -> None:
-    """A provider connection cut mid-stream: Envoy resets the client's stream (it cannot hand the service a last
-    chunk after an upstream reset), so the client's SDK raises rather than seeing a clean, truncated answer."""
-    with pytest.raises(Exception):  # noqa: B017 (each SDK raises its own connection/stream error type)
-        stream(client, gateway.url, MODELS[provider], "DROPSTREAM")
+    """A provider connection cut mid-stream, after the client already has text: Envoy resets the client's stream (it
+    cannot hand the service a last chunk after an upstream reset), so the client's SDK raises its connection error
+    rather than ending with a clean, truncated answer."""
+    import anthropic
+    import httpx2  # the SDKs' HTTP client
+    import openai
+
+    expected = {
+        "openai": openai.APIConnectionError,
+        "anthropic": anthropic.APIConnectionError,
+        "gemini": httpx2.RemoteProtocolError,  # google-genai passes the transport's error on
+    }[client]
+    gate = gateway.mocks[provider].hold_drop()  # the mock cuts only once the client has text
+    got = ""
+    with pytest.raises(expected) as info:
+        for piece in _texts(client, gateway.url, MODELS[provider], "DROPSTREAM"):
+            got += piece
+            if got:
+                gate.set()
+    assert gate.is_set(), f"no text reached the client before the cut ({info.value!r})"
+    assert f"Hello from mock {provider}. You said: DROPSTREAM".startswith(got) and len(got) < 30, got
+    cause = info.value if isinstance(info.value, httpx2.RemoteProtocolError) else info.value.__cause__
+    assert isinstance(cause, httpx2.RemoteProtocolError) and "incomplete chunked read" in str(cause), repr(cause)
 
 
 @pytest.mark.parametrize(("client", "provider"), [("openai", "anthropic"), ("gemini", "gemini")])

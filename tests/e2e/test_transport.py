@@ -103,6 +103,7 @@ def test_envoys_configured_differently_still_talk_to_the_service(mocks: dict, tm
     with a size update), with the oghttp2 codec, and with Envoy's C-core gRPC client, requests still go through."""
     from extproc.core.address import Address
     from extproc.core.config import load_config
+    from extproc.ops.credentials import prepare
     from extproc.ops.envoy_config import render
     from tests.conftest import KEYS
     from tests.unit.test_deploy import envoy_bin, http_status, running, wait_for
@@ -118,7 +119,9 @@ def test_envoys_configured_differently_still_talk_to_the_service(mocks: dict, tm
     saved = dict(os.environ)
     try:
         os.environ.update(env)
-        boot = render(load_config(str(cfg_path)), listen=listen, admin=admin, extproc=[grpc_addr])
+        cfg = load_config(str(cfg_path))
+        files, _ = prepare(tmp_path / "credentials", cfg, env)
+        boot = render(cfg, listen=listen, admin=admin, extproc=[grpc_addr], credentials=files)
     finally:
         os.environ.clear()
         os.environ.update(saved)

@@ -6,8 +6,8 @@ import hashlib
 
 import pytest
 
-from extproc.core.access import credential
 from extproc.core.config import ConfigError, build_config
+from extproc.translation.formats import registry
 
 
 def cfg(extra: dict, env: dict[str, str] | None = None):
@@ -61,6 +61,9 @@ def test_faults(extra: dict, fault: str) -> None:
 
 
 def test_credential_per_format() -> None:
+    def credential(fmt: str, headers: dict[str, str], query: str) -> str | None:
+        return registry.get(fmt).client_credential(headers, query)
+
     assert credential("openai", {"authorization": "Bearer abc"}, "") == "abc"
     assert credential("openai", {"x-api-key": "abc"}, "") is None  # not OpenAI's header
     assert credential("anthropic", {"x-api-key": "abc"}, "") == "abc"

@@ -12,7 +12,7 @@ import anthropic
 import httpx2
 import orjson
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from extproc.translation.canonical import (
@@ -260,26 +260,16 @@ def _decode(body: bytes, cuts: list[int] | None = None) -> list[Any]:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Constants and small provider-side helpers
+# Small provider-side helpers (the upstream path and headers: tests/unit/test_upstream_requests.py)
 # ---------------------------------------------------------------------------------------------------------------------
-def test_module_constants() -> None:
-    assert fmt.NAME == "anthropic"
-    assert fmt.upstream_path(model="claude", stream=True) == "/v1/messages"
-    assert fmt.upstream_path(model="claude", stream=False) == "/v1/messages"
-    assert fmt.auth_headers("sk-ant-1") == [("x-api-key", "sk-ant-1")]
-    assert fmt.EXTRA_HEADERS == [("anthropic-version", "2023-06-01")]
-    assert fmt.StreamEncoder(model="m").media_type == "text/event-stream"
-
-
 def test_rewrite_model_keeps_everything_else() -> None:
     body = b'{"max_tokens":5,"model":"alias","messages":[{"role":"user","content":"hi"}],"future_field":{"x":[1,2.5]}}'
-    out = orjson.loads(fmt.rewrite_model(body, "claude-real"))
-    assert out == {**orjson.loads(body), "model": "claude-real"}
-    assert list(out) == ["max_tokens", "model", "messages", "future_field"]
+    # Only the model value's bytes change: key order, number spelling and unknown fields stay as the client sent them.
+    assert fmt.rewrite_model(body, "claude-real") == body.replace(b'"alias"', b'"claude-real"')
+    spaced = b'{ "model" : "alias" ,"temperature": 1.50, "tools": [{"input_schema": {"properties": {"model": {}}}}]}'
+    assert fmt.rewrite_model(spaced, "c") == spaced.replace(b'"alias"', b'"c"', 1)
     with pytest.raises(GatewayError):
         fmt.rewrite_model(b"[1]", "x")
-    with pytest.raises(GatewayError):
-        fmt.rewrite_model(b"{nope", "x")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -580,88 +570,6 @@ def test_tool_result_must_follow_its_tool_use() -> None:
     )
     with pytest.raises(GatewayError):
         fmt.parse_request(body)
-
-
-_json = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(-(2**63), 2**63 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-    max_leaves=12,
-)
-_keys = st.sampled_from(
-    [
-        "model",
-        "max_tokens",
-        "messages",
-        "system",
-        "temperature",
-        "top_p",
-        "top_k",
-        "stop_sequences",
-        "tools",
-        "tool_choice",
-        "stream",
-        "metadata",
-        "thinking",
-        "output_config",
-    ]
-)
-_block_types = st.sampled_from(
-    ["text", "image", "document", "tool_use", "tool_result", "thinking", "redacted_thinking", "x"]
-)
-_block = st.fixed_dictionaries(
-    {"type": _block_types},
-    optional={
-        "text": _json,
-        "source": _json,
-        "id": _json,
-        "name": _json,
-        "input": _json,
-        "tool_use_id": _json,
-        "content": _json,
-        "is_error": _json,
-        "thinking": _json,
-        "signature": _json,
-        "data": _json,
-    },
-)
-_message = st.fixed_dictionaries(
-    {
-        "role": st.sampled_from(["user", "assistant", "system", "x"]),
-        "content": st.one_of(_json, st.lists(_block, max_size=3)),
-    }
-)
-
-
-@settings(max_examples=300, deadline=None)
-@given(key=_keys, value=_json, messages=st.lists(_message, max_size=3), raw=st.binary(max_size=40))
-def test_parse_request_garbage_only_raises_gateway_error(key: str, value: Any, messages: list[Any], raw: bytes) -> None:
-    bodies = [
-        raw,
-        orjson.dumps(value),
-        _body(**{key: value}),
-        _body(messages=messages),
-        _body(
-            messages=[
-                {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": {}}]},
-                *messages,
-            ]
-        ),
-    ]
-    for body in bodies:
-        try:
-            req = fmt.parse_request(body)
-        except GatewayError as e:
-            assert e.status == 400
-        else:
-            assert isinstance(req, Request)
-            try:  # whatever parses must also build (or be refused cleanly)
-                fmt.build_request(req, model="c")
-            except GatewayError as e:
-                assert e.status == 400
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -1205,7 +1113,6 @@ def test_decoder_crlf_and_no_space() -> None:
     assert _decode(crlf) == TOOL_STREAM_EVENTS
 
 
-@settings(max_examples=200, deadline=None)
 @given(data=st.data())
 def test_decoder_split_anywhere(data: st.DataObject) -> None:
     body = data.draw(st.sampled_from([TOOL_STREAM, THINKING_STREAM, TOOL_STREAM.replace(b"\n", b"\r\n")]))
@@ -1460,7 +1367,6 @@ _events = st.lists(
 )
 
 
-@settings(max_examples=150, deadline=None)
 @given(events=_events, start=st.booleans())
 def test_encoder_any_event_order_keeps_the_grammar(events: list[Any], start: bool) -> None:
     body = _encode(([MessageStart("msg_p", "p")] if start else []) + events)

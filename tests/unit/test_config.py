@@ -6,7 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from extproc.core.config import ConfigError, build_config, load_config, parse_base_url, parse_duration, summary
+from extproc.core.config import (
+    ConfigError,
+    build_config,
+    key_variables,
+    load_config,
+    parse_base_url,
+    parse_duration,
+    provider_keys,
+    summary,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,9 +62,8 @@ def test_builtin_providers_from_env() -> None:
         9999,
         "/v1",
     )
-    assert o.api_key == "k1"
+    assert o.api_key_env == "OPENAI_API_KEY"
     assert c.providers["anthropic"].upstream.authority == "api.anthropic.com"
-    assert c.providers["anthropic"].api_key is None
     assert c.providers["gemini"].upstream.tls
 
 
@@ -72,9 +80,30 @@ def test_named_openai_compatible_provider() -> None:
         {"GQ": "secret"},
     )
     assert c.providers["ollama"].api_key_env is None
-    assert c.providers["groq"].api_key == "secret"
+    assert c.providers["groq"].api_key_env == "GQ"
     assert c.providers["groq"].upstream.prefix == "/openai/v1"
     assert [p.name for p in c.used_providers()] == ["groq", "ollama"]
+
+
+def test_provider_keys_are_read_only_for_reachable_keyed_providers() -> None:
+    """The keys handed to Envoy: one per variable a reachable provider names; providers no model uses get none, and
+    nothing of the key ends up on the config object a worker holds."""
+    data = {
+        "version": "1",
+        "providers": [
+            {"name": "groq", "type": "openai", "base_url": "https://api.groq.com/openai/v1", "api_key_env": "GQ"},
+            {"name": "unused", "type": "openai", "base_url": "https://x.example/v1", "api_key_env": "UNUSED"},
+            {"name": "ollama", "type": "openai", "base_url": "http://localhost:11434/v1"},
+        ],
+        "models": [{"name": "m", "provider": "groq"}, {"name": "c", "provider": "anthropic"},
+                   {"name": "l", "provider": "ollama"}],
+    }  # fmt: skip
+    env = {"GQ": "secret-gq", "UNUSED": "secret-unused", "ANTHROPIC_API_KEY": "secret-ant", "OPENAI_API_KEY": "o"}
+    c = cfg(data, env)
+    assert provider_keys(c, env) == {"ANTHROPIC_API_KEY": "secret-ant", "GQ": "secret-gq"}
+    assert provider_keys(c, {"GQ": "secret-gq"}) == {"GQ": "secret-gq"}
+    assert "secret" not in repr(c)
+    assert {"GQ", "UNUSED", "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY"} <= key_variables(c)
 
 
 @pytest.mark.parametrize(
@@ -124,7 +153,11 @@ def test_durations_and_urls() -> None:
 
 
 def test_summary_never_prints_keys() -> None:
-    c = cfg({"version": "1", "models": [{"name": "m", "provider": "openai"}]}, {"OPENAI_API_KEY": "sk-very-secret"})
-    text = summary(c)
+    env = {"OPENAI_API_KEY": "sk-very-secret"}
+    c = cfg(
+        {"version": "1", "models": [{"name": "m", "provider": "openai"}, {"name": "c", "provider": "anthropic"}]}, env
+    )
+    text = summary(c, env)
     assert "sk-very-secret" not in text
     assert "OPENAI_API_KEY set" in text
+    assert "ANTHROPIC_API_KEY MISSING" in text

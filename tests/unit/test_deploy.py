@@ -1,11 +1,16 @@
 """Static and loopback checks of the three deployments (no Docker engine, no cluster needed).
 
-- Every Envoy configuration docker-compose, Kubernetes and Istio rely on passes ``envoy --mode validate`` (Istio's
-  EnvoyFilter patches applied to an Istio-shaped bootstrap); the generated files equal a fresh render.
+- The service is never on the network: every command a shipped file runs it with listens on a Unix socket (or
+  loopback, or TCP with the mTLS flags), and no provider key reaches its container, in any shipped file.
+- Every Envoy configuration docker-compose, Kubernetes and Istio rely on passes ``envoy --mode validate`` with the
+  files its container would see (Istio's EnvoyFilter patches applied to an Istio-shaped bootstrap); the generated
+  files equal a fresh render.
 - docker-compose.yml validates against the compose specification; the Kubernetes manifests against Kubernetes'
   schemas (strict: unknown fields fail); the Istio resources against Istio's CRD models (unknown fields fail).
 - The container commands are the ones these tests run: the Dockerfile's ENTRYPOINT+CMD, compose's commands and the
-  Kubernetes args start the real service and Envoy here, on loopback, and the health checks and probes pass.
+  pods' args start the real service and Envoy here, with each volume a directory (``ComposeProject``, ``PodFiles``);
+  the health checks and probes pass, a provider gets its key from Envoy, a replaced key file is used without a
+  restart, and a missing one is the client's own 401.
 """
 
 from __future__ import annotations
@@ -15,7 +20,6 @@ import copy
 import json
 import os
 import re
-import shlex
 import shutil
 import socket
 import subprocess
@@ -24,28 +28,37 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import jsonschema
 import kubernetes_validate
+import openai
 import pytest
 import yaml
 from cloudcoil.models.istio.networking import v1 as istio_v1
 from cloudcoil.models.istio.networking import v1alpha3 as istio_v1alpha3
 
-from extproc.core.config import load_config
+from extproc.core.address import Address
+from extproc.core.config import key_variables, load_config
 from extproc.core.contract import ROUTE_HEADER
+from extproc.ops.cli import build_parser
 from extproc.ops.envoy_config import ext_proc_filter
 from extproc.ops.launcher import find_envoy
+from tests.mocks.providers import MockProvider
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 NAMESPACE = "ai-gateway"
-ISTIO_EXTPROC_CLUSTER = f"outbound|50051||ai-gateway-extproc.{NAMESPACE}.svc.cluster.local"
-SERVICE_COMMAND = ["ai-gateway", "extproc", "--extproc-listen", "0.0.0.0:50051"]
+SOCKET = "/run/ai-gateway/extproc.sock"
+KEYS_DIR = "/run/secrets/ai-gateway"
+SERVICE_COMMAND = ["ai-gateway", "extproc", "--extproc-listen", f"unix:{SOCKET}"]
+ISTIO_EXTPROC_CLUSTER = "ai-gateway-extproc"
+TLS_FLAGS = ("--tls-cert", "--tls-key", "--tls-client-ca")  # the service's mTLS flags: all three, or plain
 K8S_VERSIONS = ("1.29", kubernetes_validate.utils.latest_version())  # native sidecars need 1.29
 ISTIO_MODELS = {
     ("networking.istio.io/v1alpha3", "EnvoyFilter"): istio_v1alpha3.EnvoyFilter,
@@ -54,6 +67,9 @@ ISTIO_MODELS = {
     ("networking.istio.io/v1", "VirtualService"): istio_v1.VirtualService,
     ("networking.istio.io/v1", "Gateway"): istio_v1.Gateway,
 }
+HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+# What the key tests ask for: models of the repository's config/proxy-config.yaml (served by openai / anthropic).
+OPENAI_MODEL, ANTHROPIC_MODEL = "gpt-4o", "claude-3-5-haiku-20241022"
 
 
 # ------------------------------------------------------------------------------------------------------- helpers
@@ -97,10 +113,24 @@ def replace_flag(argv: list[str], flag: str, value: str) -> list[str]:
     return out
 
 
+def flag(argv: list[str], name: str) -> str:
+    return argv[argv.index(name) + 1]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def short_dir() -> Iterator[Path]:
+    """A directory with a short path: a Unix socket path must fit in 108 bytes, pytest's tmp_path may not."""
+    path = Path(tempfile.mkdtemp(prefix="aigw-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -144,6 +174,31 @@ def http_status(url: str) -> int:
         return 0
 
 
+def remap(value: Any, table: dict[str, Path]) -> Any:
+    """``value`` with every path under a container path of ``table`` (also as ``unix:PATH``) moved to the directory
+    standing for it here: what a container sees at a mount point, this machine has in that directory."""
+    if isinstance(value, dict):
+        return {k: remap(v, table) for k, v in value.items()}
+    if isinstance(value, list):
+        return [remap(v, table) for v in value]
+    if isinstance(value, str):
+        prefix = "unix:" if value.startswith("unix:") else ""
+        path = value[len(prefix) :]
+        for where in sorted(table, key=len, reverse=True):
+            if path == where or path.startswith(where + "/"):
+                return prefix + str(table[where]) + path[len(where) :]
+    return value
+
+
+def merge_mounts(mounts: dict[str, dict[str, Path]]) -> dict[str, Path]:
+    """One table for several containers' mounts; a path mounted in two of them must be the same volume in both."""
+    table: dict[str, Path] = {}
+    for who, own in mounts.items():
+        for where, host in own.items():
+            assert table.setdefault(where, host) == host, f"{who}: {where} is another volume than elsewhere"
+    return table
+
+
 def dockerfile() -> tuple[list[str], str]:
     text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
     return text.replace("\\\n", " ").splitlines(), text
@@ -151,26 +206,43 @@ def dockerfile() -> tuple[list[str], str]:
 
 def dockerfile_json(instruction: str) -> list[str]:
     lines, _ = dockerfile()
-    found = [json.loads(line.split(None, 1)[1]) for line in lines if line.startswith(instruction + " ")]
+    found = []
+    for line in lines:
+        if line.startswith(instruction + " "):
+            found.append(
+                json.loads(line.split(" CMD ", 1)[1] if instruction == "HEALTHCHECK" else line.split(None, 1)[1])
+            )
     assert len(found) == 1, f"one exec-form {instruction} expected"
     return found[-1]
+
+
+def image_user() -> str:
+    lines, _ = dockerfile()
+    return [line.split()[1] for line in lines if line.startswith("USER ")][-1]
+
+
+def image_argv(entrypoint: list[str] | None = None, command: list[str] | None = None) -> list[str]:
+    """What a container of the ai-gateway image runs: its ENTRYPOINT and CMD unless overridden (Docker's rule: a new
+    entrypoint drops the image's CMD)."""
+    if entrypoint is not None:
+        return [*entrypoint, *(command or [])]
+    return [*dockerfile_json("ENTRYPOINT"), *(command if command is not None else dockerfile_json("CMD"))]
 
 
 def compose() -> dict[str, Any]:
     return yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
 
 
-def compose_render_argv() -> tuple[list[str], str]:
-    """The ``ai-gateway envoy-config`` command the compose render service runs, and the file it writes."""
-    svc = compose()["services"]["envoy-config"]
-    assert svc["entrypoint"] == ["/bin/sh", "-c"]
-    (script,) = svc["command"]
-    steps = [s.strip() for s in script.split(";") if s.strip()]
-    render = next(s for s in steps if s.startswith("ai-gateway envoy-config"))
-    cmd, _, target = render.partition(">")
-    mv = shlex.split(steps[-1])
-    assert mv[0] == "mv" and mv[1] == target.strip(), "the rendered file is moved into place atomically"
-    return shlex.split(cmd), mv[2]
+def interpolate(value: str, env: dict[str, str]) -> str:
+    """Compose's ``${VAR}``, ``${VAR:-default}`` and ``${VAR:?error}`` (what docker-compose.yml uses)."""
+
+    def one(m: re.Match[str]) -> str:
+        name, op, arg = m.group(1), m.group(2), m.group(3)
+        if op == ":?" and not env.get(name):
+            raise AssertionError(f"{name} must be set: {arg}")
+        return env.get(name) or (arg if op == ":-" else "")
+
+    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:-|:\?)([^}]*))?\}", one, value)
 
 
 def packaged_envoy_minor() -> str:
@@ -217,6 +289,216 @@ def istio_validate(doc: dict[str, Any]) -> None:
     assert back == doc, f"{doc['kind']}/{doc['metadata']['name']}: fields Istio does not know"
 
 
+def key_secret_name() -> str:
+    (secret,) = load_docs(DEPLOY / "k8s" / "secret.example.yaml")
+    return secret["metadata"]["name"]
+
+
+def provider_key_variables() -> set[str]:
+    return key_variables(load_config(ROOT / "config" / "proxy-config.yaml", env={}))
+
+
+# --------------------------------------------------------------------------------- docker-compose, as processes
+class ComposeProject:
+    """docker-compose.yml's services as plain processes here: each named volume a directory, ``./config`` the
+    repository's, the working directory the repository (the image's is /app, where ./config is mounted)."""
+
+    def __init__(self, root: Path, sockets: Path, dotenv: dict[str, str]) -> None:
+        self.spec = compose()
+        self.dotenv = dotenv
+        self.volumes = {
+            name: (sockets if name == "extproc-socket" else root / name) for name in self.spec.get("volumes", {})
+        }
+        for d in self.volumes.values():
+            d.mkdir(parents=True, exist_ok=True)
+        self.table = merge_mounts({name: self.mounts(name) for name in self.spec["services"]})
+
+    def service(self, name: str) -> dict[str, Any]:
+        return self.spec["services"][name]
+
+    def mounts(self, name: str) -> dict[str, Path]:
+        out = {}
+        for v in self.service(name).get("volumes", []):
+            src, dst = v.split(":")[:2]
+            out[dst] = (ROOT / src).resolve() if src.startswith(".") else self.volumes[src]
+        return out
+
+    def argv(self, name: str) -> list[str]:
+        svc = self.service(name)
+        if svc["image"].startswith("ai-gateway:"):
+            return remap(image_argv(svc.get("entrypoint"), svc.get("command")), self.table)
+        return remap(list(svc["command"]), self.table)
+
+    def env(self, name: str) -> dict[str, str]:
+        """The container's environment: its env_file (this test's .env) and its environment, interpolated."""
+        svc = self.service(name)
+        env = clean_env()
+        if svc.get("env_file"):
+            assert svc["env_file"] == [{"path": ".env", "required": True}]
+            env.update(self.dotenv)
+        for k, v in (svc.get("environment") or {}).items():
+            env[k] = interpolate(str(v), self.dotenv)
+        return env
+
+    def render(self, http_port: int, admin_port: int) -> None:
+        """Run the one-shot renderer (listener and admin moved to free loopback ports)."""
+        argv = self.argv("envoy-config")
+        argv = replace_flag(argv, "--listen", f"127.0.0.1:{http_port}")
+        argv = replace_flag(argv, "--admin", f"127.0.0.1:{admin_port}")
+        done = subprocess.run(
+            [*local_argv(argv), "--env-file", os.devnull],  # the image has no .env: this checkout's must not count
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env=self.env("envoy-config"),
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+
+    def service_argv(self) -> list[str]:
+        return [*local_argv(self.argv("extproc")), "--env-file", os.devnull]
+
+    def envoy_argv(self) -> list[str]:
+        argv = self.argv("envoy")
+        assert argv[0] == "envoy"
+        return [envoy_bin(), *argv[1:], "--use-dynamic-base-id"]
+
+
+# ------------------------------------------------------------------------------------------ pods, as processes
+class PodFiles:
+    """A pod's volumes as directories here: ConfigMaps and Secrets written the way the kubelet writes them
+    (``..data`` links to a timestamped directory, one link per key; an update swaps ``..data`` by a rename), emptyDirs
+    empty. Container paths in the files Envoy reads (bootstrap, SDS) are moved with the mounts."""
+
+    def __init__(
+        self,
+        pod: dict[str, Any],
+        root: Path,
+        sockets: Path,
+        configmaps: dict[str, dict[str, str]],
+        secret: dict[str, str],
+    ) -> None:
+        self.dirs: dict[str, Path] = {}
+        self.modes: dict[str, int] = {}
+        assert sum("emptyDir" in vol for vol in pod["volumes"]) == 1, "one emptyDir: the socket's"
+        for vol in pod["volumes"]:
+            d = sockets if "emptyDir" in vol else root / vol["name"]
+            d.mkdir(parents=True, exist_ok=True)
+            self.dirs[vol["name"]] = d
+        containers = {c["name"]: c for c in [*pod.get("initContainers", []), *pod["containers"]]}
+        self.table = merge_mounts({name: self.mounts(c) for name, c in containers.items()})
+        self._generation = 0
+        for vol in pod["volumes"]:
+            if "configMap" in vol:
+                data = configmaps[vol["configMap"]["name"]]
+                self.write(vol["name"], {k: self._moved(k, v) for k, v in data.items()}, 0o644)
+            elif "secret" in vol:
+                self.modes[vol["name"]] = vol["secret"].get("defaultMode", 0o644)
+                self.write(vol["name"], secret, self.modes[vol["name"]])
+
+    def mounts(self, container: dict[str, Any]) -> dict[str, Path]:
+        return {m["mountPath"]: self.dirs[m["name"]] for m in container.get("volumeMounts", [])}
+
+    def _moved(self, name: str, text: str) -> str:
+        if name == "envoy.yaml" or name.startswith("sds-"):
+            return json.dumps(remap(yaml.safe_load(text), self.table))
+        return text
+
+    def write(self, volume: str, data: dict[str, str], mode: int) -> None:
+        """The kubelet's atomic update: a new timestamped directory, ``..data`` swapped to it by a rename, then the
+        links for keys not seen before, then the old directory removed."""
+        target = self.dirs[volume]
+        self._generation += 1
+        stamp = f"..2026_01_01_00_00_{self._generation:02d}.{os.getpid()}"
+        (target / stamp).mkdir()
+        for key, value in data.items():
+            (target / stamp / key).write_text(value)
+            (target / stamp / key).chmod(mode)
+        old = os.readlink(target / "..data") if (target / "..data").is_symlink() else None
+        os.symlink(stamp, target / "..data_tmp")
+        os.rename(target / "..data_tmp", target / "..data")
+        for key in data:
+            if not (target / key).is_symlink():
+                os.symlink(f"..data/{key}", target / key)
+        for link in target.iterdir():
+            if link.is_symlink() and not link.name.startswith("..") and link.name not in data:
+                link.unlink()
+        if old:
+            shutil.rmtree(target / old)
+
+    def update_secret(self, volume: str, data: dict[str, str]) -> None:
+        self.write(volume, data, self.modes[volume])
+
+
+# ------------------------------------------------------------------------------ every service command shipped
+def shipped_service_containers() -> list[tuple[str, list[str], dict[str, Any]]]:
+    """(where, argv, container) for every container of the ai-gateway image in a shipped file: the Dockerfile's
+    default, each compose service, each container of each Deployment in deploy/k8s and deploy/istio."""
+    out: list[tuple[str, list[str], dict[str, Any]]] = [("Dockerfile", image_argv(), {})]
+    for name, svc in compose()["services"].items():
+        if svc["image"].startswith("ai-gateway:"):
+            out.append((f"docker-compose.yml:{name}", image_argv(svc.get("entrypoint"), svc.get("command")), svc))
+    for where, docs in (("deploy/k8s", k8s_docs()), ("deploy/istio", istio_docs())):
+        for deploy in by_kind(docs, "Deployment"):
+            pod = deploy["spec"]["template"]["spec"]
+            for c in [*pod.get("initContainers", []), *pod["containers"]]:
+                if c["image"].startswith("ai-gateway:"):
+                    argv = image_argv(c.get("command"), c.get("args"))
+                    out.append((f"{where}:{deploy['metadata']['name']}/{c['name']}", argv, {**c, "pod": pod}))
+    return out
+
+
+def test_no_shipped_file_puts_the_service_on_the_network() -> None:
+    """Every command that starts the service listens on a Unix socket or loopback, or has the mTLS flags."""
+    services = [(w, argv) for w, argv, _ in shipped_service_containers() if argv[:2] == ["ai-gateway", "extproc"]]
+    assert {w.split(":")[0] for w, _ in services} == {"Dockerfile", "docker-compose.yml", "deploy/k8s", "deploy/istio"}
+    for where, argv in services:
+        assert all(not a.startswith(("/bin/", "sh", "bash")) for a in argv), f"{where}: no shell to read around"
+        args = build_parser("extproc").parse_args(argv[2:])
+        addr = Address.parse(args.extproc_listen)  # ":PORT" is every interface, as the service reads it
+        if addr.path:
+            continue
+        loopback = addr.host in ("localhost", "::1") or addr.host.startswith("127.")
+        assert loopback or all(f in argv for f in TLS_FLAGS), f"{where}: plain TCP on {addr} without mTLS"
+    _, text = dockerfile()
+    assert not re.search(r"^EXPOSE ", text, re.M), "the image exposes no port"
+    extproc = compose()["services"]["extproc"]
+    assert extproc["network_mode"] == "none" and "ports" not in extproc and "expose" not in extproc
+
+
+def test_no_provider_key_reaches_the_service() -> None:
+    """No env_file, environment variable, envFrom, env or volume of a shipped file hands the service container a
+    provider key; the key Secret and the key volume go to Envoy (checked, so the scan can see them)."""
+    keys, secret = provider_key_variables(), key_secret_name()
+    assert {"OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY"} <= keys
+    services = compose()["services"]
+    key_volume = next(v.split(":")[0] for v in services["envoy"]["volumes"] if v.split(":")[1] == KEYS_DIR)
+    checked = 0
+    for where, argv, c in shipped_service_containers():
+        if argv[:2] != ["ai-gateway", "extproc"] or where == "Dockerfile":
+            continue
+        checked += 1
+        if where.startswith("docker-compose.yml"):
+            assert "env_file" not in c, f"{where}: an env file carries the provider keys"
+            env = c.get("environment") or {}
+            assert isinstance(env, dict) and not keys & set(env), where
+            assert not any(k in str(v) for v in env.values() for k in keys), f"{where}: a value names a key"
+            assert all(v.split(":")[0] != key_volume for v in c.get("volumes", [])), f"{where}: mounts the keys"
+        else:
+            for ref in c.get("envFrom", []):
+                assert ref.get("secretRef", {}).get("name") != secret, f"{where}: envFrom the key Secret"
+            for var in c.get("env", []):
+                assert var["name"] not in keys, where
+                assert var.get("valueFrom", {}).get("secretKeyRef", {}).get("name") != secret, where
+            secret_volumes = {v["name"] for v in c["pod"]["volumes"] if v.get("secret", {}).get("secretName") == secret}
+            assert secret_volumes, f"{where}: the pod mounts the key Secret somewhere (into the proxy)"
+            assert not secret_volumes & {m["name"] for m in c.get("volumeMounts", [])}, f"{where}: mounts the keys"
+    assert checked == 3
+    # Where the keys do go: the renderer reads .env, Envoy mounts the key volume read-only.
+    assert services["envoy-config"]["env_file"] == [{"path": ".env", "required": True}]
+    assert f"{key_volume}:{KEYS_DIR}:ro" in services["envoy"]["volumes"]
+
+
 # ---------------------------------------------------------------------------------------------- generated files
 def test_generated_files_are_current() -> None:
     done = subprocess.run(
@@ -228,12 +510,16 @@ def test_generated_files_are_current() -> None:
 # ------------------------------------------------------------------------------------------------- Dockerfile
 def test_dockerfile_runs_the_service_as_the_tests_do() -> None:
     lines, text = dockerfile()
-    assert dockerfile_json("ENTRYPOINT") + dockerfile_json("CMD") == SERVICE_COMMAND
+    assert image_argv() == SERVICE_COMMAND
     assert sum(1 for line in lines if line.startswith("FROM ")) >= 2, "multi-stage"
     assert re.search(r"^ARG PYTHON_IMAGE=python:3\.\d+-slim", text, re.M), "slim Python base"
-    user = [line.split()[1] for line in lines if line.startswith("USER ")]
-    assert user and not user[-1].startswith(("0", "root")), "runs as a non-root user"
-    assert re.search(r"^HEALTHCHECK .*CMD \[\"ai-gateway-healthcheck\"\]", text, re.M)
+    assert not image_user().startswith(("0", "root")), "runs as a non-root user"
+    assert dockerfile_json("HEALTHCHECK") == ["ai-gateway-healthcheck", "--address", f"unix:{SOCKET}"]
+    # The socket's directory and the renderer's volume mount points exist and belong to the image's user.
+    (setup,) = [line for line in lines if line.startswith("RUN groupadd")]
+    for d in (str(Path(SOCKET).parent), KEYS_DIR, "/var/lib/ai-gateway/envoy"):
+        assert re.search(rf"mkdir -p [^&]*{d}\b", setup) and re.search(rf"chown [^&]*{d}\b", setup), d
+    assert re.search(rf"chmod 0700 [^&]*{KEYS_DIR}\b", setup), "the key directory is the image user's alone"
     # Runtime stage gets only runtime files: the virtualenv, the default config, the health check.
     runtime = text[text.index("AS runtime") :]
     copies = re.findall(r"^COPY (?:--\S+ )*(\S+) ", runtime, re.M)
@@ -250,6 +536,13 @@ def test_dockerfile_runs_the_service_as_the_tests_do() -> None:
     assert compose()["services"]["extproc"]["image"] == f"ai-gateway:{version}"
 
 
+def test_healthcheck_default_is_the_images_socket() -> None:
+    done = subprocess.run(
+        [sys.executable, str(DEPLOY / "healthcheck.py"), "--timeout", "0.5"], capture_output=True, text=True
+    )
+    assert done.returncode == 1 and f"extproc at unix:{SOCKET}" in done.stderr
+
+
 # -------------------------------------------------------------------------------------------- docker-compose
 def test_compose_file_follows_the_compose_spec() -> None:
     schema_file = resources.files("check_jsonschema.builtin_schemas.vendor").joinpath("compose-spec.json")
@@ -260,9 +553,10 @@ def test_compose_file_follows_the_compose_spec() -> None:
 
 
 def test_compose_topology() -> None:
-    services = compose()["services"]
+    spec = compose()
+    services = spec["services"]
     extproc, envoy, render = services["extproc"], services["envoy"], services["envoy-config"]
-    assert "entrypoint" not in extproc and ["ai-gateway", *extproc["command"]] == SERVICE_COMMAND
+    assert image_argv(extproc.get("entrypoint"), extproc.get("command")) == SERVICE_COMMAND
     assert envoy["image"] in (f"envoyproxy/envoy:v{packaged_envoy_minor()}-latest",) or envoy["image"].startswith(
         f"envoyproxy/envoy:v{packaged_envoy_minor()}."
     ), "the official image, same version as the packaged Envoy"
@@ -273,70 +567,78 @@ def test_compose_topology() -> None:
     }
     for svc in (extproc, envoy):
         assert svc["restart"] == "unless-stopped" and svc["healthcheck"]["test"][0] == "CMD"
-    for svc in (extproc, render):
-        assert svc["env_file"] == [{"path": ".env", "required": True}]
-        assert "./config:/app/config:ro" in svc["volumes"]
-    # Envoy reads what the render service wrote.
-    argv, target = compose_render_argv()
-    volume_dir = next(v.split(":")[1] for v in render["volumes"] if v.startswith("envoy-config:"))
-    envoy_dir = next(v.split(":")[1] for v in envoy["volumes"] if v.startswith("envoy-config:"))
-    assert Path(target).parent == Path(volume_dir)
-    assert envoy["command"][:3] == ["envoy", "-c", str(Path(envoy_dir, Path(target).name))]
-    assert argv[:2] == ["ai-gateway", "envoy-config"]
-    assert argv[argv.index("--listen") + 1] == ":8080"
-    assert argv[argv.index("--extproc-listen") + 1] == "extproc:50051"
+    assert render["restart"] == "no" and render["network_mode"] == "none"
+    # Who mounts which volume: the socket is the service's and Envoy's; the keys and the rendered config are the
+    # renderer's and Envoy's (read-only there); nothing else mounts them.
+    users: dict[str, dict[str, str]] = {}
+    for name, svc in services.items():
+        for v in svc.get("volumes", []):
+            src, _, *mode = v.split(":")
+            users.setdefault(src, {})[name] = mode[0] if mode else "rw"
+    assert users["extproc-socket"] == {"extproc": "rw", "envoy": "rw"}
+    assert users["provider-keys"] == {"envoy-config": "rw", "envoy": "ro"}
+    assert users["envoy-config"] == {"envoy-config": "rw", "envoy": "ro"}
+    assert users["./config"] == {"extproc": "ro", "envoy-config": "ro"}
+    # The socket volume is memory, owned by the image's user; Envoy runs as that user (0600 keys, owner-only socket).
+    socket_volume = spec["volumes"]["extproc-socket"]
+    uid, gid = image_user().split(":")
+    assert socket_volume["driver_opts"]["type"] == "tmpfs"
+    assert f"uid={uid}" in socket_volume["driver_opts"]["o"] and f"gid={gid}" in socket_volume["driver_opts"]["o"]
+    assert envoy["user"] == image_user()
+    # The renderer: Envoy's config into its volume, the keys into theirs, addresses as Envoy sees them.
+    argv = image_argv(render.get("entrypoint"), render["command"])
+    assert argv[:2] == ["ai-gateway", "envoy-config"] and "--write-keys" in argv
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in render["volumes"]}
+    envoy_mounts = {v.split(":")[1]: v.split(":")[0] for v in envoy["volumes"]}
+    assert mounts[flag(argv, "--out")] == envoy_mounts[flag(argv, "--sds-dir")] == "envoy-config"
+    assert mounts[flag(argv, "--keys-dir")] == envoy_mounts[flag(argv, "--keys-dir")] == "provider-keys"
+    assert envoy["command"][:3] == ["envoy", "-c", f"{flag(argv, '--sds-dir')}/envoy.yaml"]
+    assert flag(argv, "--listen") == ":8080"
+    assert flag(argv, "--extproc-listen") == flag(SERVICE_COMMAND, "--extproc-listen")
+    assert envoy_mounts[str(Path(SOCKET).parent)] == "extproc-socket"
     # The healthcheck runs the image's health check against the address the command listens on.
-    assert extproc["healthcheck"]["test"] == ["CMD", "ai-gateway-healthcheck", "--address", "127.0.0.1:50051"]
+    assert extproc["healthcheck"]["test"] == ["CMD", "ai-gateway-healthcheck", "--address", f"unix:{SOCKET}"]
 
 
 def test_compose_envoy_config_validates(tmp_path: Path) -> None:
-    argv, _ = compose_render_argv()
-    done = subprocess.run(
-        [*local_argv(argv), "--env-file", os.devnull], capture_output=True, text=True, cwd=ROOT, env=clean_env()
-    )
-    assert done.returncode == 0, done.stderr
-    bootstrap = yaml.safe_load(done.stdout)
-    clusters = {c["name"]: c for c in bootstrap["static_resources"]["clusters"]}
-    addr = clusters["extproc"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
-    assert addr["socket_address"] == {"address": "extproc", "port_value": 50051}
-    assert clusters["extproc"]["type"] == "STRICT_DNS"
-    assert bootstrap["admin"]["address"]["socket_address"] == {"address": "0.0.0.0", "port_value": 9901}
-    envoy_validate(bootstrap)
+    """The renderer's command writes a bootstrap whose files (SDS files, key directory) are where Envoy's volumes put
+    them, talking to the service on the socket volume; Envoy accepts it."""
+    with short_dir() as sockets:
+        project = ComposeProject(tmp_path, sockets, {})
+        project.render(free_port(), free_port())
+        bootstrap_path = Path(flag(project.envoy_argv(), "-c"))
+        bootstrap = yaml.safe_load(bootstrap_path.read_text())
+        clusters = {c["name"]: c for c in bootstrap["static_resources"]["clusters"]}
+        addr = clusters["extproc"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+        assert addr == {"pipe": {"path": str(sockets / "extproc.sock")}}
+        keyed = [c for c in clusters.values() if "http_filters" in c["typed_extension_protocol_options"][HTTP_OPTIONS]]
+        assert len(keyed) == 3
+        for c in keyed:
+            sds = c["typed_extension_protocol_options"][HTTP_OPTIONS]["http_filters"][0]["typed_config"]["credential"]
+            source = sds["typed_config"]["credential"]["sds_config"]["path_config_source"]
+            assert Path(source["path"]).parent == project.volumes["envoy-config"]
+            assert source["watched_directory"]["path"] == str(project.volumes["provider-keys"])
+        envoy_validate(bootstrap_path)
 
 
 def test_compose_commands_serve_on_loopback(tmp_path: Path) -> None:
-    """The compose service's command and the render command (addresses moved to free loopback ports) run the real
-    service and Envoy; both compose health checks pass against them."""
-    services = compose()["services"]
-    grpc_port, http_port, admin_port = free_port(), free_port(), free_port()
-    service_cmd = replace_flag(
-        ["ai-gateway", *services["extproc"]["command"]], "--extproc-listen", f"127.0.0.1:{grpc_port}"
-    )
-    argv, _ = compose_render_argv()
-    argv = replace_flag(argv, "--extproc-listen", f"127.0.0.1:{grpc_port}")
-    argv = replace_flag(replace_flag(argv, "--listen", f"127.0.0.1:{http_port}"), "--admin", f"127.0.0.1:{admin_port}")
-    bootstrap = tmp_path / "envoy.yaml"
-    rendered = subprocess.run(
-        [*local_argv(argv), "--env-file", os.devnull], capture_output=True, text=True, cwd=ROOT, env=clean_env()
-    )
-    assert rendered.returncode == 0, rendered.stderr
-    bootstrap.write_text(rendered.stdout)
-    envoy_cmd = [envoy_bin(), *replace_flag(services["envoy"]["command"], "-c", str(bootstrap))[1:]]
-    logs = [tmp_path / "extproc.log", tmp_path / "envoy.log"]
-    with running([*local_argv(service_cmd), "--env-file", os.devnull], logs[0]) as svc:
-        health = services["extproc"]["healthcheck"]["test"][1:]
-        check = [
-            sys.executable,
-            str(DEPLOY / "healthcheck.py"),
-            *replace_flag(health[1:], "--address", f"127.0.0.1:{grpc_port}"),
-        ]
-        wait_for("extproc", lambda: subprocess.run(check, capture_output=True).returncode == 0, [svc], logs[:1])
-        with running([*envoy_cmd, "--use-dynamic-base-id"], logs[1]) as envoy:
-            url = f"http://127.0.0.1:{http_port}/health"
-            wait_for("envoy", lambda: http_status(url) == 200, [svc, envoy], logs)
-            probe = services["envoy"]["healthcheck"]["test"][1:]
-            probe = [a.replace("/127.0.0.1/8080", f"/127.0.0.1/{http_port}") for a in probe]
-            assert subprocess.run(probe, capture_output=True, timeout=10).returncode == 0, "envoy healthcheck"
+    """The compose services' commands (volumes as directories, ports moved to free loopback ports) run the real
+    service and Envoy over the socket; both compose health checks pass against them."""
+    http_port, admin_port = free_port(), free_port()
+    with short_dir() as sockets:
+        project = ComposeProject(tmp_path, sockets, {})
+        project.render(http_port, admin_port)
+        logs = [tmp_path / "extproc.log", tmp_path / "envoy.log"]
+        with running(project.service_argv(), logs[0], project.env("extproc")) as svc:
+            health = project.service("extproc")["healthcheck"]["test"][1:]
+            check = [sys.executable, str(DEPLOY / "healthcheck.py"), *remap(health[1:], project.table)]
+            wait_for("extproc", lambda: subprocess.run(check, capture_output=True).returncode == 0, [svc], logs[:1])
+            with running(project.envoy_argv(), logs[1]) as envoy:
+                url = f"http://127.0.0.1:{http_port}/health"
+                wait_for("envoy", lambda: http_status(url) == 200, [svc, envoy], logs)
+                probe = project.service("envoy")["healthcheck"]["test"][1:]
+                probe = [a.replace("/127.0.0.1/8080", f"/127.0.0.1/{http_port}") for a in probe]
+                assert subprocess.run(probe, capture_output=True, timeout=10).returncode == 0, "envoy healthcheck"
 
 
 # -------------------------------------------------------------------------------------------------- Kubernetes
@@ -347,6 +649,10 @@ def k8s_docs() -> list[dict[str, Any]]:
 def k8s_pod() -> dict[str, Any]:
     (deploy,) = by_kind(k8s_docs(), "Deployment", "ai-gateway")
     return deploy["spec"]["template"]["spec"]
+
+
+def configmaps(docs: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
+    return {cm["metadata"]["name"]: cm["data"] for cm in by_kind(docs, "ConfigMap")}
 
 
 def test_k8s_manifests_validate() -> None:
@@ -371,9 +677,8 @@ def test_k8s_sidecar_wiring() -> None:
     assert extproc["restartPolicy"] == "Always", "a native sidecar: up before Envoy, down after it"
     assert extproc["image"].startswith("ai-gateway:") and envoy["image"] == compose()["services"]["envoy"]["image"]
     # The same command as the image's, with the socket and the mounted config.
-    assert ["ai-gateway", *extproc["args"][:2]] == SERVICE_COMMAND[:3]
-    socket_addr = extproc["args"][extproc["args"].index("--extproc-listen") + 1]
-    assert socket_addr.startswith("unix:")
+    assert ["ai-gateway", *extproc["args"][:3]] == SERVICE_COMMAND
+    socket_addr = flag(extproc["args"], "--extproc-listen")
     (cm,) = by_kind(docs, "ConfigMap", "ai-gateway-config")
     bootstrap = yaml.safe_load(cm["data"]["envoy.yaml"])
     clusters = {c["name"]: c for c in bootstrap["static_resources"]["clusters"]}
@@ -384,10 +689,22 @@ def test_k8s_sidecar_wiring() -> None:
     assert mounts["extproc"]["socket"] == mounts["envoy"]["socket"] == str(Path(socket_addr[5:]).parent)
     config_dir = mounts["envoy"]["config"]
     assert envoy["args"][:2] == ["-c", f"{config_dir}/envoy.yaml"]
-    assert extproc["args"][extproc["args"].index("--config") + 1] == f"{config_dir}/proxy-config.yaml"
-    assert {v["name"]: v for v in pod["volumes"]}["config"]["configMap"]["name"] == cm["metadata"]["name"]
-    (secret,) = load_docs(DEPLOY / "k8s" / "secret.example.yaml")
-    assert extproc["envFrom"] == [{"secretRef": {"name": secret["metadata"]["name"]}}]
+    assert flag(extproc["args"], "--config") == f"{config_dir}/proxy-config.yaml"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["config"]["configMap"]["name"] == cm["metadata"]["name"]
+    # Keys: the Secret as files in Envoy's container only, where the ConfigMap's SDS files look for them.
+    assert "envFrom" not in extproc and "env" not in extproc
+    assert volumes["provider-keys"]["secret"]["secretName"] == key_secret_name()
+    assert mounts["envoy"]["provider-keys"] == KEYS_DIR and "provider-keys" not in mounts["extproc"]
+    assert volumes["provider-keys"]["secret"]["defaultMode"] & 0o007 == 0, "not world-readable"
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsGroup"], "Envoy's group reads them"
+    sds_files = sorted(n for n in cm["data"] if n.startswith("sds-"))
+    assert len(sds_files) == 3
+    for name in sds_files:
+        (res,) = yaml.safe_load(cm["data"][name])["resources"]
+        secret = res["generic_secret"]["secret"]
+        assert Path(secret["filename"]).parent == Path(secret["watched_directory"]["path"]) == Path(KEYS_DIR)
+        assert Path(secret["filename"]).name in provider_key_variables()
     # Probes, requests, scaling.
     assert envoy["readinessProbe"]["httpGet"]["path"] == "/health"
     for c in (extproc, envoy):
@@ -401,79 +718,81 @@ def test_k8s_sidecar_wiring() -> None:
     assert svc["spec"]["selector"].items() <= labels.items()
 
 
-def test_k8s_envoy_config_validates() -> None:
-    (cm,) = by_kind(k8s_docs(), "ConfigMap", "ai-gateway-config")
-    envoy_validate(yaml.safe_load(cm["data"]["envoy.yaml"]))
+def k8s_pod_files(root: Path, sockets: Path, secret: dict[str, str]) -> PodFiles:
+    return PodFiles(k8s_pod(), root, sockets, configmaps(k8s_docs()), secret)
+
+
+def test_k8s_envoy_config_validates(tmp_path: Path) -> None:
+    """The ConfigMap's bootstrap with the pod's volumes: its SDS files and key directory are where the mounts of the
+    Envoy container put them; Envoy accepts it."""
+    (envoy,) = k8s_pod()["containers"]
+    with short_dir() as sockets:
+        files = k8s_pod_files(tmp_path, sockets, {})
+        config = remap(flag(envoy["args"], "-c"), files.mounts(envoy))
+        envoy_validate(Path(config))
     load_config(DEPLOY / "k8s" / "proxy-config.yaml", env={})
 
 
 def test_k8s_pod_serves_on_loopback(tmp_path: Path) -> None:
-    """The pod's two containers as the manifest runs them (socket, config dir and ports moved into a temp dir):
-    the startup probe, the readiness probe through Envoy, and the preStop drain all work."""
+    """The pod's two containers as the manifest runs them (volumes as directories, ports moved to free loopback
+    ports): the startup probe, the readiness probe through Envoy, and the preStop drain all work."""
     pod = k8s_pod()
     (extproc,) = pod["initContainers"]
     (envoy,) = pod["containers"]
-    (cm,) = by_kind(k8s_docs(), "ConfigMap", "ai-gateway-config")
-    config_dir, sock = tmp_path / "config", tmp_path / "extproc.sock"
-    config_dir.mkdir()
-    http_port, admin_port = free_port(), free_port()
-    bootstrap = yaml.safe_load(cm["data"]["envoy.yaml"])
-    bootstrap["static_resources"]["listeners"][0]["address"]["socket_address"] = {
-        "address": "127.0.0.1",
-        "port_value": http_port,
-    }
-    bootstrap["admin"]["address"]["socket_address"]["port_value"] = admin_port
-    clusters = {c["name"]: c for c in bootstrap["static_resources"]["clusters"]}
-    clusters["extproc"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"] = {
-        "pipe": {"path": str(sock)}
-    }
-    (config_dir / "envoy.yaml").write_text(json.dumps(bootstrap))
-    (config_dir / "proxy-config.yaml").write_text(cm["data"]["proxy-config.yaml"])
-
-    def moved(arg: str) -> str:
-        return arg.replace("/run/ai-gateway/extproc.sock", str(sock)).replace("/etc/ai-gateway", str(config_dir))
-
-    service_cmd = [moved(a) for a in ["ai-gateway", *extproc["args"]]]
-    envoy_cmd = [envoy_bin(), *[moved(a) for a in envoy["args"]], "--use-dynamic-base-id"]
-    startup = [moved(a) for a in extproc["startupProbe"]["exec"]["command"]]
-    startup = [sys.executable, str(DEPLOY / "healthcheck.py"), *startup[1:]]
-    logs = [tmp_path / "extproc.log", tmp_path / "envoy.log"]
-    with running([*local_argv(service_cmd), "--env-file", os.devnull], logs[0]) as svc:
-        wait_for("extproc", lambda: subprocess.run(startup, capture_output=True).returncode == 0, [svc], logs[:1])
-        live = [
-            sys.executable,
-            str(DEPLOY / "healthcheck.py"),
-            *[moved(a) for a in extproc["livenessProbe"]["exec"]["command"][1:]],
-        ]
-        assert subprocess.run(live, capture_output=True).returncode == 0
-        with running(envoy_cmd, logs[1]) as proxy:
-            ready = f"http://127.0.0.1:{http_port}{envoy['readinessProbe']['httpGet']['path']}"
-            wait_for("envoy", lambda: http_status(ready) == 200, [svc, proxy], logs)
-            liveness = [
-                a.replace("/127.0.0.1/9901", f"/127.0.0.1/{admin_port}")
-                for a in envoy["livenessProbe"]["exec"]["command"]
-            ]
-            assert subprocess.run(liveness, capture_output=True, timeout=10).returncode == 0
-            pre_stop = [
-                a.replace("/127.0.0.1/9901", f"/127.0.0.1/{admin_port}").replace("sleep 5", "sleep 0")
-                for a in envoy["lifecycle"]["preStop"]["exec"]["command"]
-            ]
-            started = time.monotonic()
-            done = subprocess.run(pre_stop, capture_output=True, text=True, timeout=30)
-            assert done.returncode == 0, done.stderr
-            assert time.monotonic() - started < 10, "no request in flight: the drain wait ends at once"
-            assert proxy.poll() is None, "preStop drains, SIGTERM stops"
+    with short_dir() as sockets:
+        files = k8s_pod_files(tmp_path, sockets, {})
+        config = Path(remap(flag(envoy["args"], "-c"), files.mounts(envoy)))
+        http_port, admin_port = free_port(), free_port()
+        bootstrap = json.loads(config.read_text())
+        bootstrap["static_resources"]["listeners"][0]["address"]["socket_address"] = {
+            "address": "127.0.0.1",
+            "port_value": http_port,
+        }
+        bootstrap["admin"]["address"]["socket_address"]["port_value"] = admin_port
+        config.write_text(json.dumps(bootstrap))
+        service_cmd = remap(["ai-gateway", *extproc["args"]], files.mounts(extproc))
+        envoy_cmd = [envoy_bin(), *remap(envoy["args"], files.mounts(envoy)), "--use-dynamic-base-id"]
+        startup = remap(extproc["startupProbe"]["exec"]["command"], files.mounts(extproc))
+        startup = [sys.executable, str(DEPLOY / "healthcheck.py"), *startup[1:]]
+        logs = [tmp_path / "extproc.log", tmp_path / "envoy.log"]
+        with running([*local_argv(service_cmd), "--env-file", os.devnull], logs[0]) as svc:
+            wait_for("extproc", lambda: subprocess.run(startup, capture_output=True).returncode == 0, [svc], logs[:1])
+            live = remap(extproc["livenessProbe"]["exec"]["command"], files.mounts(extproc))
+            assert subprocess.run([sys.executable, str(DEPLOY / "healthcheck.py"), *live[1:]]).returncode == 0
+            with running(envoy_cmd, logs[1]) as proxy:
+                ready = f"http://127.0.0.1:{http_port}{envoy['readinessProbe']['httpGet']['path']}"
+                wait_for("envoy", lambda: http_status(ready) == 200, [svc, proxy], logs)
+                liveness = [
+                    a.replace("/127.0.0.1/9901", f"/127.0.0.1/{admin_port}")
+                    for a in envoy["livenessProbe"]["exec"]["command"]
+                ]
+                assert subprocess.run(liveness, capture_output=True, timeout=10).returncode == 0
+                pre_stop = [
+                    a.replace("/127.0.0.1/9901", f"/127.0.0.1/{admin_port}").replace("sleep 5", "sleep 0")
+                    for a in envoy["lifecycle"]["preStop"]["exec"]["command"]
+                ]
+                started = time.monotonic()
+                done = subprocess.run(pre_stop, capture_output=True, text=True, timeout=30)
+                assert done.returncode == 0, done.stderr
+                assert time.monotonic() - started < 10, "no request in flight: the drain wait ends at once"
+                assert proxy.poll() is None, "preStop drains, SIGTERM stops"
 
 
 # ------------------------------------------------------------------------------------------------------ Istio
 def istio_docs() -> list[dict[str, Any]]:
-    return kustomize(DEPLOY / "istio") + load_docs(DEPLOY / "istio" / "envoyfilter-sidecar.yaml")
+    return kustomize(DEPLOY / "istio")
+
+
+def istio_pod() -> dict[str, Any]:
+    (deploy,) = by_kind(istio_docs(), "Deployment", "ai-gateway")
+    return deploy["spec"]["template"]["spec"]
 
 
 def test_istio_resources_validate() -> None:
     docs = istio_docs()
     kinds = {d["kind"] for d in docs}
     assert kinds >= {"EnvoyFilter", "ServiceEntry", "DestinationRule", "VirtualService", "Gateway", "Deployment"}
+    assert not by_kind(docs, "Service", "ai-gateway-extproc"), "the service has no Service: it is in the gateway pod"
     for doc in docs:
         if doc["apiVersion"].startswith("networking.istio.io/"):
             istio_validate(doc)
@@ -481,28 +800,65 @@ def test_istio_resources_validate() -> None:
             k8s_validate(doc)
 
 
-def test_istio_envoyfilters_embed_the_ext_proc_filter() -> None:
-    expected = ext_proc_filter(cluster_name=ISTIO_EXTPROC_CLUSTER)
-    filters = by_kind(istio_docs(), "EnvoyFilter")
-    assert len(filters) == 2
-    for ef in filters:
-        (insert,) = [p for p in ef["spec"]["configPatches"] if p["applyTo"] == "HTTP_FILTER"]
-        assert insert["patch"]["operation"] == "INSERT_BEFORE"
-        assert insert["match"]["listener"]["filterChain"]["filter"]["subFilter"]["name"] == "envoy.filters.http.router"
-        value = dict(insert["patch"]["value"])
-        disabled = value.pop("disabled", False)
-        assert value == json.loads(json.dumps(expected)), "the same filter config as the bootstrap's"
-        assert disabled == (insert["match"]["context"] == "SIDECAR_OUTBOUND")
-    # The cluster name is Istio's name for the gRPC port of the service's Service.
-    (svc,) = by_kind(istio_docs(), "Service", "ai-gateway-extproc")
-    (port,) = svc["spec"]["ports"]
-    assert (port["port"], port["appProtocol"], svc["metadata"]["namespace"]) == (50051, "grpc", NAMESPACE)
-    (gateway_ef,) = [f for f in filters if f["metadata"]["name"] == "ai-gateway-ext-proc"]
-    (gateway,) = by_kind(istio_docs(), "Gateway")
-    (gw_deploy,) = by_kind(istio_docs(), "Deployment", "ai-gateway")
-    selector = gateway_ef["spec"]["workloadSelector"]["labels"]
+def test_istio_gateway_pod_wiring() -> None:
+    """The service is a native sidecar of the gateway pod on a Unix socket the EnvoyFilter's cluster points at; the
+    key Secret and the SDS files are mounted into istio-proxy only, at the paths the injector config names."""
+    docs = istio_docs()
+    (ef,) = by_kind(docs, "EnvoyFilter")
+    pod = istio_pod()
+    (extproc,) = pod["initContainers"]
+    (proxy,) = pod["containers"]
+    assert proxy["name"] == "istio-proxy" and extproc["restartPolicy"] == "Always"
+    assert ["ai-gateway", *extproc["args"][:3]] == SERVICE_COMMAND
+    # Same user as the proxy: the socket accepts its owner only.
+    assert extproc["securityContext"]["runAsUser"] == proxy["securityContext"]["runAsUser"]
+    (added,) = [p for p in ef["spec"]["configPatches"] if p["patch"]["operation"] == "ADD"]
+    cluster = added["patch"]["value"]
+    assert cluster["name"] == ISTIO_EXTPROC_CLUSTER
+    (endpoint,) = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    assert endpoint["endpoint"]["address"] == {"pipe": {"path": flag(extproc["args"], "--extproc-listen")[5:]}}
+    mounts = {c["name"]: {m["name"]: m["mountPath"] for m in c["volumeMounts"]} for c in (extproc, proxy)}
+    assert mounts["extproc"]["socket"] == mounts["istio-proxy"]["socket"] == str(Path(SOCKET).parent)
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["provider-keys"]["secret"]["secretName"] == key_secret_name()
+    assert mounts["istio-proxy"]["provider-keys"] == KEYS_DIR and "provider-keys" not in mounts["extproc"]
+    assert "envFrom" not in extproc and "env" not in extproc
+    assert pod["securityContext"]["fsGroup"] == proxy["securityContext"]["runAsGroup"], "the proxy reads the keys"
+    (cm,) = by_kind(docs, "ConfigMap", volumes["config"]["configMap"]["name"])
+    sds_paths = set()
+    for patch in ef["spec"]["configPatches"]:
+        options = patch["patch"]["value"].get("typed_extension_protocol_options", {}).get(HTTP_OPTIONS, {})
+        for f in options.get("http_filters", []):
+            if f["name"] == "envoy.filters.http.credential_injector":
+                sds = f["typed_config"]["credential"]["typed_config"]["credential"]["sds_config"]
+                sds_paths.add(sds["path_config_source"]["path"])
+    assert {str(Path(mounts["istio-proxy"]["config"]) / n) for n in cm["data"] if n.startswith("sds-")} == sds_paths
+    assert len(sds_paths) == 3
+    assert flag(extproc["args"], "--config") == f"{mounts['extproc']['config']}/proxy-config.yaml"
+    # The gateway's selector is the EnvoyFilter's.
+    (gateway,) = by_kind(docs, "Gateway")
+    selector = ef["spec"]["workloadSelector"]["labels"]
     assert selector == gateway["spec"]["selector"]
-    assert selector.items() <= gw_deploy["spec"]["template"]["metadata"]["labels"].items()
+    assert (
+        selector.items()
+        <= by_kind(docs, "Deployment", "ai-gateway")[0]["spec"]["template"]["metadata"]["labels"].items()
+    )
+
+
+def test_istio_envoyfilter_embeds_the_ext_proc_filter() -> None:
+    (ef,) = by_kind(istio_docs(), "EnvoyFilter")
+    (insert,) = [p for p in ef["spec"]["configPatches"] if p["applyTo"] == "HTTP_FILTER"]
+    assert insert["patch"]["operation"] == "INSERT_BEFORE" and insert["match"]["context"] == "GATEWAY"
+    assert insert["match"]["listener"]["filterChain"]["filter"]["subFilter"]["name"] == "envoy.filters.http.router"
+    expected = ext_proc_filter(cluster_name=ISTIO_EXTPROC_CLUSTER)
+    assert insert["patch"]["value"] == json.loads(json.dumps(expected)), "the same filter config as the bootstrap's"
+    # The added cluster is the k8s bootstrap's, renamed: one definition of how Envoy talks to the service.
+    (cm,) = by_kind(k8s_docs(), "ConfigMap", "ai-gateway-config")
+    k8s = {c["name"]: c for c in yaml.safe_load(cm["data"]["envoy.yaml"])["static_resources"]["clusters"]}
+    (added,) = [p["patch"]["value"] for p in ef["spec"]["configPatches"] if p["patch"]["operation"] == "ADD"]
+    expected_cluster = copy.deepcopy(k8s["extproc"])
+    expected_cluster["name"] = expected_cluster["load_assignment"]["cluster_name"] = ISTIO_EXTPROC_CLUSTER
+    assert added == expected_cluster
 
 
 def test_istio_routing_matches_the_providers() -> None:
@@ -511,25 +867,26 @@ def test_istio_routing_matches_the_providers() -> None:
     providers = {p.name: p for p in cfg.used_providers()}
     entries = {h: se for se in by_kind(docs, "ServiceEntry") for h in se["spec"]["hosts"]}
     rules = {dr["spec"]["host"]: dr for dr in by_kind(docs, "DestinationRule")}
-    for vs in by_kind(docs, "VirtualService"):
-        routed = set()
-        for route in vs["spec"]["http"]:
-            if "match" not in route:
-                continue
-            (match,) = route["match"]
-            name = match["headers"][ROUTE_HEADER]["exact"]
-            routed.add(name)
-            p = providers[name]
-            (dest,) = route["route"]
-            host, port = dest["destination"]["host"], dest["destination"]["port"]["number"]
-            assert host == p.upstream.host and route["rewrite"]["authority"] == p.upstream.authority
-            se_port = {sp["number"]: sp for sp in entries[host]["spec"]["ports"]}[port]
-            assert se_port["protocol"] == "HTTP" and se_port.get("targetPort", port) == p.upstream.port
-            if p.upstream.tls:
-                (setting,) = rules[host]["spec"]["trafficPolicy"]["portLevelSettings"]
-                assert setting["port"]["number"] == port
-                assert setting["tls"] == {"mode": "SIMPLE", "sni": host, "subjectAltNames": [host]}
-        assert routed == set(providers), f"{vs['metadata']['name']} routes every provider on {ROUTE_HEADER}"
+    (vs,) = by_kind(docs, "VirtualService")
+    assert vs["spec"]["gateways"] == ["ai-gateway"], "routes on the gateway only: no mesh route around it"
+    routed = set()
+    for route in vs["spec"]["http"]:
+        if "match" not in route:
+            continue
+        (match,) = route["match"]
+        name = match["headers"][ROUTE_HEADER]["exact"]
+        routed.add(name)
+        p = providers[name]
+        (dest,) = route["route"]
+        host, port = dest["destination"]["host"], dest["destination"]["port"]["number"]
+        assert host == p.upstream.host and route["rewrite"]["authority"] == p.upstream.authority
+        se_port = {sp["number"]: sp for sp in entries[host]["spec"]["ports"]}[port]
+        assert se_port["protocol"] == "HTTP" and se_port.get("targetPort", port) == p.upstream.port
+        if p.upstream.tls:
+            (setting,) = rules[host]["spec"]["trafficPolicy"]["portLevelSettings"]
+            assert setting["port"]["number"] == port
+            assert setting["tls"] == {"mode": "SIMPLE", "sni": host, "subjectAltNames": [host]}
+    assert routed == set(providers), f"{vs['metadata']['name']} routes every provider on {ROUTE_HEADER}"
 
 
 def deep_merge(base: dict[str, Any], patch: dict[str, Any]) -> None:
@@ -540,15 +897,21 @@ def deep_merge(base: dict[str, Any], patch: dict[str, Any]) -> None:
             base[key] = copy.deepcopy(value)
 
 
-def istio_bootstrap(envoyfilter: dict[str, Any], context: str) -> dict[str, Any]:
-    """A bootstrap shaped like what istiod gives the proxy (an HTTP listener on 8080 with only the router, Istio's
-    cluster names, routes from the VirtualService, TLS from the DestinationRules), with the EnvoyFilter's patches
-    applied the way Istio applies them."""
+def istio_cluster_merge(cluster: dict[str, Any], value: dict[str, Any]) -> None:
+    """A CLUSTER MERGE the way istiod does it: a protobuf merge, in which an Any (each entry of
+    typed_extension_protocol_options) is replaced whole, not merged (istio/istio#53685, #55940)."""
+    value = copy.deepcopy(value)
+    options = value.pop("typed_extension_protocol_options", {})
+    deep_merge(cluster, value)
+    cluster.setdefault("typed_extension_protocol_options", {}).update(options)
+
+
+def istio_bootstrap(envoyfilter: dict[str, Any]) -> dict[str, Any]:
+    """A bootstrap shaped like what istiod gives the gateway (an HTTP listener on 8080 with only the router, Istio's
+    cluster names, routes from the VirtualService, TLS and an HTTP/2-capable Any from the ServiceEntries and
+    DestinationRules), with the EnvoyFilter's patches applied the way Istio applies them."""
     docs = istio_docs()
-    gateway_host = f"ai-gateway.{NAMESPACE}.svc.cluster.local"
-    (vs,) = [
-        v for v in by_kind(docs, "VirtualService") if (v["spec"]["gateways"] == ["mesh"]) == (context != "GATEWAY")
-    ]
+    (vs,) = by_kind(docs, "VirtualService")
     routes = []
     for r in vs["spec"]["http"]:
         match: dict[str, Any] = {"prefix": "/"}
@@ -570,8 +933,7 @@ def istio_bootstrap(envoyfilter: dict[str, Any], context: str) -> dict[str, Any]
             if "timeout" in r:
                 action["route"]["timeout"] = r["timeout"]
         routes.append({"name": r["name"], "match": match, **action})
-    vhost_name = "*:8080" if context == "GATEWAY" else f"{gateway_host}:8080"
-    vhost = {"name": vhost_name, "domains": ["*"], "routes": routes}
+    vhost = {"name": "*:8080", "domains": ["*"], "routes": routes}
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network."
         "http_connection_manager.v3.HttpConnectionManager",
@@ -591,10 +953,11 @@ def istio_bootstrap(envoyfilter: dict[str, Any], context: str) -> dict[str, Any]
             {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}
         ],
     }
-    h2 = {
-        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-            "explicit_http_config": {"http2_protocol_options": {}},
+    # Istio's own protocol options on a cluster: the patch must replace them, not add to them.
+    istio_options = {
+        HTTP_OPTIONS: {
+            "@type": f"type.googleapis.com/{HTTP_OPTIONS}",
+            "use_downstream_protocol_config": {"http_protocol_options": {}, "http2_protocol_options": {}},
         }
     }
 
@@ -608,15 +971,7 @@ def istio_bootstrap(envoyfilter: dict[str, Any], context: str) -> dict[str, Any]
             **extra,
         }
 
-    clusters = {
-        ISTIO_EXTPROC_CLUSTER: cluster(
-            ISTIO_EXTPROC_CLUSTER,
-            f"ai-gateway-extproc.{NAMESPACE}.svc.cluster.local",
-            50051,
-            typed_extension_protocol_options=h2,
-        )
-    }
-    clusters[f"outbound|8080||{gateway_host}"] = cluster(f"outbound|8080||{gateway_host}", gateway_host, 8080)
+    clusters: dict[str, dict[str, Any]] = {}
     rules = {dr["spec"]["host"]: dr for dr in by_kind(docs, "DestinationRule")}
     for se in by_kind(docs, "ServiceEntry"):
         (host,) = se["spec"]["hosts"]
@@ -625,6 +980,7 @@ def istio_bootstrap(envoyfilter: dict[str, Any], context: str) -> dict[str, Any]
                 continue
             name = f"outbound|{port['number']}||{host}"
             c = cluster(name, host, port.get("targetPort", port["number"]))
+            c["typed_extension_protocol_options"] = copy.deepcopy(istio_options)
             for setting in rules.get(host, {}).get("spec", {}).get("trafficPolicy", {}).get("portLevelSettings", []):
                 if setting["port"]["number"] == port["number"]:
                     tls = setting["tls"]
@@ -647,7 +1003,7 @@ def istio_bootstrap(envoyfilter: dict[str, Any], context: str) -> dict[str, Any]
             clusters[name] = c
 
     for patch in envoyfilter["spec"]["configPatches"]:
-        assert patch["match"]["context"] == context
+        assert patch["match"]["context"] == "GATEWAY"
         kind, op, value = patch["applyTo"], patch["patch"]["operation"], patch["patch"]["value"]
         if kind == "HTTP_FILTER":
             assert op == "INSERT_BEFORE"
@@ -659,17 +1015,16 @@ def istio_bootstrap(envoyfilter: dict[str, Any], context: str) -> dict[str, Any]
             deep_merge(hcm, {k: v for k, v in value["typed_config"].items() if k != "@type"})
         elif kind == "LISTENER":
             assert op == "MERGE"
-            port = patch["match"].get("listener", {}).get("portNumber")
-            assert port in (None, 8080)
+            assert patch["match"].get("listener", {}).get("portNumber") in (None, 8080)
             deep_merge(listener, value)
+        elif kind == "CLUSTER" and op == "ADD":
+            assert "cluster" not in patch["match"] and value["name"] not in clusters
+            clusters[value["name"]] = copy.deepcopy(value)
         elif kind == "CLUSTER":
             assert op == "MERGE"
             name = f"outbound|{patch['match']['cluster']['portNumber']}||{patch['match']['cluster']['service']}"
             assert name in clusters, f"EnvoyFilter patches a cluster no resource creates: {name}"
-            deep_merge(clusters[name], value)
-        elif kind == "VIRTUAL_HOST":
-            assert op == "MERGE" and patch["match"]["routeConfiguration"]["vhost"]["name"] == vhost["name"]
-            deep_merge(vhost, value)
+            istio_cluster_merge(clusters[name], value)
         else:
             pytest.fail(f"unexpected patch {kind}")
     return {
@@ -679,83 +1034,207 @@ def istio_bootstrap(envoyfilter: dict[str, Any], context: str) -> dict[str, Any]
     }
 
 
-@pytest.mark.parametrize(
-    "name,context",
-    [("ai-gateway-ext-proc", "GATEWAY"), (f"ai-gateway-ext-proc-sidecar-{NAMESPACE}", "SIDECAR_OUTBOUND")],
-)
-def test_istio_envoyfilter_in_a_bootstrap_validates(name: str, context: str) -> None:
-    (ef,) = by_kind(istio_docs(), "EnvoyFilter", name)
-    bootstrap = istio_bootstrap(ef, context)
-    hcm = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-    assert [f["name"] for f in hcm["http_filters"]] == ["envoy.filters.http.ext_proc", "envoy.filters.http.router"]
-    # The bootstrap's local-reply mappers (Envoy's own connect-failure/timeout replies tagged for the service); in
-    # the sidecar variant each is narrowed to requests the service routed, so the workload's other traffic keeps
-    # Envoy's own replies.
-    (cm,) = by_kind(k8s_docs(), "ConfigMap", "ai-gateway-config")
-    k8s = yaml.safe_load(cm["data"]["envoy.yaml"])["static_resources"]["listeners"][0]
-    expected = k8s["filter_chains"][0]["filters"][0]["typed_config"]["local_reply_config"]["mappers"]
-    mappers = hcm["local_reply_config"]["mappers"]
-    assert any(h["header"]["key"] == "x-ai-gateway-error" for m in mappers for h in m.get("headers_to_add", []))
-    if context == "GATEWAY":
-        assert mappers == expected
-    else:
-        routed = {"header_filter": {"header": {"name": ROUTE_HEADER, "present_match": True}}}
-        assert [m["filter"]["and_filter"]["filters"] for m in mappers] == [[e["filter"], routed] for e in expected]
-    envoy_validate(bootstrap)
+def istio_pod_files(root: Path, sockets: Path, secret: dict[str, str]) -> PodFiles:
+    return PodFiles(istio_pod(), root, sockets, configmaps(istio_docs()), secret)
 
 
-@pytest.mark.parametrize(
-    "name,context",
-    [("ai-gateway-ext-proc", "GATEWAY"), (f"ai-gateway-ext-proc-sidecar-{NAMESPACE}", "SIDECAR_OUTBOUND")],
-)
-def test_istio_envoyfilter_serves_on_loopback(tmp_path: Path, name: str, context: str) -> None:
-    """The patched Istio-shaped proxy, with the service's cluster pointed at a real service on loopback: /health is
-    answered by the service. In the sidecar variant the filter is on only for the gateway's host: another host's
-    request never reaches the service."""
-    (ef,) = by_kind(istio_docs(), "EnvoyFilter", name)
-    bootstrap = istio_bootstrap(ef, context)
-    grpc_port, http_port, admin_port = free_port(), free_port(), free_port()
-    listener = bootstrap["static_resources"]["listeners"][0]
-    listener["address"]["socket_address"]["port_value"] = http_port
-    bootstrap["admin"]["address"]["socket_address"]["port_value"] = admin_port
-    (extproc,) = [c for c in bootstrap["static_resources"]["clusters"] if c["name"] == ISTIO_EXTPROC_CLUSTER]
-    extproc["type"] = "STATIC"
-    extproc["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"] = {
-        "address": "127.0.0.1",
-        "port_value": grpc_port,
-    }
-    vhosts = listener["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"]
-    if context != "GATEWAY":
-        vhosts[0]["domains"] = ["ai-gateway.test"]
-        other = {
-            "name": "other",
-            "domains": ["*"],
-            "routes": [{"match": {"prefix": "/"}, "direct_response": {"status": 204}}],
+def istio_proxy_bootstrap(files: PodFiles) -> dict[str, Any]:
+    """The patched gateway bootstrap as the gateway pod's istio-proxy sees its files."""
+    (ef,) = by_kind(istio_docs(), "EnvoyFilter")
+    (proxy,) = istio_pod()["containers"]
+    return remap(istio_bootstrap(ef), files.mounts(proxy))
+
+
+def test_istio_envoyfilter_in_a_bootstrap_validates(tmp_path: Path) -> None:
+    (proxy,) = istio_pod()["containers"]
+    with short_dir() as sockets:
+        files = istio_pod_files(tmp_path, sockets, {})
+        bootstrap = istio_proxy_bootstrap(files)
+        hcm = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        assert [f["name"] for f in hcm["http_filters"]] == ["envoy.filters.http.ext_proc", "envoy.filters.http.router"]
+        # The bootstrap's local-reply mappers (Envoy's own connect-failure/timeout/missing-key replies tagged for the
+        # service to answer in the client's format).
+        (cm,) = by_kind(k8s_docs(), "ConfigMap", "ai-gateway-config")
+        k8s = yaml.safe_load(cm["data"]["envoy.yaml"])
+        expected = k8s["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        assert hcm["local_reply_config"] == expected["local_reply_config"]
+        # Each keyed provider's cluster: Istio's protocol options replaced by HTTP/1.1 and the k8s bootstrap's
+        # upstream filters (credential injector, codec), whose files are where the proxy's mounts put them.
+        k8s_clusters = {c["name"]: c for c in k8s["static_resources"]["clusters"]}
+        clusters = {c["name"]: c for c in bootstrap["static_resources"]["clusters"]}
+        cfg = load_config(DEPLOY / "istio" / "proxy-config.yaml", env={})
+        for p in cfg.used_providers():
+            port = 80 if p.upstream.tls else p.upstream.port
+            options = clusters[f"outbound|{port}||{p.upstream.host}"]["typed_extension_protocol_options"][HTTP_OPTIONS]
+            want = k8s_clusters[p.cluster]["typed_extension_protocol_options"][HTTP_OPTIONS]["http_filters"]
+            assert options == {
+                "@type": f"type.googleapis.com/{HTTP_OPTIONS}",
+                "explicit_http_config": {"http_protocol_options": {}},
+                "http_filters": remap(want, files.mounts(proxy)),
+            }
+        envoy_validate(bootstrap)
+
+
+def test_istio_gateway_pod_serves_on_loopback(tmp_path: Path) -> None:
+    """The gateway pod: the service as its native sidecar runs it, the patched Istio-shaped proxy with the pod's
+    files (listener and admin moved to free loopback ports): /health is answered through the socket."""
+    pod = istio_pod()
+    (extproc,) = pod["initContainers"]
+    with short_dir() as sockets:
+        files = istio_pod_files(tmp_path, sockets, {})
+        bootstrap = istio_proxy_bootstrap(files)
+        http_port, admin_port = free_port(), free_port()
+        bootstrap["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] = http_port
+        bootstrap["admin"]["address"]["socket_address"]["port_value"] = admin_port
+        path = tmp_path / "envoy.json"
+        path.write_text(json.dumps(bootstrap))
+        service_cmd = remap(["ai-gateway", *extproc["args"]], files.mounts(extproc))
+        startup = remap(extproc["startupProbe"]["exec"]["command"], files.mounts(extproc))
+        startup = [sys.executable, str(DEPLOY / "healthcheck.py"), *startup[1:]]
+        logs = [tmp_path / "extproc.log", tmp_path / "envoy.log"]
+        envoy_cmd = [envoy_bin(), "-c", str(path), "--use-dynamic-base-id", "--log-level", "warn"]
+        with running([*local_argv(service_cmd), "--env-file", os.devnull], logs[0]) as svc:
+            wait_for("extproc", lambda: subprocess.run(startup, capture_output=True).returncode == 0, [svc], logs[:1])
+            with running(envoy_cmd, logs[1]) as proxy:
+                url = f"http://127.0.0.1:{http_port}/health"
+                wait_for("gateway", lambda: http_status(url) == 200, [svc, proxy], logs)
+
+
+# ------------------------------------------------------------------------- provider keys: injected, rotated, missing
+@dataclass
+class Deployment:
+    """One deployment's shape running here: its service command, its Envoy (bootstrap from its own files), its way
+    of changing a provider key (compose: re-run the renderer; Kubernetes/Istio: the kubelet updating the Secret)."""
+
+    url: str
+    service: list[str]
+    service_env: dict[str, str]
+    envoy: list[str]
+    set_keys: Callable[[dict[str, str]], None]
+
+
+def _to_mock(bootstrap: dict[str, Any], mocks: dict[str, MockProvider], cluster_of: dict[str, str]) -> None:
+    """Point each provider's cluster at its mock (plain HTTP/1.1 on loopback), keeping its upstream filters."""
+    clusters = {c["name"]: c for c in bootstrap["static_resources"]["clusters"]}
+    for kind, mock in mocks.items():
+        c = clusters[cluster_of[kind]]
+        c.pop("transport_socket", None)
+        c["type"] = "STATIC"
+        address = {"socket_address": {"address": "127.0.0.1", "port_value": mock.port}}
+        c["load_assignment"]["endpoints"] = [{"lb_endpoints": [{"endpoint": {"address": address}}]}]
+        options = c["typed_extension_protocol_options"][HTTP_OPTIONS]
+        options.pop("auto_config", None)
+        options["explicit_http_config"] = {"http_protocol_options": {}}
+
+
+@contextlib.contextmanager
+def deployment(
+    shape: str, tmp: Path, sockets: Path, mocks: dict[str, MockProvider], keys: dict[str, str]
+) -> Iterator[Deployment]:
+    http_port, admin_port = free_port(), free_port()
+    if shape == "compose":
+        dotenv = {
+            **keys,
+            "OPENAI_BASE_URL": mocks["openai"].base_url,
+            "ANTHROPIC_BASE_URL": mocks["anthropic"].base_url,
         }
-        vhosts.append(other)
-    path = tmp_path / "envoy.yaml"
-    path.write_text(json.dumps(bootstrap))
-    (deploy,) = by_kind(istio_docs(), "Deployment", "ai-gateway-extproc")
-    args = deploy["spec"]["template"]["spec"]["containers"][0]["args"]
-    args = [a.replace("/etc/ai-gateway/", str(DEPLOY / "istio") + "/") for a in args]
-    service_cmd = replace_flag(["ai-gateway", *args], "--extproc-listen", f"127.0.0.1:{grpc_port}")
-    logs = [tmp_path / "extproc.log", tmp_path / "envoy.log"]
+        project = ComposeProject(tmp, sockets, dotenv)
+        project.render(http_port, admin_port)
 
-    def get(host: str) -> int:
-        req = urllib.request.Request(f"http://127.0.0.1:{http_port}/health", headers={"Host": host})
-        try:
-            with urllib.request.urlopen(req, timeout=3) as r:
-                return r.status
-        except urllib.error.HTTPError as exc:
-            return exc.code
-        except OSError:
-            return 0
+        def rotate(new: dict[str, str]) -> None:
+            project.dotenv = {**dotenv, **new}
+            project.render(http_port, admin_port)
 
-    envoy_cmd = [envoy_bin(), "-c", str(path), "--use-dynamic-base-id", "--log-level", "warn"]
+        yield Deployment(
+            f"http://127.0.0.1:{http_port}",
+            project.service_argv(),
+            project.env("extproc"),
+            project.envoy_argv(),
+            rotate,
+        )
+        return
+    pod = k8s_pod() if shape == "k8s" else istio_pod()
+    files = (k8s_pod_files if shape == "k8s" else istio_pod_files)(tmp, sockets, keys)
+    (extproc,) = pod["initContainers"]
+    (proxy,) = pod["containers"]
+    if shape == "k8s":
+        config = Path(remap(flag(proxy["args"], "-c"), files.mounts(proxy)))
+        bootstrap = json.loads(config.read_text())
+        bootstrap["static_resources"]["listeners"][0]["address"]["socket_address"] = {
+            "address": "127.0.0.1",
+            "port_value": http_port,
+        }
+        cluster_of = {"openai": "provider_openai", "anthropic": "provider_anthropic"}
+        envoy_args = remap(proxy["args"], files.mounts(proxy))
+    else:
+        bootstrap = istio_proxy_bootstrap(files)
+        bootstrap["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] = http_port
+        config = tmp / "istio-proxy.json"
+        cluster_of = {"openai": "outbound|80||api.openai.com", "anthropic": "outbound|80||api.anthropic.com"}
+        envoy_args = ["-c", str(config)]
+    bootstrap["admin"]["address"]["socket_address"]["port_value"] = admin_port
+    _to_mock(bootstrap, mocks, cluster_of)
+    config.write_text(json.dumps(bootstrap))
+    (volume,) = [v["name"] for v in pod["volumes"] if "secret" in v]
+    yield Deployment(
+        f"http://127.0.0.1:{http_port}",
+        [*local_argv(remap(["ai-gateway", *extproc["args"]], files.mounts(extproc))), "--env-file", os.devnull],
+        clean_env(),
+        [envoy_bin(), *envoy_args, "--use-dynamic-base-id"],
+        lambda new: files.update_secret(volume, {**keys, **new}),
+    )
+
+
+def ask_openai(url: str, model: str) -> str:
+    client = openai.OpenAI(base_url=f"{url}/openai/v1", api_key="client-key", max_retries=0, timeout=20)
+    out = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}])
+    return out.choices[0].message.content or ""
+
+
+def ask_anthropic(url: str, model: str) -> str:
+    client = anthropic.Anthropic(base_url=f"{url}/anthropic", api_key="client-key", max_retries=0, timeout=20)
+    out = client.messages.create(model=model, max_tokens=16, messages=[{"role": "user", "content": "hi"}])
+    return "".join(b.text for b in out.content if b.type == "text")
+
+
+@pytest.mark.parametrize("shape", ["compose", "k8s", "istio"])
+def test_envoy_injects_rotates_and_misses_provider_keys(tmp_path: Path, shape: str) -> None:
+    """Through each deployment's own Envoy config and files: the provider receives the key Envoy read from the key
+    file; after the deployment's way of changing a key (the compose renderer re-run; the kubelet's Secret update) the
+    next requests carry the new key, with the same Envoy process; a provider without a key file answers the client
+    a 401 in the client's own format (both SDKs raise AuthenticationError), naming the variable to set, and its
+    provider never sees the request."""
+    first, second = "sk-first-0123456789", "sk-second-9876543210"
     with (
-        running([*local_argv(service_cmd), "--env-file", os.devnull], logs[0]) as svc,
-        running(envoy_cmd, logs[1]) as proxy,
+        MockProvider("openai", first) as oa,
+        MockProvider("anthropic", "sk-ant-never-set") as an,
+        short_dir() as sockets,
+        deployment(shape, tmp_path, sockets, {"openai": oa, "anthropic": an}, {"OPENAI_API_KEY": first}) as d,
     ):
-        wait_for("envoy", lambda: get("ai-gateway.test") == 200, [svc, proxy], logs)
-        if context != "GATEWAY":
-            assert get("elsewhere.test") == 204, "the filter stays off for the workload's other traffic"
+        logs = [tmp_path / "extproc.log", tmp_path / "envoy.log"]
+        with running(d.service, logs[0], d.service_env) as svc, running(d.envoy, logs[1]) as proxy:
+            wait_for("gateway", lambda: http_status(f"{d.url}/health") == 200, [svc, proxy], logs)
+            assert "Hello from mock openai" in ask_openai(d.url, OPENAI_MODEL)
+            assert oa.last().headers["authorization"] == f"Bearer {first}"
+            assert "Hello from mock openai" in ask_anthropic(d.url, OPENAI_MODEL), "any client format"
+            assert oa.last().headers["authorization"] == f"Bearer {first}"
+            # No key file for anthropic: Envoy's own 401, in each client's format.
+            with pytest.raises(openai.AuthenticationError) as oa_err:
+                ask_openai(d.url, ANTHROPIC_MODEL)
+            assert "ANTHROPIC_API_KEY" in oa_err.value.message
+            with pytest.raises(anthropic.AuthenticationError) as an_err:
+                ask_anthropic(d.url, ANTHROPIC_MODEL)
+            assert an_err.value.body["type"] == "error" and "ANTHROPIC_API_KEY" in an_err.value.message
+            assert an.requests == [], "a request without its key never leaves Envoy"
+            # Rotation: the provider now wants the new key; Envoy picks up the replaced file by itself.
+            oa.api_key = second
+            d.set_keys({"OPENAI_API_KEY": second})
+
+            def rotated() -> bool:
+                with contextlib.suppress(openai.APIError):
+                    ask_openai(d.url, OPENAI_MODEL)
+                return oa.last().headers["authorization"] == f"Bearer {second}"
+
+            wait_for("the rotated key", rotated, [svc, proxy], logs, timeout=20)
+            assert "Hello from mock openai" in ask_openai(d.url, OPENAI_MODEL)
+            assert proxy.poll() is None, "the same Envoy process, never restarted"

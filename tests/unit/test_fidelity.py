@@ -17,7 +17,7 @@ from extproc.core.exchange import Exchange, Forward, Gateway, Reply
 from extproc.translation import canonical as c
 from extproc.translation import media, schemas
 from extproc.translation.errors import GatewayError
-from extproc.translation.formats import anthropic, gemini, openai
+from extproc.translation.formats import anthropic, gemini, openai, registry
 from extproc.transport import fetch
 
 FORMATS = {"openai": openai, "anthropic": anthropic, "gemini": gemini}
@@ -35,6 +35,10 @@ def cfg(**extra: Any) -> Any:
         **extra,
     }
     return build_config(data, "test.yaml", {"OPENAI_API_KEY": "k", "ANTHROPIC_API_KEY": "k", "GEMINI_API_KEY": "k"})
+
+
+def infos() -> list[Any]:
+    return catalog.model_infos(cfg())
 
 
 def exchange(config: Any = None) -> Exchange:
@@ -63,7 +67,7 @@ def test_openai_model_list_and_get() -> None:
 
 
 def test_anthropic_model_list_pages() -> None:
-    page1 = orjson.loads(catalog.anthropic_models(cfg(), None, "limit=2"))
+    page1 = orjson.loads(registry.get("anthropic").list_models(infos(), None, "limit=2"))
     assert [m["id"] for m in page1["data"]] == ["gpt-x", "claude-x"] and page1["has_more"] is True
     assert page1["data"][1] == {
         "type": "model",
@@ -72,9 +76,9 @@ def test_anthropic_model_list_pages() -> None:
         "created_at": "1970-01-01T00:00:00Z",
         "lifecycle": "active",
     }
-    page2 = orjson.loads(catalog.anthropic_models(cfg(), None, f"limit=2&after_id={page1['last_id']}"))
+    page2 = orjson.loads(registry.get("anthropic").list_models(infos(), None, f"limit=2&after_id={page1['last_id']}"))
     assert [m["id"] for m in page2["data"]] == ["gem-x"] and page2["has_more"] is False
-    before = orjson.loads(catalog.anthropic_models(cfg(), None, "before_id=gem-x&limit=1"))
+    before = orjson.loads(registry.get("anthropic").list_models(infos(), None, "before_id=gem-x&limit=1"))
     assert [m["id"] for m in before["data"]] == ["claude-x"] and before["has_more"] is True
     reply = headers(exchange(), "/anthropic/v1/models/nope")
     assert isinstance(reply, Reply) and reply.status == 404
@@ -82,10 +86,10 @@ def test_anthropic_model_list_pages() -> None:
 
 
 def test_gemini_model_list_pages_and_get() -> None:
-    body = orjson.loads(catalog.gemini_models(cfg(), None, "pageSize=2"))
+    body = orjson.loads(registry.get("gemini").list_models(infos(), None, "pageSize=2"))
     assert [m["name"] for m in body["models"]] == ["models/gpt-x", "models/claude-x"]
     assert body["nextPageToken"] == "2"
-    last = orjson.loads(catalog.gemini_models(cfg(), None, "pageSize=2&pageToken=2"))
+    last = orjson.loads(registry.get("gemini").list_models(infos(), None, "pageSize=2&pageToken=2"))
     assert [m["name"] for m in last["models"]] == ["models/gem-x"] and "nextPageToken" not in last
     assert "countTokens" in last["models"][0]["supportedGenerationMethods"]
     assert "countTokens" not in body["models"][0]["supportedGenerationMethods"]
@@ -94,11 +98,11 @@ def test_gemini_model_list_pages_and_get() -> None:
         assert isinstance(reply, Reply) and orjson.loads(reply.body)["name"] == "models/gem-x"
     reply = headers(exchange(), "/gemini/v1beta/models/nope")
     assert isinstance(reply, Reply) and orjson.loads(reply.body)["error"]["status"] == "NOT_FOUND"
-    assert catalog.gemini_models_path("/gemini/v1beta/models/x:generateContent") is None
+    assert registry.get("gemini").route("POST", "/gemini/v1beta/models/x:generateContent", "").kind == "generate"
 
 
 # ------------------------------------------------------------------------------------------------------- token counting
-def test_count_tokens_passes_through_to_the_same_type_only() -> None:
+def test_count_tokens_passes_through_or_is_translated_between_formats_that_count() -> None:
     ex = exchange()
     assert not isinstance(headers(ex, "/anthropic/v1/messages/count_tokens", "POST"), Reply)
     fwd = ex.on_request_body(b'{"model": "claude-x", "messages": [{"role": "user", "content": "x"}]}')
@@ -112,10 +116,28 @@ def test_count_tokens_passes_through_to_the_same_type_only() -> None:
     fwd = ex.on_request_body(b'{"contents": [{"parts": [{"text": "x"}]}]}')
     assert isinstance(fwd, Forward)
     assert (":path", "/v1beta/models/gemini-2.5-flash:countTokens") in fwd.set_headers
+    # Between the formats that can count, the request is translated (Gemini client, Anthropic provider) ...
     ex = exchange()
     headers(ex, "/gemini/v1beta/models/claude-x:countTokens", "POST")
-    refused = ex.on_request_body(b'{"contents": [{"parts": [{"text": "x"}]}]}')
-    assert isinstance(refused, Reply) and refused.status == 400
+    fwd = ex.on_request_body(b'{"contents": [{"parts": [{"text": "x"}]}]}')
+    assert isinstance(fwd, Forward) and (":path", "/v1/messages/count_tokens") in fwd.set_headers
+    assert orjson.loads(fwd.body or b"") == {"model": "claude-x", "messages": [{"role": "user", "content": "x"}]}
+    answer = ex.on_response_headers({":status": "200", "content-type": "application/json"})
+    assert answer.response_body_mode is None
+    out = ex.on_response_body(b'{"input_tokens": 7}')
+    assert orjson.loads(out.body or b"") == {"totalTokens": 7}
+    # ... and the other way (Anthropic client, Gemini provider).
+    ex = exchange()
+    headers(ex, "/anthropic/v1/messages/count_tokens", "POST")
+    fwd = ex.on_request_body(
+        b'{"model": "gem-x", "system": "be brief", "messages": [{"role": "user", "content": "x"}]}'
+    )
+    assert isinstance(fwd, Forward) and (":path", "/v1beta/models/gemini-2.5-flash:countTokens") in fwd.set_headers
+    sent = orjson.loads(fwd.body or b"")["generateContentRequest"]
+    assert sent["model"] == "models/gemini-2.5-flash" and sent["systemInstruction"]["parts"] == [{"text": "be brief"}]
+    ex.on_response_headers({":status": "200", "content-type": "application/json"})
+    out = ex.on_response_body(b'{"totalTokens": 12, "promptTokensDetails": []}')
+    assert orjson.loads(out.body or b"") == {"input_tokens": 12}
 
 
 # ------------------------------------------------------------------------------------------------------- fetching
@@ -139,22 +161,24 @@ def url_request(*parts: c.Part) -> c.Request:
     ],
 )
 def test_plan_lists_what_the_provider_needs_inline(part: c.Part, provider: str, needs: bool) -> None:
-    assert media.plan(url_request(part), provider, POLICY) == ([part.url] if needs else [])  # type: ignore[union-attr]
+    assert media.plan(url_request(part), registry.get(provider), POLICY) == ([part.url] if needs else [])  # type: ignore[union-attr]
 
 
 def test_plan_refuses_clearly() -> None:
     img = c.Image(url="https://img.example.com/a.png")
     with pytest.raises(GatewayError, match="does not fetch URLs") as info:
-        media.plan(url_request(img), "gemini", media.FetchPolicy())
+        media.plan(url_request(img), registry.get("gemini"), media.FetchPolicy())
     assert info.value.status == 400
     with pytest.raises(GatewayError, match=r"not in image_fetch\.allow_hosts"):
-        media.plan(url_request(c.Image(url="https://evil.internal/a.png")), "gemini", POLICY)
+        media.plan(url_request(c.Image(url="https://evil.internal/a.png")), registry.get("gemini"), POLICY)
     with pytest.raises(GatewayError, match="only https"):
-        media.plan(url_request(c.Image(url="http://img.example.com/a.png")), "gemini", POLICY)
+        media.plan(url_request(c.Image(url="http://img.example.com/a.png")), registry.get("gemini"), POLICY)
     with pytest.raises(GatewayError, match="only be read by Gemini"):
-        media.plan(url_request(c.Image(url="https://generativelanguage.googleapis.com/f/1")), "openai", POLICY)
+        media.plan(
+            url_request(c.Image(url="https://generativelanguage.googleapis.com/f/1")), registry.get("openai"), POLICY
+        )
     with pytest.raises(GatewayError, match="scheme 'gs:'"):
-        media.plan(url_request(c.Image(url="gs://bucket/a.png")), "anthropic", POLICY)
+        media.plan(url_request(c.Image(url="gs://bucket/a.png")), registry.get("anthropic"), POLICY)
     assert POLICY.host_allowed("a.cdn.example") and not POLICY.host_allowed("cdn.example")
 
 
@@ -549,3 +573,28 @@ def test_n_refused_where_it_cannot_map() -> None:
     req.stream = False
     assert orjson.loads(gemini.build_request(req, model="m"))["generationConfig"]["candidateCount"] == 2
     assert orjson.loads(openai.build_request(req, model="m"))["n"] == 2
+
+
+def test_upper_case_schema_types_become_json_schema_types() -> None:
+    """Gemini takes OpenAPI-style type names in JSON Schema; only type keywords change, never a property called
+    "type", and every place a sub-schema can be is visited."""
+    schema = {
+        "type": "OBJECT",
+        "properties": {
+            "type": {"type": "STRING", "enum": ["OBJECT"]},
+            "items": {"type": "ARRAY", "items": {"type": "INTEGER"}},
+            "either": {"anyOf": [{"type": "NUMBER"}, {"type": ["BOOLEAN", "NULL"]}]},
+        },
+        "$defs": {"x": {"type": "TYPE_UNSPECIFIED", "description": "any"}},
+        "additionalProperties": {"type": "STRING"},
+    }
+    assert schemas.with_lowercase_types(schema) == {
+        "type": "object",
+        "properties": {
+            "type": {"type": "string", "enum": ["OBJECT"]},
+            "items": {"type": "array", "items": {"type": "integer"}},
+            "either": {"anyOf": [{"type": "number"}, {"type": ["boolean", "null"]}]},
+        },
+        "$defs": {"x": {"description": "any"}},
+        "additionalProperties": {"type": "string"},
+    }

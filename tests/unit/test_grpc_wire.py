@@ -118,7 +118,7 @@ class EchoCall:
 
     @staticmethod
     async def _sleep(delay: float, data: bytes) -> bytes:
-        await asyncio.sleep(delay)
+        await asyncio.sleep(delay)  # a slow handler: the delay is the behaviour under test, not synchronisation
         return data
 
     async def _wait(self, data: bytes) -> bytes:
@@ -1143,7 +1143,7 @@ def test_healthcheck_against_extproc_on_grpc_wire(
     config = build_config({"version": "1", "models": [{"name": "gpt", "provider": "openai"}]}, "t.yaml", {})
     gateway = Gateway(config)
     done: list[object] = []
-    srv = serve(ExtProc(gateway, on_done=done.append))
+    srv = serve(ExtProc(gateway, on_done=lambda rec, overhead, active: done.append(rec)))
     addr = srv.tcp() if transport == "tcp" else srv.unix(tmp_path / "extproc.sock")
     health = load_healthcheck()
     address = target(addr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Iterator
 
@@ -711,18 +712,59 @@ def test_slowstream(oa):
     assert rec.stream_finished_at - rec.stream_started_at >= 0.3 * 4
 
 
-def test_dropstream(oa, an, ge):
-    with httpx.Client(timeout=10) as c:
-        for url, body, h in (
-            (f"{oa.base_url}/chat/completions", oa_body("DROPSTREAM", stream=True), OA_H),
-            (f"{an.base_url}/v1/messages", an_body("DROPSTREAM", stream=True), AN_H),
-            (f"{ge.base_url}/v1beta/models/g:streamGenerateContent?alt=sse", ge_body("DROPSTREAM"), GE_H),
-        ):
-            got = b""
-            with pytest.raises(httpx.RemoteProtocolError), c.stream("POST", url, json=body, headers=h) as r:
-                for chunk in r.iter_raw():
-                    got += chunk
-            assert len(sse_events(got)) == 2
+def _first_text(kind: str, data: str) -> str:
+    obj = orjson.loads(data)
+    if kind == "openai":
+        return obj["choices"][0]["delta"].get("content") or ""
+    if kind == "anthropic":
+        return obj.get("delta", {}).get("text", "")
+    return "".join(p.get("text", "") for p in obj["candidates"][0]["content"]["parts"])
+
+
+DROPS = [
+    ("openai", "/chat/completions", oa_body("DROPSTREAM", stream=True), OA_H),
+    ("anthropic", "/v1/messages", an_body("DROPSTREAM", stream=True), AN_H),
+    ("gemini", "/v1beta/models/g:streamGenerateContent?alt=sse", ge_body("DROPSTREAM"), GE_H),
+]
+
+
+@pytest.mark.parametrize(("kind", "path", "body", "headers"), DROPS)
+def test_dropstream(request, kind, path, body, headers):
+    """The stream is cut right after its first text event, without the chunked terminator."""
+    m = request.getfixturevalue({"openai": "oa", "anthropic": "an", "gemini": "ge"}[kind])
+    got = b""
+    with (
+        httpx.Client(timeout=10) as c,
+        pytest.raises(httpx.RemoteProtocolError, match="incomplete chunked read"),
+        c.stream("POST", m.base_url + path, json=body, headers=headers) as r,
+    ):
+        for chunk in r.iter_raw():
+            got += chunk
+    events = sse_events(got)
+    texts = [_first_text(kind, d) for _, d in events]
+    assert texts[-1] and not any(texts[:-1]), texts  # the last event is the first with text
+    assert f"Hello from mock {kind}".startswith(texts[-1])
+    rec = m.last()
+    assert rec.stream_finished_at is not None and rec.stream_finished_at >= rec.stream_started_at
+
+
+@pytest.mark.parametrize(("kind", "path", "body", "headers"), DROPS)
+def test_dropstream_held_until_released(request, kind, path, body, headers):
+    """After hold_drop(), the cut waits (connection open, text delivered) until the test releases it."""
+    m = request.getfixturevalue({"openai": "oa", "anthropic": "an", "gemini": "ge"}[kind])
+    gate = m.hold_drop()
+    got = b""
+    with (
+        httpx.Client(timeout=10) as c,
+        pytest.raises(httpx.RemoteProtocolError),
+        c.stream("POST", m.base_url + path, json=body, headers=headers) as r,
+    ):
+        for chunk in r.iter_raw():
+            got += chunk
+            if any(_first_text(kind, d) for _, d in sse_events(got)):
+                assert m.last().stream_finished_at is None  # still open: the mock waits for the gate
+                gate.set()
+    assert gate.is_set() and m.last().stream_finished_at is not None
 
 
 def test_keepalive_many_requests(oa):
@@ -770,3 +812,199 @@ def test_official_sdks_parse(oa, an, ge):
     assert resp.text.endswith("sdk")
     text = "".join(c.text or "" for c in gc.models.generate_content_stream(model="gemini-mock", contents="sdk"))
     assert text.endswith("sdk")
+
+
+# ---------------------------------------------------------------------------------------------------- SDK request types
+# Each mock checks a request against the official SDK's own request types after its hand-written checks. Each body below
+# passes the hand-written checks (the mocks accepted it before the SDK types were added) and is malformed by the SDK
+# types themselves, which the test asks first, so the mock's refusal is the SDK types' verdict and not a restatement.
+
+
+def _sdk_refuses(validate) -> bool:  # type: ignore[no-untyped-def]
+    from tests.mocks.server import SdkTypeError, check_sdk_types
+
+    try:
+        check_sdk_types(validate, "probe")
+    except SdkTypeError:
+        return True
+    return False
+
+
+@pytest.mark.parametrize(
+    ("fields", "where"),
+    [
+        ({"seed": "3"}, "seed"),
+        ({"stream": True, "stream_options": {"include_usage": "yes"}}, "stream_options.include_usage"),
+        ({"tools": [WEATHER_OA], "tool_choice": {"type": "function", "function": {"name": 5}}}, "tool_choice"),
+        ({"messages": [{"role": "user", "content": "x", "name": "n"}], "logit_bias": {"50256": "high"}}, "logit_bias"),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"name": "n", "strict": "yes"}}},
+            "response_format.json_schema.strict",
+        ),
+    ],
+)
+def test_openai_refuses_what_the_sdk_types_refuse(client, oa, fields, where):
+    from openai.types.chat import completion_create_params as p
+
+    body = oa_body("x", **fields)
+    adapter = TypeAdapter(
+        p.CompletionCreateParamsStreaming if body.get("stream") else p.CompletionCreateParamsNonStreaming
+    )
+    assert _sdk_refuses(lambda: adapter.validate_python(body, strict=True))
+    r = oa_post(client, oa, body)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["type"] == "invalid_request_error" and err["param"].startswith(where), err
+    assert "completion_create_params" in err["message"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "where"),
+    [
+        ({"metadata": {"user_id": 5}}, "metadata.user_id"),
+        ({"tools": [WEATHER_AN], "tool_choice": {"type": "auto", "disable_parallel_tool_use": "yes"}}, "tool_choice"),
+        ({"system": [{"type": "text", "text": "s", "cache_control": {"type": "forever"}}]}, "system.0.cache_control"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "text", "text": "x", "citations": "none"}]}]},
+            "messages.0.content.0.citations",
+        ),
+    ],
+)
+def test_anthropic_refuses_what_the_sdk_types_refuse(client, an, fields, where):
+    from anthropic.types import message_create_params as p
+
+    body = an_body("x", **fields)
+    adapter = TypeAdapter(p.MessageCreateParamsNonStreaming)
+    assert _sdk_refuses(lambda: adapter.validate_python(body, strict=True))
+    r = an_post(client, an, body)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["type"] == "invalid_request_error" and err["message"].startswith(where), err
+    assert "anthropic.types.MessageCreateParamsNonStreaming" in err["message"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "model", "where"),
+    [
+        ({"generationConfig": {"stopSequences": [1]}}, gtypes.GenerationConfig, "generationConfig.stopSequences.0"),
+        (
+            {"generationConfig": {"thinkingConfig": {"includeThoughts": "yes"}}},
+            gtypes.GenerationConfig,
+            "generationConfig.thinkingConfig.includeThoughts",
+        ),
+        ({"generationConfig": {"responseMimeType": 5}}, gtypes.GenerationConfig, "generationConfig.responseMimeType"),
+        (
+            {"toolConfig": {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": "get_weather"}}},
+            gtypes.ToolConfig,
+            "toolConfig.functionCallingConfig.allowedFunctionNames",
+        ),
+    ],
+)
+def test_gemini_refuses_what_the_sdk_types_refuse(client, ge, fields, model, where):
+    body = ge_body("x", **fields)
+    part = next(iter(fields.values()))
+    assert _sdk_refuses(lambda: model.model_validate_json(orjson.dumps(part), strict=True))
+    r = ge_post(client, ge, body)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["status"] == "INVALID_ARGUMENT" and f"Invalid value at '{where}" in err["message"], err
+    assert f"google.genai.types.{model.__name__}" in err["message"]
+
+
+PNG_1PX = (
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="  # a 1x1 PNG
+)
+
+
+def test_openai_accepts_a_rich_request_built_by_the_sdk(oa):
+    oa.clear()
+    cl = openai.OpenAI(base_url=oa.base_url, api_key=OA_KEY, max_retries=0)
+    messages = [
+        {"role": "system", "content": "be brief"},
+        {"role": "developer", "content": [{"type": "text", "text": "and kind"}]},
+        {
+            "role": "user",
+            "name": "bob",
+            "content": [
+                {"type": "text", "text": "look"},
+                {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG_1PX}", "detail": "low"}},
+            ],
+        },
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+    ]
+    cc = cl.chat.completions.create(
+        model="gpt-mock", messages=messages, tools=[WEATHER_OA], tool_choice="auto", parallel_tool_calls=False,
+        temperature=0.5, top_p=0.9, max_completion_tokens=50, seed=3, stop=["zz"], user="u", n=1,
+        presence_penalty=0.1, frequency_penalty=0.2, metadata={"k": "v"}, reasoning_effort="low",
+    )  # fmt: skip
+    assert cc.choices[0].message.content == "Tool results: sunny"
+    sent = oa.last()
+    assert sent.status == 200 and sent.body["tools"] == [WEATHER_OA] and sent.body["seed"] == 3
+    with cl.chat.completions.create(
+        model="gpt-mock", messages=messages[:3], stream=True, stream_options={"include_usage": True},
+        response_format={"type": "json_schema", "json_schema": {"name": "n", "schema": {"type": "object"}}},
+    ) as s:  # fmt: skip
+        assert [c for c in s if c.usage] and oa.last().status == 200
+
+
+def test_anthropic_accepts_a_rich_request_built_by_the_sdk(an):
+    cl = anthropic.Anthropic(base_url=an.base_url, api_key=AN_KEY, max_retries=0)
+    messages = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "look"},
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG_1PX}},
+                {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "notes"}},
+            ],
+        },
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "get_weather", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "sunny"}]},
+    ]
+    msg = cl.messages.create(
+        model="claude-mock", max_tokens=2048, messages=messages, tools=[WEATHER_AN],
+        tool_choice={"type": "auto", "disable_parallel_tool_use": True}, metadata={"user_id": "u"},
+        stop_sequences=["zz"], system=[{"type": "text", "text": "s", "cache_control": {"type": "ephemeral"}}],
+    )  # fmt: skip
+    assert msg.content[0].text == "Tool results: sunny" and an.last().status == 200
+    with cl.messages.stream(
+        model="claude-mock", max_tokens=2048, messages=messages[:1], thinking={"type": "enabled", "budget_tokens": 1024}
+    ) as s:
+        assert s.get_final_message().content[0].type == "thinking" and an.last().status == 200
+    counted = cl.messages.count_tokens(model="claude-mock", messages=messages, tools=[WEATHER_AN])
+    assert counted.input_tokens == 5 and an.last().status == 200
+
+
+def test_gemini_accepts_a_rich_request_built_by_the_sdk(ge):
+    gc = genai.Client(api_key=GE_KEY, http_options={"base_url": ge.base_url, "api_version": "v1beta"})
+    decl = gtypes.FunctionDeclaration(
+        name="get_weather", description="Weather for a city",
+        parameters=gtypes.Schema(type="OBJECT", properties={"city": gtypes.Schema(type="STRING")}, required=["city"]),
+    )  # fmt: skip
+    config = gtypes.GenerateContentConfig(
+        system_instruction="be brief",
+        tools=[gtypes.Tool(function_declarations=[decl])],
+        tool_config=gtypes.ToolConfig(function_calling_config=gtypes.FunctionCallingConfig(mode="AUTO")),
+        automatic_function_calling=gtypes.AutomaticFunctionCallingConfig(disable=True),
+        temperature=0.5, top_p=0.9, top_k=3, max_output_tokens=50, stop_sequences=["zz"], candidate_count=1, seed=3,
+        thinking_config=gtypes.ThinkingConfig(include_thoughts=True, thinking_budget=128),
+        safety_settings=[gtypes.SafetySetting(category="HARM_CATEGORY_HARASSMENT", threshold="BLOCK_NONE")],
+    )  # fmt: skip
+    contents = [
+        gtypes.Content(
+            role="user",
+            parts=[
+                gtypes.Part(text="look"),
+                gtypes.Part.from_bytes(data=base64.b64decode(PNG_1PX), mime_type="image/png"),
+            ],
+        )
+    ]
+    resp = gc.models.generate_content(model="gemini-mock", contents=contents, config=config)
+    assert resp.function_calls and ge.last().status == 200
+    assert gc.models.count_tokens(model="gemini-mock", contents=contents).total_tokens == 5
+    assert ge.last().status == 200

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import orjson
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from extproc.translation.sse import JSONArrayStreamParser, SSEEvent, SSEParser, encode_event
@@ -52,14 +52,12 @@ def test_cr_only_framing_split_between_cr_and_lf() -> None:
 
 
 @given(st.lists(st.integers(min_value=0, max_value=len(SAMPLE)), max_size=40))
-@settings(max_examples=300, deadline=None)
 def test_any_cut_gives_the_same_events(cuts: list[int]) -> None:
     assert parse_in_pieces(SAMPLE, cuts) == EXPECTED
 
 
 @given(st.lists(st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n")), max_size=8),
        st.lists(st.integers(min_value=0, max_value=2000), max_size=20), st.booleans())  # fmt: skip
-@settings(max_examples=200, deadline=None)
 def test_round_trip_of_encoded_events(datas: list[str], cuts: list[int], crlf: bool) -> None:
     wire = b"".join(encode_event(d.encode()) for d in datas)
     if crlf:
@@ -85,7 +83,6 @@ ARRAY = orjson.dumps([{"a": '}]\\"{', "b": [1, {"c": None}]}, {"d": "\u00e9"}, {
 
 
 @given(st.lists(st.integers(min_value=0, max_value=len(ARRAY)), max_size=30))
-@settings(max_examples=300, deadline=None)
 def test_json_array_any_cut(cuts: list[int]) -> None:
     j = JSONArrayStreamParser()
     out: list[bytes] = []

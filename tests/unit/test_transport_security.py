@@ -15,6 +15,7 @@ import yaml
 
 from extproc.core.address import Address
 from extproc.ops import cli
+from extproc.ops.credentials import prepare
 from extproc.ops.envoy_config import ExtprocTls, render
 from extproc.transport import server as server_mod
 from extproc.transport.grpc_wire import Limits
@@ -177,15 +178,18 @@ def test_envoy_config_renders_mtls_to_the_service(
     assert cli.main([*unix, *tls]) == 2  # no host to take the name from
 
 
-def test_rendered_mtls_cluster_validates_with_envoy(config: str, pki: dict[str, str]) -> None:
+def test_rendered_mtls_cluster_validates_with_envoy(config: str, pki: dict[str, str], tmp_path: Path) -> None:
     from extproc.core.config import load_config
 
     tls = ExtprocTls(pki["cert"], pki["key"], pki["ca"], sni="extproc.test")
+    cfg = load_config(config)
+    files, _ = prepare(tmp_path / "credentials", cfg, {"OPENAI_API_KEY": "k"})
     boot = render(
-        load_config(config),
+        cfg,
         listen=Address(host="127.0.0.1", port=8080),
         admin=Address(host="127.0.0.1", port=9901),
         extproc=[Address(host="127.0.0.1", port=50051)],
+        credentials=files,
         extproc_tls=tls,
     )
     envoy_validate(json.loads(json.dumps(boot)))

@@ -15,11 +15,12 @@ import base64
 import binascii
 import re
 import uuid
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeGuard
 
 import orjson
 
-from extproc.translation import errors, schemas
+from extproc.translation import errors, jsonbytes, listing, media, schemas
 from extproc.translation.canonical import (
     Document,
     Event,
@@ -48,12 +49,27 @@ from extproc.translation.canonical import (
     merge_usage,
     split_tool_id,
 )
+from extproc.translation.capabilities import ADAPTIVE, BUDGET, Capabilities
 from extproc.translation.errors import GatewayError, invalid
+from extproc.translation.formats.contract import (
+    COUNT_TOKENS,
+    GENERATE,
+    MODELS,
+    BuildOptions,
+    ConversationState,
+    CredentialHeader,
+    Endpoint,
+    ModelInfo,
+    PassThroughStream,
+    StreamOptions,
+)
 from extproc.translation.sse import SSEParser, encode_event
 
 NAME = "anthropic"
 
 EXTRA_HEADERS: list[tuple[str, str]] = [("anthropic-version", "2023-06-01")]
+# Where a provider of this format takes its key; Envoy injects it (the service never holds it).
+CREDENTIAL = CredentialHeader("x-api-key")
 
 # Gemini thought signatures ride inside the tool-call id a client sees (see canonical conventions).
 
@@ -124,7 +140,7 @@ _EMPTY_SCHEMA: dict[str, Any] = {"type": "object", "properties": {}}
 # ---------------------------------------------------------------------------------------------------------------------
 # Small helpers
 # ---------------------------------------------------------------------------------------------------------------------
-def _is_int(v: Any) -> bool:
+def _is_int(v: Any) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
@@ -531,10 +547,8 @@ def _parse_output_config(cfg: Any, req: Request) -> None:
 
 
 def rewrite_model(body: bytes, model: str) -> bytes:
-    """Pass-through aliasing: the client's own body with only ``model`` replaced (unknown fields survive)."""
-    data = _load_object(body, "request body")
-    data["model"] = model
-    return orjson.dumps(data)
+    """Pass-through aliasing: only the top-level ``model`` value's bytes change (``jsonbytes``)."""
+    return jsonbytes.rewrite_model(body, model)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -545,7 +559,7 @@ def _tool_use_block(call: ToolCall, input_obj: dict[str, Any]) -> dict[str, Any]
     return {"type": "tool_use", "id": tid, "name": call.name, "input": input_obj}
 
 
-def build_response(resp: Response, *, model: str) -> bytes:
+def build_response(resp: Response, *, model: str, request: Request | None = None) -> bytes:
     """A canonical Response -> an Anthropic ``Message`` object."""
     content: list[dict[str, Any]] = []
     has_tools = False
@@ -659,7 +673,7 @@ class StreamEncoder:
             merge_usage(self._usage, usage)
         u = _exclusive_usage(self._usage)
         u.pop("output_tokens_details", None)
-        message = {
+        message: dict[str, Any] = {
             "id": msg_id or _new_id(),
             "type": "message",
             "role": "assistant",
@@ -803,17 +817,14 @@ class StreamEncoder:
 # ---------------------------------------------------------------------------------------------------------------------
 # Provider side: request out
 # ---------------------------------------------------------------------------------------------------------------------
-def upstream_path(*, model: str, stream: bool) -> str:
-    return "/v1/messages"
-
-
-def auth_headers(api_key: str) -> list[tuple[str, str]]:
-    return [("x-api-key", api_key)]
+def upstream_path(*, model: str, stream: bool, kind: str = GENERATE) -> str:
+    return "/v1/messages/count_tokens" if kind == COUNT_TOKENS else "/v1/messages"
 
 
 def _adaptive_model(model: str) -> bool:
-    """Claude 4.6 and later think adaptively (``thinking.type: adaptive`` + ``output_config.effort``); earlier
-    models need ``enabled`` with ``budget_tokens``. Names the gateway cannot read (aliases, mocks) count as new."""
+    """Without capabilities (the catalog switched off), a guess from the name: Claude 4.6 and later think adaptively
+    (``thinking.type: adaptive`` + ``output_config.effort``); earlier models need ``enabled`` with ``budget_tokens``.
+    Names the gateway cannot read (aliases, mocks) count as new."""
     m = _CLAUDE_VERSION.search(model)
     if m is None:
         return True
@@ -822,16 +833,23 @@ def _adaptive_model(model: str) -> bool:
     return (major, minor) >= (4, 6)
 
 
-def _thinking_plan(req: Request, model: str) -> tuple[str | None, int, str | None]:
-    """(thinking type or None, budget for ``enabled``, effort for ``output_config``) for this request and model."""
+def _thinking_plan(req: Request, model: str, caps: Capabilities | None) -> tuple[str | None, int, str | None]:
+    """(thinking type or None, budget for ``enabled``, effort for ``output_config``) for this request and model.
+    With capabilities (the request already shaped to them) the model's first knob decides adaptive or enabled; a
+    model that takes no budget is never sent ``disabled`` either (it is off unless asked, and refuses the type)."""
     effort = req.reasoning_effort
     budget = req.thinking_budget
-    adaptive = _adaptive_model(model)
+    if caps is not None:
+        adaptive = bool(caps.reasoning) and caps.reasoning[0] == ADAPTIVE
+        off = "disabled" if BUDGET in caps.reasoning else None
+    else:
+        adaptive = _adaptive_model(model)
+        off = "disabled"
     if effort == "none":
-        return "disabled", 0, None
+        return off, 0, None
     out_effort = _EFFORTS_OUT.get(effort or "") if adaptive else None
     if budget == 0:
-        return "disabled", 0, out_effort
+        return off, 0, out_effort
     if budget is not None and budget > 0:
         return "enabled", max(budget, 1024), out_effort
     if budget == -1 or effort:
@@ -854,11 +872,16 @@ def _tool_turn_without_thinking(messages: list[Message]) -> bool:
     return False
 
 
-def build_request(req: Request, *, model: str, default_max_tokens: int = 4096) -> bytes:
+def build_request(
+    req: Request, *, model: str, options: BuildOptions | None = None, default_max_tokens: int | None = None
+) -> bytes:
     """A canonical Request -> an Anthropic ``messages.create`` body. Only keys that are set are written."""
+    if default_max_tokens is None:
+        default_max_tokens = options.default_max_tokens if options is not None else 4096
     if req.n is not None and req.n > 1:
         raise invalid("Anthropic models return one answer per request: several candidates (n > 1) are refused")
-    kind, budget, effort = _thinking_plan(req, model)
+    caps = options.capabilities if options is not None else None
+    kind, budget, effort = _thinking_plan(req, model, caps)
     if kind in ("enabled", "adaptive") and _tool_turn_without_thinking(req.messages):
         kind = None  # the client lost the signed thinking of the turn it continues: continue without thinking
     if kind == "enabled" and req.max_tokens is not None and budget >= req.max_tokens:
@@ -871,6 +894,10 @@ def build_request(req: Request, *, model: str, default_max_tokens: int = 4096) -
     if max_tokens is None:
         # Anthropic requires max_tokens, and budget_tokens < max_tokens: with no cap set, leave room for the answer.
         max_tokens = budget + default_max_tokens if budget >= default_max_tokens else default_max_tokens
+        limit = caps.max_output_tokens if caps is not None else None
+        if limit is not None and max_tokens > limit:  # the gateway's own default, never above the model's limit
+            max_tokens = limit
+            budget = min(budget, limit - 1)
     out: dict[str, Any] = {"model": model, "max_tokens": max_tokens}
     system = "\n\n".join(p.text for p in req.system if isinstance(p, Text) and p.text)
     if system:
@@ -1271,3 +1298,134 @@ class StreamDecoder:
             cache_creation_tokens=created,
             reasoning_tokens=_int0(details.get("thinking_tokens")) if isinstance(details, dict) else 0,
         )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The format contract (extproc.translation.formats.contract): routes, credentials, listings, pass-through, factories
+# ---------------------------------------------------------------------------------------------------------------------
+PATH_PREFIX = "/anthropic/"
+COUNTS_TOKENS = True
+STATE: ConversationState | None = None  # nothing is kept between requests
+_MESSAGES = "/anthropic/v1/messages"
+_COUNT = "/anthropic/v1/messages/count_tokens"
+_MODELS = "/anthropic/v1/models"
+_EPOCH = "1970-01-01T00:00:00Z"
+# What count_tokens takes of a messages request.
+_COUNT_KEYS = ("model", "messages", "system", "tools", "tool_choice", "thinking")
+
+
+def route(method: str, path: str, query: str) -> Endpoint | None:
+    if path == _MESSAGES:
+        return Endpoint(GENERATE)
+    if path == _COUNT:
+        return Endpoint(COUNT_TOKENS)
+    if path == _MODELS or path.startswith(_MODELS + "/"):
+        return Endpoint(MODELS, model_id=path[len(_MODELS) + 1 :] or None, methods=("GET",))
+    return None
+
+
+def client_credential(headers: Mapping[str, str], query: str) -> str | None:
+    """Today's SDK sends ``Authorization: Bearer``; older ones and curl users ``x-api-key``."""
+    auth = headers.get("authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip()
+    return headers.get("x-api-key") or None
+
+
+def request_model(endpoint: Endpoint, head: dict[str, Any]) -> tuple[Any, bool]:
+    return head.get("model"), endpoint.kind == GENERATE and head.get("stream") is True
+
+
+def list_models(models: list[ModelInfo], model_id: str | None, query: str) -> bytes:
+    """``ModelInfo`` pages (``data``, ``has_more``, ``first_id``, ``last_id``), by after_id, before_id, limit."""
+
+    def one(m: ModelInfo) -> dict[str, Any]:
+        info: dict[str, Any] = {
+            "type": "model",
+            "id": m.name,
+            "display_name": m.description or m.name,
+            "created_at": _EPOCH,
+            "lifecycle": "active",
+        }
+        if m.max_input_tokens is not None:
+            info["max_input_tokens"] = m.max_input_tokens
+        if m.max_output_tokens is not None:
+            info["max_tokens"] = m.max_output_tokens
+        return info
+
+    if model_id is not None:
+        return orjson.dumps(one(listing.find(models, model_id)))
+    q = listing.query_params(query)
+    limit = listing.int_param(q, "limit", 20, 1, 1000)
+    names = [m.name for m in models]
+    start, end = 0, len(names)
+    if q.get("after_id"):
+        if q["after_id"] not in names:
+            raise invalid(f"after_id '{q['after_id']}' is not a model id", param="after_id")
+        start = names.index(q["after_id"]) + 1
+    if q.get("before_id"):
+        if q["before_id"] not in names:
+            raise invalid(f"before_id '{q['before_id']}' is not a model id", param="before_id")
+        end = names.index(q["before_id"])
+        start = max(start, end - limit)
+    page = models[start:end][:limit]
+    has_more = (start + len(page) < end) if not q.get("before_id") else start > 0
+    return orjson.dumps(
+        {
+            "data": [one(m) for m in page],
+            "has_more": has_more,
+            "first_id": page[0].name if page else None,
+            "last_id": page[-1].name if page else None,
+        }
+    )
+
+
+def passthrough_path(endpoint: Endpoint, *, model: str, path: str, query: str) -> str:
+    return path[len("/anthropic") :] + (f"?{query}" if query else "")
+
+
+def passthrough_body(
+    body: bytes, head: dict[str, Any], *, model: str, stream: bool
+) -> tuple[bytes, PassThroughStream | None]:
+    return jsonbytes.rewrite_model(body, model, head.get("model")), None
+
+
+def stream_encoder(opts: StreamOptions) -> StreamEncoder:
+    return StreamEncoder(model=opts.model, include_usage=opts.include_usage)
+
+
+def stream_decoder(opts: StreamOptions) -> StreamDecoder:
+    return StreamDecoder()
+
+
+def fetches_url(part: Image | Document) -> bool | str:
+    """Anthropic reads image and PDF URLs itself."""
+    if media.is_gemini_file(part.url or ""):
+        return "Gemini File API URIs can only be read by Gemini providers"
+    return True
+
+
+def parse_count_request(body: bytes | dict[str, Any], *, model: str) -> Request:
+    """A ``count_tokens`` body: a messages request without ``max_tokens``."""
+    data = body if isinstance(body, dict) else _load_object(body, "request body")
+    unknown = sorted(set(data) - {*_COUNT_KEYS, "mcp_servers", "output_config", "output_format"})
+    if unknown:
+        raise invalid(f"{unknown[0]}: Extra inputs are not permitted", param=unknown[0])
+    return parse_request({**data, "max_tokens": 1}, model=model)
+
+
+def build_count_request(req: Request, *, model: str) -> bytes:
+    full = orjson.loads(build_request(req, model=model))
+    return orjson.dumps({k: full[k] for k in _COUNT_KEYS if k in full})
+
+
+def parse_count_response(body: bytes) -> int:
+    data = _load_object(body, "count_tokens response")
+    tokens = data.get("input_tokens")
+    if not _is_int(tokens):
+        raise _bad_response("count_tokens answer without input_tokens")
+    return int(tokens)
+
+
+def build_count_response(tokens: int) -> bytes:
+    return orjson.dumps({"input_tokens": tokens})

@@ -27,12 +27,13 @@ import contextlib
 import math
 import re
 import uuid
+from collections.abc import Mapping
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlencode
+from urllib.parse import parse_qsl, unquote
 
 import orjson
 
-from extproc.translation import schemas
+from extproc.translation import listing, media, schemas
 from extproc.translation.canonical import (
     Candidate,
     Document,
@@ -60,11 +61,26 @@ from extproc.translation.canonical import (
     UsageUpdate,
     merge_usage,
 )
+from extproc.translation.capabilities import BUDGET
 from extproc.translation.errors import GatewayError, invalid, type_for_status
+from extproc.translation.formats.contract import (
+    COUNT_TOKENS,
+    GENERATE,
+    MODELS,
+    BuildOptions,
+    ConversationState,
+    CredentialHeader,
+    Endpoint,
+    ModelInfo,
+    PassThroughStream,
+    StreamOptions,
+)
 from extproc.translation.sse import JSONArrayStreamParser, SSEParser
 
 NAME = "gemini"
 EXTRA_HEADERS: list[tuple[str, str]] = []
+# Where a provider of this format takes its key; Envoy injects it (the service never holds it).
+CREDENTIAL = CredentialHeader("x-goog-api-key")
 
 _FILTER_REASONS = frozenset(
     {
@@ -214,15 +230,6 @@ def parse_path(path: str) -> tuple[str, str, str, bool, bool]:
     return version, model, method, stream, sse
 
 
-def strip_key_param(path: str) -> str:
-    """Remove ``key=`` (the API key) from a path's query string, keeping the other parameters in order."""
-    base, sep, query = path.partition("?")
-    if not sep:
-        return path
-    kept = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k != "key"]
-    return f"{base}?{urlencode(kept)}" if kept else base
-
-
 def pass_through_path(api_version: str, model: str, method: str, sse: bool) -> str:
     """The upstream path for same-format forwarding (model possibly aliased)."""
     path = f"/{api_version}/models/{model}:{method}"
@@ -231,14 +238,12 @@ def pass_through_path(api_version: str, model: str, method: str, sse: bool) -> s
     return path
 
 
-def upstream_path(*, model: str, stream: bool) -> str:
+def upstream_path(*, model: str, stream: bool, kind: str = GENERATE) -> str:
+    if kind == COUNT_TOKENS:
+        return f"/v1beta/models/{model}:countTokens"
     if stream:
         return f"/v1beta/models/{model}:streamGenerateContent?alt=sse"
     return f"/v1beta/models/{model}:generateContent"
-
-
-def auth_headers(api_key: str) -> list[tuple[str, str]]:
-    return [("x-goog-api-key", api_key)]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -601,7 +606,7 @@ def _parse_declaration(decl: dict[str, Any], ti: int, di: int) -> Tool:
         desc = _str(desc, f"{param}.description")
     schema = _get(decl, "parametersJsonSchema", "parameters_json_schema")
     if schema is not None:
-        schema = _dict(schema, f"{param}.parametersJsonSchema")
+        schema = schemas.with_lowercase_types(_dict(schema, f"{param}.parametersJsonSchema"))
     else:
         params = decl.get("parameters")
         if params is not None:
@@ -668,7 +673,8 @@ def _parse_generation_config(gen: dict[str, Any], req: Request) -> None:
     if mime == "application/json":
         json_schema = _get(gen, "responseJsonSchema", "response_json_schema")
         if json_schema is not None:
-            req.response_format = ResponseFormat("json_schema", _dict(json_schema, p + "responseJsonSchema"))
+            schema = schemas.with_lowercase_types(_dict(json_schema, p + "responseJsonSchema"))
+            req.response_format = ResponseFormat("json_schema", schema)
         else:
             schema = _get(gen, "responseSchema", "response_schema")
             if schema is not None:
@@ -694,7 +700,7 @@ def _parse_generation_config(gen: dict[str, Any], req: Request) -> None:
 # ---------------------------------------------------------------------------------------------------------------------
 # Provider side: request
 # ---------------------------------------------------------------------------------------------------------------------
-def build_request(req: Request, *, model: str) -> bytes:
+def build_request(req: Request, *, model: str, options: BuildOptions | None = None) -> bytes:
     """A canonical Request as the JSON body the google-genai SDK would send to ``models/{model}:generateContent``."""
     body: dict[str, Any] = {"contents": [c for m in req.messages if (c := _build_content(m))]}
     if req.system:
@@ -723,13 +729,16 @@ def build_request(req: Request, *, model: str) -> bytes:
             else:
                 fcc = {"mode": "AUTO"}
             body["toolConfig"] = {"functionCallingConfig": fcc}
-    gen = _build_generation_config(req, model)
+    caps = options.capabilities if options is not None else None
+    # thinkingBudget (Gemini 1.x/2.x) or thinkingLevel (3 and later): the model's own knob, else a guess by name
+    legacy = BUDGET in caps.reasoning[:1] if caps is not None else bool(_LEGACY_THINKING_MODEL.search(model))
+    gen = _build_generation_config(req, legacy)
     if gen:
         body["generationConfig"] = gen
     return orjson.dumps(body)
 
 
-def _build_generation_config(req: Request, model: str) -> dict[str, Any]:
+def _build_generation_config(req: Request, legacy: bool) -> dict[str, Any]:
     gen: dict[str, Any] = {}
     if req.temperature is not None:
         gen["temperature"] = req.temperature
@@ -762,13 +771,13 @@ def _build_generation_config(req: Request, model: str) -> dict[str, Any]:
         if req.thinking_budget != 0:
             thinking["includeThoughts"] = True
     elif req.reasoning_effort == "none":
-        if _LEGACY_THINKING_MODEL.search(model):
+        if legacy:
             thinking["thinkingBudget"] = 0
         else:
             thinking["thinkingLevel"] = "MINIMAL"  # Gemini 3 cannot switch thinking off
     elif req.reasoning_effort:
         effort = _EFFORTS_OUT.get(req.reasoning_effort.lower(), "medium")
-        if _LEGACY_THINKING_MODEL.search(model):
+        if legacy:
             thinking["thinkingBudget"] = _BUDGET_BY_EFFORT[effort]
         else:
             thinking["thinkingLevel"] = effort.upper()
@@ -1062,7 +1071,7 @@ def _usage_out(u: Usage) -> dict[str, Any]:
     return meta
 
 
-def build_response(resp: Response, *, model: str) -> bytes:
+def build_response(resp: Response, *, model: str, request: Request | None = None) -> bytes:
     """A canonical Response as a generateContent body (``model`` is the name the client asked for)."""
     answers = [Candidate(resp.parts, resp.finish_reason, resp.stop_sequence), *resp.candidates]
     cands: list[dict[str, Any]] = []
@@ -1366,3 +1375,143 @@ class StreamDecoder:
             if key != self._last_usage:
                 self._last_usage = key
                 out.append(UsageUpdate(usage))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The format contract (extproc.translation.formats.contract): routes, credentials, listings, pass-through, factories
+# ---------------------------------------------------------------------------------------------------------------------
+PATH_PREFIX = "/gemini/"
+COUNTS_TOKENS = True
+STATE: ConversationState | None = None  # nothing is kept between requests
+_LISTING = re.compile(r"^/gemini/(v1|v1beta)/models(?:/([^:]+))?$")
+_LISTED_METHODS = ("generateContent", "streamGenerateContent")
+
+
+def route(method: str, path: str, query: str) -> Endpoint | None:
+    """``/gemini/{v1,v1beta}/models[/{name}]`` lists; ``/gemini/{v}/models/{model}:{method}`` generates or counts.
+    A model segment that could escape the upstream path is a 400, an unknown method a 404 (raised)."""
+    listing_match = _LISTING.match(path)
+    if listing_match is not None:
+        name = listing_match.group(2)
+        model_id = unquote(name).removeprefix("models/") if name else None
+        return Endpoint(MODELS, model_id=model_id, methods=("GET",))
+    if not path.startswith("/gemini/"):
+        return None
+    version, model, action, stream, sse = parse_path(path[len("/gemini") :] + (f"?{query}" if query else ""))
+    kind = COUNT_TOKENS if action == "countTokens" else GENERATE
+    return Endpoint(kind, model=model, stream=stream, opts={"api_version": version, "action": action, "sse": sse})
+
+
+def client_credential(headers: Mapping[str, str], query: str) -> str | None:
+    key = headers.get("x-goog-api-key")
+    if key:
+        return key
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name == "key":
+            return value
+    return None
+
+
+def request_model(endpoint: Endpoint, head: dict[str, Any]) -> tuple[Any, bool]:
+    return endpoint.model, endpoint.stream
+
+
+def list_models(models: list[ModelInfo], model_id: str | None, query: str) -> bytes:
+    """``{"models": [Model], "nextPageToken"}`` paged by ``pageSize`` / ``pageToken``, or one ``Model``."""
+
+    def one(m: ModelInfo) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": f"models/{m.name}",
+            "baseModelId": m.name,
+            "version": "001",
+            "displayName": m.name,
+            "description": m.description or f"{m.target_model or m.name} via {m.provider}",
+            "supportedGenerationMethods": [*_LISTED_METHODS, *(["countTokens"] if m.can_count else [])],
+        }
+        if m.max_input_tokens is not None:
+            out["inputTokenLimit"] = m.max_input_tokens
+        if m.max_output_tokens is not None:
+            out["outputTokenLimit"] = m.max_output_tokens
+        if m.thinking is not None:
+            out["thinking"] = m.thinking
+        return out
+
+    if model_id is not None:
+        return orjson.dumps(one(listing.find(models, model_id)))
+    q = listing.query_params(query)
+    size = listing.int_param(q, "pageSize", 50, 1, 1000)
+    token = q.get("pageToken") or "0"
+    if not token.isdigit():
+        raise invalid("invalid pageToken", param="pageToken")
+    start = int(token)
+    body: dict[str, Any] = {"models": [one(m) for m in models[start : start + size]]}
+    if start + size < len(models):
+        body["nextPageToken"] = str(start + size)
+    return orjson.dumps(body)
+
+
+def passthrough_path(endpoint: Endpoint, *, model: str, path: str, query: str) -> str:
+    """Rebuilt from the parsed path: the client's ``key=`` never goes upstream, ``alt=sse`` does."""
+    o = endpoint.opts
+    return pass_through_path(o["api_version"], model, o["action"], o["sse"])
+
+
+def passthrough_body(
+    body: bytes, head: dict[str, Any], *, model: str, stream: bool
+) -> tuple[bytes, PassThroughStream | None]:
+    return body, None  # the model is in the path
+
+
+def _sse(opts: StreamOptions) -> bool:
+    return bool(opts.endpoint.opts.get("sse", True)) if opts.endpoint is not None else True
+
+
+def stream_encoder(opts: StreamOptions) -> StreamEncoder:
+    return StreamEncoder(model=opts.model, include_usage=opts.include_usage, sse=_sse(opts))
+
+
+def stream_decoder(opts: StreamOptions) -> StreamDecoder:
+    return StreamDecoder(sse=_sse(opts))
+
+
+def fetches_url(part: Image | Document) -> bool:
+    """Gemini reads its own File API URIs and YouTube links; anything else must be inline."""
+    return media.url_host(part.url or "") in media.GEMINI_URL_HOSTS
+
+
+def parse_count_request(body: bytes | dict[str, Any], *, model: str) -> Request:
+    """``countTokens``: ``{"contents"}``, or ``{"generateContentRequest": {...}}`` with system and tools."""
+    try:
+        data = body if isinstance(body, dict) else orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        raise invalid(f"request body is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise invalid("request body must be a JSON object")
+    inner = _get(data, "generateContentRequest", "generate_content_request")
+    if inner is not None:
+        inner = {k: v for k, v in _dict(inner, "generateContentRequest").items() if k != "model"}
+        return parse_request(inner, model=model)
+    return parse_request({"contents": data.get("contents")}, model=model)
+
+
+def build_count_request(req: Request, *, model: str) -> bytes:
+    full = orjson.loads(build_request(req, model=model))
+    keep = ("contents", "systemInstruction", "tools", "toolConfig")
+    return orjson.dumps(
+        {"generateContentRequest": {"model": f"models/{model}", **{k: full[k] for k in keep if k in full}}}
+    )
+
+
+def parse_count_response(body: bytes) -> int:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        data = None
+    tokens = data.get("totalTokens") if isinstance(data, dict) else None
+    if not isinstance(tokens, int) or isinstance(tokens, bool):
+        raise GatewayError("server_error", "invalid Gemini countTokens answer: no totalTokens", 502)
+    return tokens
+
+
+def build_count_response(tokens: int) -> bytes:
+    return orjson.dumps({"totalTokens": tokens})

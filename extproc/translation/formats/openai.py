@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
+from extproc.translation import jsonbytes, listing, media
 from extproc.translation.canonical import (
     Candidate,
     Document,
@@ -48,10 +49,23 @@ from extproc.translation.canonical import (
     split_tool_id,
 )
 from extproc.translation.errors import ERROR_TYPES, GatewayError, invalid, type_for_status
+from extproc.translation.formats.contract import (
+    GENERATE,
+    MODELS,
+    BuildOptions,
+    ConversationState,
+    CredentialHeader,
+    Endpoint,
+    ModelInfo,
+    PassThroughStream,
+    StreamOptions,
+)
 from extproc.translation.sse import SSEEvent, SSEParser, encode_event
 
 NAME = "openai"
 EXTRA_HEADERS: list[tuple[str, str]] = []
+# Where a provider of this format takes its key; Envoy injects it (the service never holds it).
+CREDENTIAL = CredentialHeader("authorization", "Bearer ")
 
 _FINISH_IN = {
     "stop": "stop",
@@ -548,14 +562,14 @@ def _message_out(parts: list[Part]) -> dict[str, Any]:
     return message
 
 
-def build_response(resp: Response, *, model: str) -> bytes:
+def build_response(resp: Response, *, model: str, request: Request | None = None) -> bytes:
     """A complete ``chat.completion`` object as the SDK's ``ChatCompletion`` model expects it. Reasoning goes in
     ``reasoning_content``; signed reasoning (Anthropic) also in ``thinking_blocks``, to be echoed back."""
     answers = [Candidate(resp.parts, resp.finish_reason, resp.stop_sequence), *resp.candidates]
     out: dict[str, Any] = {
         "id": resp.id or _gen_id(),
         "object": "chat.completion",
-        "created": resp.created,
+        "created": resp.created,  # the gateway sets it when the provider gave none (Translate)
         "model": model,
         "choices": [
             {
@@ -726,12 +740,8 @@ class StreamEncoder:
 # ---------------------------------------------------------------------------------------------------------------------
 # Provider side: request out
 # ---------------------------------------------------------------------------------------------------------------------
-def upstream_path(*, model: str, stream: bool) -> str:
+def upstream_path(*, model: str, stream: bool, kind: str = GENERATE) -> str:
     return "/chat/completions"
-
-
-def auth_headers(api_key: str) -> list[tuple[str, str]]:
-    return [("authorization", f"Bearer {api_key}")]
 
 
 def _text_content(texts: list[str]) -> str | list[dict[str, str]]:
@@ -820,7 +830,7 @@ def _effort_for_budget(budget: int) -> str | None:
     return "medium" if budget <= 8192 else "high"
 
 
-def build_request(req: Request, *, model: str) -> bytes:
+def build_request(req: Request, *, model: str, options: BuildOptions | None = None) -> bytes:
     """A Chat Completions request for an OpenAI(-compatible) provider; only set fields are sent."""
     messages: list[dict[str, Any]] = []
     system = [p.text for p in req.system if isinstance(p, Text)]
@@ -885,33 +895,9 @@ def _response_format_out(rf: ResponseFormat) -> dict[str, Any]:
     return {"type": "json_schema", "json_schema": js}
 
 
-_JSON_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[{}\[\]]', re.DOTALL)
-
-
 def rewrite_model(body: bytes, model: str) -> bytes:
-    """Pass-through aliasing: swap only the top-level ``model`` value, leaving every other byte alone."""
-    depth = 0
-    tokens = _JSON_TOKEN.finditer(body)
-    for m in tokens:
-        first = body[m.start()]
-        if first == 0x22:  # a string: at depth 1, "model" followed by ":" is the key we want
-            if depth == 1 and m.group() == b'"model"':
-                value = next(tokens, None)
-                if value is not None and body[value.start()] == 0x22 and body[m.end() : value.start()].strip() == b":":
-                    return body[: value.start()] + orjson.dumps(model) + body[value.end() :]
-        elif first == 0x7B or first == 0x5B:
-            depth += 1
-        else:
-            depth -= 1
-    # No plain top-level string "model" (missing, escaped, or not a string): re-serialise.
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise invalid("request body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise invalid("request body must be a JSON object")
-    data["model"] = model
-    return orjson.dumps(data)
+    """Pass-through aliasing: only the top-level ``model`` value's bytes change (``jsonbytes``)."""
+    return jsonbytes.rewrite_model(body, model)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -994,7 +980,7 @@ def _choice_in(choice: Any) -> Candidate:
         parts.append(Text(text))
     refusal = msg.get("refusal")
     refused = isinstance(refusal, str) and bool(refusal)
-    if refused:
+    if isinstance(refusal, str) and refusal:
         parts.append(Text(refusal))
     calls = msg.get("tool_calls")
     for call in calls if isinstance(calls, list) else ():
@@ -1186,14 +1172,6 @@ def wants_stream_usage(data: dict[str, Any]) -> bool:
     return isinstance(opts, dict) and opts.get("include_usage") is True
 
 
-def with_stream_usage(data: dict[str, Any], model: str) -> bytes:
-    """The client's request, unknown fields and all, asking upstream for the usage chunk (and aliased)."""
-    opts = data.get("stream_options")
-    data["stream_options"] = {**opts, "include_usage": True} if isinstance(opts, dict) else {"include_usage": True}
-    data["model"] = model
-    return orjson.dumps(data)
-
-
 class UsageStripper:
     """An OpenAI stream passed through to an OpenAI client that did not ask for usage: every event goes out as it
     came, except the extra usage chunk (empty ``choices``), which is kept for the gateway's own accounting."""
@@ -1226,3 +1204,94 @@ class UsageStripper:
                     continue
             out.append(encode_event(data.encode(), ev.event))
         return b"".join(out)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The format contract (extproc.translation.formats.contract): routes, credentials, listings, pass-through, factories
+# ---------------------------------------------------------------------------------------------------------------------
+PATH_PREFIX = "/openai/"
+COUNTS_TOKENS = False
+STATE: ConversationState | None = None  # nothing is kept between requests
+_CHAT = "/openai/v1/chat/completions"
+_MODELS = "/openai/v1/models"
+
+
+def route(method: str, path: str, query: str) -> Endpoint | None:
+    if path == _CHAT:
+        return Endpoint(GENERATE)
+    if path == _MODELS or path.startswith(_MODELS + "/"):
+        return Endpoint(MODELS, model_id=path[len(_MODELS) + 1 :] or None, methods=("GET",))
+    return None
+
+
+def client_credential(headers: Mapping[str, str], query: str) -> str | None:
+    auth = headers.get("authorization", "")
+    return auth[7:].strip() if auth[:7].lower() == "bearer " else None
+
+
+def request_model(endpoint: Endpoint, head: dict[str, Any]) -> tuple[Any, bool]:
+    return head.get("model"), head.get("stream") is True
+
+
+def list_models(models: list[ModelInfo], model_id: str | None, query: str) -> bytes:
+    """``{"object": "list", "data": [{"id", "object": "model", "created", "owned_by"}]}``, or one model."""
+
+    def one(m: ModelInfo) -> dict[str, Any]:
+        return {"id": m.name, "object": "model", "created": m.created, "owned_by": m.provider}
+
+    if model_id is not None:
+        return orjson.dumps(one(listing.find(models, model_id)))
+    return orjson.dumps({"object": "list", "data": [one(m) for m in models]})
+
+
+def passthrough_path(endpoint: Endpoint, *, model: str, path: str, query: str) -> str:
+    return path[len("/openai/v1") :] + (f"?{query}" if query else "")
+
+
+def passthrough_body(
+    body: bytes, head: dict[str, Any], *, model: str, stream: bool
+) -> tuple[bytes, PassThroughStream | None]:
+    """The client's bytes, aliased; a stream whose client did not ask for usage asks for it anyway (for metrics and
+    logs), and the extra usage chunk is dropped on the way back (``UsageStripper``)."""
+    out = jsonbytes.rewrite_model(body, model, head.get("model"))
+    if not stream or wants_stream_usage(head):
+        return out, None
+    opts = head.get("stream_options")
+    value = {**opts, "include_usage": True} if isinstance(opts, dict) else {"include_usage": True}
+    return jsonbytes.replace_top_level(out, "stream_options", orjson.dumps(value)), UsageStripper()
+
+
+def stream_encoder(opts: StreamOptions) -> StreamEncoder:
+    return StreamEncoder(
+        model=opts.model, include_usage=opts.include_usage, created=opts.created, request_id=opts.request_id
+    )
+
+
+def stream_decoder(opts: StreamOptions) -> StreamDecoder:
+    return StreamDecoder()
+
+
+def fetches_url(part: Image | Document) -> bool | str:
+    """OpenAI reads image URLs itself; files only as inline ``file_data``."""
+    if media.is_gemini_file(part.url or ""):
+        return "Gemini File API URIs can only be read by Gemini providers"
+    return isinstance(part, Image)
+
+
+def parse_count_request(body: bytes | dict[str, Any], *, model: str) -> Request:
+    raise invalid("OpenAI Chat Completions has no token counting endpoint")
+
+
+def build_count_request(req: Request, *, model: str) -> bytes:
+    raise invalid(
+        f"token counting for model '{req.model}' is not available: OpenAI Chat Completions providers cannot count",
+        param="model",
+    )
+
+
+def parse_count_response(body: bytes) -> int:
+    raise _bad_response("no token counting endpoint")
+
+
+def build_count_response(tokens: int) -> bytes:
+    raise invalid("OpenAI Chat Completions has no token counting endpoint")

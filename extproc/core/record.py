@@ -1,0 +1,37 @@
+"""What the logs, the metrics and Envoy's access log need to know of one exchange, filled in as it goes.
+
+The exchange and its response handler write it; observability (``metrics``, ``logs``) and the servicer (access-log
+metadata) only read it. Nothing here steers a request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from extproc.translation.canonical import Usage
+from extproc.translation.capabilities import Adaptation
+
+GATEWAY = "gateway"  # ``client`` of the gateway's own endpoints (/health, /metrics): not counted or logged
+
+
+@dataclass(slots=True)
+class Record:
+    started: float  # time.monotonic() when the exchange began
+    request_id: str | None = None
+    client: str = ""  # the client's wire format ("" until the path says; GATEWAY for own endpoints)
+    path: str = ""
+    model: str = ""  # what the client asked for
+    model_label: str = "other"  # the metric label: a configured model name, else "other"
+    provider: str | None = None
+    upstream_path: str = ""
+    stream: bool = False
+    status: int = 0
+    usage: Usage | None = None
+    error_type: str | None = None
+    ttft: float | None = None  # seconds to the first content event of a stream
+    adaptations: list[Adaptation] | None = None  # what the request was changed in for its target (``shape``)
+
+    @property
+    def counted(self) -> bool:
+        """A client request (metrics and request log), not the gateway's own endpoint or an unknown path."""
+        return bool(self.client) and self.client != GATEWAY

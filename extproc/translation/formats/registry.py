@@ -1,0 +1,63 @@
+"""The wire formats the gateway speaks, in one place. Everything else asks here and never compares format names.
+
+A new format is one module satisfying ``contract.WireFormat`` plus one line in ``FORMATS``; mypy checks each entry
+against the contract, and ``tests/unit/test_registry.py`` exercises every entry through the whole gateway core.
+"""
+
+from __future__ import annotations
+
+from extproc.translation.errors import GatewayError
+from extproc.translation.formats import anthropic, gemini, openai, responses
+from extproc.translation.formats.contract import Endpoint, WireFormat
+
+# Order matters only among formats sharing a path prefix: the first one's error shape answers unknown paths there.
+FORMATS: dict[str, WireFormat] = {
+    "openai": openai,
+    "responses": responses,  # shares /openai/ with Chat Completions (whose error shape answers unknown paths there)
+    "anthropic": anthropic,
+    "gemini": gemini,
+}
+
+
+def names() -> tuple[str, ...]:
+    return tuple(FORMATS)
+
+
+def get(name: str) -> WireFormat:
+    """The format called ``name`` (a provider's ``format``, or a client format)."""
+    return FORMATS[name]
+
+
+def for_prefix(path: str) -> WireFormat | None:
+    """The format whose error shape answers for ``path`` (the first registered with a matching prefix)."""
+    for fmt in FORMATS.values():
+        if path.startswith(fmt.PATH_PREFIX):
+            return fmt
+    return None
+
+
+def route(method: str, path: str, query: str) -> tuple[WireFormat, Endpoint] | None:
+    """The client format and endpoint a request line names. ``None``: no format has that path prefix. A path under a
+    known prefix that no format routes is a 404 in the prefix's error shape (raised as ``RoutingError``)."""
+    first = for_prefix(path)
+    if first is None:
+        return None
+    for fmt in FORMATS.values():
+        if path.startswith(fmt.PATH_PREFIX):
+            try:
+                endpoint = fmt.route(method, path, query)
+            except GatewayError as err:
+                raise RoutingError(fmt, err) from None
+            if endpoint is not None:
+                return fmt, endpoint
+    api = first.PATH_PREFIX.rstrip("/")
+    raise RoutingError(first, GatewayError("not_found", f"unknown path {path} (the API here is {api}/...)", 404))
+
+
+class RoutingError(Exception):
+    """A request line under a format's prefix that cannot be served: answer ``error`` in ``fmt``'s shape."""
+
+    def __init__(self, fmt: WireFormat, error: GatewayError) -> None:
+        super().__init__(str(error))
+        self.fmt = fmt
+        self.error = error
