@@ -653,7 +653,7 @@ def test_control_flood_from_a_peer_that_never_reads(
 def chat_request(size: int) -> list[bytes]:
     body = json.dumps({"model": "claude-test", "messages": [{"role": "user", "content": "x" * size}]}).encode()
     headers = ext_proc_headers(
-        "POST", "/v1/chat/completions", ("content-type", "application/json"), ("content-length", str(len(body))),
+        "POST", "/openai/v1/chat/completions", ("content-type", "application/json"), ("content-length", str(len(body))),
         eos=False,
     )  # fmt: skip
     body_msg = pb.ProcessingRequest(request_body=pb.HttpBody(body=body, end_of_stream=True)).SerializeToString()
