@@ -17,9 +17,10 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from extproc.core import access, models
+from extproc.core import access, models, telemetry
 from extproc.core.access import AccessPolicy
 from extproc.core.conversations import StoreSettings
+from extproc.core.telemetry import TelemetrySettings
 from extproc.translation import media as _fetch
 from extproc.translation.capabilities import Capabilities, describe
 from extproc.translation.formats import registry
@@ -109,6 +110,7 @@ class Config:
     access: AccessPolicy = field(default_factory=AccessPolicy)
     capabilities_enabled: bool = True  # ``capabilities: {enabled: false}`` switches the catalog off
     responses: StoreSettings = field(default_factory=StoreSettings)  # the Responses API conversation store
+    tracing: TelemetrySettings | None = None  # OpenTelemetry (``tracing:`` and OTEL_* variables); None: off
 
     def resolve(self, model: str) -> tuple[Provider, str] | None:
         """The provider and upstream model name for a client's model name, or None if unknown."""
@@ -203,6 +205,7 @@ def build_config(data: Any, fname: str, env: dict[str, str]) -> Config:
         "rate_limits",
         "capabilities",
         "responses",
+        "tracing",
     }
     for key in data:
         if key not in known:
@@ -285,6 +288,7 @@ def build_config(data: Any, fname: str, env: dict[str, str]) -> Config:
     if not os.path.isabs(cfg.responses.data_dir):  # relative to the config file, wherever the process runs
         where = os.path.join(os.path.dirname(os.path.abspath(fname)), cfg.responses.data_dir)
         cfg.responses = replace(cfg.responses, data_dir=os.path.normpath(where))
+    cfg.tracing = telemetry.parse(data.get("tracing"), env, fail)
     cfg.access = access.parse(data.get("auth"), data.get("rate_limits"), env, fail)
     for model in cfg.access.per_model_rpm:
         if model not in models:

@@ -115,6 +115,10 @@ class Handler:
         if isinstance(ev, c.UsageUpdate | c.MessageStart):
             if ev.usage is not None:
                 self.record.usage = c.merge_usage(self.record.usage or c.Usage(), ev.usage)
+            if isinstance(ev, c.MessageStart):
+                self.record.response_id, self.record.response_model = ev.id or None, ev.model or None
+        elif isinstance(ev, c.Finish):
+            self.record.finish_reason = ev.reason
         elif self.record.ttft is None and isinstance(ev, c.TextDelta | c.ToolCallStart | c.ThinkingDelta):
             self.record.ttft = time.monotonic() - self.record.started
         elif isinstance(ev, c.StreamError):
@@ -161,7 +165,7 @@ class PassThrough(Handler):
     def good(self, body: bytes) -> Forward:
         assert self.provider_fmt is not None
         try:
-            self.record.usage = self.provider_fmt.parse_response(body).usage
+            _answered(self.record, self.provider_fmt.parse_response(body))
         except GatewayError:
             # The client gets the provider's bytes as they are (a shape we do not know costs only our accounting),
             # unless they are not JSON at all: a truncated answer becomes a clear 502.
@@ -263,7 +267,7 @@ class Translate(Handler):
             resp = self.provider_fmt.parse_response(body)
         except GatewayError as err:
             return self.error_body(err, status=502)
-        self.record.usage = resp.usage
+        _answered(self.record, resp)
         if not resp.created:
             resp.created = int(time.time())  # when the gateway answered, for formats that carry it
         out = self.client.build_response(resp, model=self.model, request=self.request)
@@ -358,6 +362,12 @@ class _Closed:
 
     def close(self) -> list[c.Event]:
         return []
+
+
+def _answered(rec: Record, resp: c.Response) -> None:
+    """What a whole answer tells the record: usage, and its own id, model and finish reason (for traces)."""
+    rec.usage = resp.usage
+    rec.response_id, rec.response_model, rec.finish_reason = resp.id or None, resp.model or None, resp.finish_reason
 
 
 def _local_reply_text(body: bytes) -> str:

@@ -30,6 +30,10 @@ class Record:
     error_type: str | None = None
     ttft: float | None = None  # seconds to the first content event of a stream
     adaptations: list[Adaptation] | None = None  # what the request was changed in for its target (``shape``)
+    # What the provider's answer says of itself (traces: gen_ai.response.*), when it was read
+    response_id: str | None = None
+    response_model: str | None = None
+    finish_reason: str | None = None
 
     @property
     def counted(self) -> bool:

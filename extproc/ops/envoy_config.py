@@ -25,6 +25,7 @@ from extproc.core.contract import (
     RATE_MODEL_HEADER,
     ROUTE_HEADER,
 )
+from extproc.ops import envoy_tracing
 from extproc.ops.credentials import CredentialFiles, sds_path, secret_name
 from extproc.translation.errors import GatewayError, type_for_status
 from extproc.translation.formats import registry
@@ -353,7 +354,7 @@ def render(
     clusters = [extproc_cluster] + [_provider_cluster(p, credentials) for p in providers]
     for c in clusters[1:]:
         c["per_connection_buffer_limit_bytes"] = cfg.max_request_bytes
-    return {
+    bootstrap = {
         "node": {"id": "ai-gateway", "cluster": "ai-gateway"},
         "admin": {"address": admin.envoy()},
         "static_resources": {"listeners": [listener], "clusters": clusters},
@@ -370,6 +371,7 @@ def render(
             ]
         },
     }
+    return envoy_tracing.apply(bootstrap, cfg.tracing)  # OpenTelemetry, when configured (docs/tracing.md)
 
 
 # Replies Envoy makes itself reach the service, which answers them in the client's format. If one slips past it (an

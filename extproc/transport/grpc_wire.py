@@ -16,10 +16,12 @@ idle and keepalive timers, and budgets for control frames and stream resets. A p
 budget gets a GOAWAY with the RFC 9113 error code and is disconnected; peer faults are logged as one warning line
 per ``log_interval`` (with a count of those suppressed), never with a traceback.
 
-A service is a callable ``(path) -> Call | None``; ``None`` answers UNIMPLEMENTED. A ``Call`` gets each request
-message and returns the answer's bytes, or an awaitable of them (the stream's later messages wait their turn); it
-answers every message with exactly one message, or raises ``CallError`` to end the stream with that gRPC status
-(quietly: no log line). ``end()`` is called exactly once, however the stream ends.
+A service is a callable ``(path) -> Call | None``; ``None`` answers UNIMPLEMENTED. A server made with ``metadata``
+(header names) calls it as ``(path, {name: value})`` with those of the stream's initial metadata it found (tracing:
+Envoy sends ``traceparent`` there); without, no header beyond ``:path`` and ``grpc-timeout`` is looked at. A ``Call``
+gets each request message and returns the answer's bytes, or an awaitable of them (the stream's later messages wait
+their turn); it answers every message with exactly one message, or raises ``CallError`` to end the stream with that
+gRPC status (quietly: no log line). ``end()`` is called exactly once, however the stream ends.
 """
 
 from __future__ import annotations
@@ -221,7 +223,7 @@ class Call(Protocol):
     def end(self) -> None: ...
 
 
-Service = Callable[[str], "Call | None"]
+Service = Callable[..., "Call | None"]  # (path) -> Call | None, or (path, metadata) with ``Server(metadata=...)``
 
 
 class QuietLog:
@@ -364,7 +366,7 @@ class Connection(asyncio.Protocol):
         self.decoder = Decoder()
         self.decoder.max_header_list_size = limits.max_header_list
         # header blocks that do not change the HPACK table -> their :path and grpc-timeout
-        self.paths: dict[bytes, tuple[str, float | None]] = {}
+        self.paths: dict[bytes, tuple[str, float | None, dict[str, str] | None]] = {}
         self.header_sid = 0  # stream whose header block continues in CONTINUATION frames
         self.header_block = b""
         self.header_flags = 0
@@ -681,8 +683,9 @@ class Connection(asyncio.Protocol):
             self.header_sid, self.header_block, self.header_flags = sid, payload, flags
             self.continuations = 0
 
-    def _path(self, block: bytes) -> tuple[str, float | None]:
-        """The ``:path`` and ``grpc-timeout`` of a header block. Envoy sends the same bytes for every ext_proc stream
+    def _path(self, block: bytes) -> tuple[str, float | None, dict[str, str] | None]:
+        """The ``:path``, ``grpc-timeout`` and the metadata the server asked for (None: none asked) of a header
+        block. Envoy sends the same bytes for every ext_proc stream
         (indexed fields and a Huffman-coded ``:path`` it never indexes), and Huffman decoding in Python was 15 % of a
         worker's time: a short block that leaves the HPACK table as it was is remembered, until any block changes
         the table."""
@@ -698,12 +701,16 @@ class Connection(asyncio.Protocol):
             raise _ConnError(COMPRESSION_ERROR, f"bad header block: {exc}") from None
         path = ""
         timeout = None
+        wanted = self.server.metadata
+        meta: dict[str, str] | None = {} if wanted else None
         for name, value in headers:
             if name == b":path":
                 path = value.decode("utf-8", "replace")
             elif name == b"grpc-timeout":
                 timeout = _grpc_timeout(value)
-        found = (path, timeout)
+            elif meta is not None and name in wanted:
+                meta[name.decode("latin-1")] = value.decode("latin-1")
+        found = (path, timeout, meta)
         if len(entries) == before[0] and (entries[0] if entries else None) is before[1] and table.maxsize == before[2]:
             if len(block) <= _REMEMBER_BLOCK:
                 if len(self.paths) >= 64:
@@ -714,7 +721,7 @@ class Connection(asyncio.Protocol):
         return found
 
     def _header_block(self, flags: int, sid: int, block: bytes) -> None:
-        path, timeout = self._path(block)
+        path, timeout, meta = self._path(block)
         st = self.streams.get(sid)
         if st is not None:  # trailers from the client: only END_STREAM matters
             if flags & END_STREAM:
@@ -732,7 +739,7 @@ class Connection(asyncio.Protocol):
             return
         status, why = (UNIMPLEMENTED, f"unknown method {path[:80]}") if path else (INTERNAL, "no :path")
         try:
-            call = self.server.service(path)
+            call = self.server.service(path) if meta is None else self.server.service(path, meta)
         except Exception:
             self.server.bugs.warning("gRPC call setup failed for %s", path[:80], exc_info=True, level=logging.ERROR)
             call, status, why = None, INTERNAL, "call setup failed"
@@ -1051,8 +1058,9 @@ class Server:
     """Listens on TCP or a Unix socket, in clear or with TLS; ``stop(grace)`` drains like grpc's: GOAWAY, wait for
     streams, close."""
 
-    def __init__(self, service: Service, limits: Limits | None = None) -> None:
+    def __init__(self, service: Service, limits: Limits | None = None, metadata: tuple[str, ...] = ()) -> None:
         self.service = service
+        self.metadata = frozenset(name.lower().encode("latin-1") for name in metadata)
         self.limits = limits = limits if limits is not None else Limits()
         self.connections: set[Connection] = set()
         self.draining = False

@@ -27,6 +27,7 @@ from extproc.core.exchange import Gateway
 from extproc.core.record import Record
 from extproc.observability import logs
 from extproc.observability.metrics import Metrics
+from extproc.observability.tracing import Tracer
 from extproc.transport.grpc_wire import Limits, Server, server_tls
 from extproc.transport.response_store import SqliteStore
 from extproc.transport.servicer import ExternalProcessor, ExtProc
@@ -138,7 +139,10 @@ async def serve(
         return 1
     gateway = Gateway(cfg, open_store(cfg))
     metrics = Metrics()
-    proc = ExtProc(gateway, make_recorder(metrics), metrics)
+    tracer = None
+    if cfg.tracing is not None:  # OpenTelemetry only when configured: otherwise not even imported
+        tracer = Tracer(cfg.tracing)
+    proc = ExtProc(gateway, make_recorder(metrics), metrics, tracer)
     addr = Address.parse(listen)
     limits = limits_for(cfg.max_request_bytes, limits)
     server: Server | grpc.aio.Server
@@ -159,7 +163,7 @@ async def serve(
                 server.add_secure_port(addr.grpc_target(), creds)
             await server.start()
         else:
-            server = Server(proc, limits)
+            server = Server(proc, limits, metadata=("traceparent",) if tracer is not None else ())
             context = server_tls(tls.cert, tls.key, tls.client_ca) if tls is not None else None
             await server.listen(addr.host, addr.port, addr.path, ssl=context)
     except (OSError, ValueError) as exc:  # unreadable or mismatched TLS files, address in use
@@ -196,6 +200,8 @@ async def serve(
     await server.stop(grace)
     metrics.flush()
     logs.flush()
+    if tracer is not None:
+        tracer.shutdown()
     return 0
 
 

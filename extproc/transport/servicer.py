@@ -27,6 +27,7 @@ from extproc.core.exchange import Exchange, ExchangeError, Gateway
 from extproc.core.record import Record
 from extproc.observability.logs import redact
 from extproc.observability.metrics import Metrics
+from extproc.observability.tracing import Tracer
 from extproc.translation.errors import GatewayError
 from extproc.translation.media import FetchMedia
 from extproc.transport.fetch import fetch_all
@@ -190,14 +191,21 @@ class ExtProc:
         gateway: Gateway,
         on_done: Callable[[Record, float, bool], None] | None = None,
         metrics: Metrics | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.gateway = gateway
         self.on_done = on_done
         self.metrics = metrics
+        self.tracer = tracer  # None: tracing off, and no OpenTelemetry work at all
 
-    def __call__(self, path: str) -> ProcessCall | None:
-        """``grpc_wire``'s service: a call per ``Process`` stream."""
-        return ProcessCall(self) if path == PROCESS_PATH else None
+    def __call__(self, path: str, metadata: dict[str, str] | None = None) -> ProcessCall | None:
+        """``grpc_wire``'s service: a call per ``Process`` stream (``metadata``: its ``traceparent``, with tracing)."""
+        if path != PROCESS_PATH:
+            return None
+        call = ProcessCall(self)
+        if metadata:
+            call.trace = metadata.get("traceparent")
+        return call
 
     def end(self, call: ProcessCall) -> None:
         if self.on_done is not None:
@@ -205,6 +213,11 @@ class ExtProc:
                 self.on_done(call.ex.record, call.overhead, call.active)
             except Exception:  # metrics/logging must never break a request
                 log.exception("recording request %s failed", call.ex.record.request_id)
+        if self.tracer is not None:
+            try:
+                self.tracer.finish(call.ex, call.trace, call.body, call.chunks)
+            except Exception:
+                log.exception("tracing request %s failed", call.ex.record.request_id)
 
     def handle(self, call: ProcessCall, msg: pb.ProcessingRequest) -> pb.ProcessingResponse | Deferred:
         """One message in, its answer out; a bug costs the request a clear 500, never the stream or the worker."""
@@ -242,6 +255,8 @@ class ExtProc:
                 log.debug(
                     "request %s %s body: %s", ex.record.request_id, ex.record.path, _snippet(msg.request_body.body)
                 )
+            if self.tracer is not None:  # read again only if the span needs the request's parameters
+                call.body = msg.request_body.body
             forward = ex.on_request_body(msg.request_body.body)
             if isinstance(forward, FetchMedia):  # opt-in URL media: the one await
                 return partial(self._fetch, call, forward)
@@ -255,6 +270,8 @@ class ExtProc:
             b = msg.response_body
             if _DEBUG():
                 log.debug("response %s status %s body: %s", ex.record.request_id, ex.record.status, _snippet(b.body))
+            if call.chunks is not None:  # tracing with content capture: the provider's answer, for the span
+                call.chunks.append(b.body)
             resp = _answer("response_body", ex.on_response_body(b.body, b.end_of_stream))
             return _finish(resp, ex.record) if ex.ended else resp
         what = f"unexpected {which}" if which else "empty ProcessingRequest"
@@ -288,13 +305,17 @@ class ExtProc:
 class ProcessCall:
     """One ``Process`` stream: its exchange, and what the servicer itself counts (in flight, time spent)."""
 
-    __slots__ = ("active", "ex", "overhead", "proc")
+    __slots__ = ("active", "body", "chunks", "ex", "overhead", "proc", "trace")
 
     def __init__(self, proc: ExtProc) -> None:
         self.proc = proc
         self.ex = Exchange(proc.gateway)
         self.active = False  # counted in proxy_active_requests
         self.overhead = 0.0  # seconds the service spent on this exchange
+        self.trace: str | None = None  # Envoy's W3C traceparent for this stream (tracing on)
+        self.body: bytes | None = None  # the request body (tracing on)
+        tracer = proc.tracer
+        self.chunks: list[bytes] | None = [] if tracer is not None and tracer.capture_content else None
 
     def message(self, data: bytes) -> bytes | Awaitable[bytes]:
         """``grpc_wire``: raw message bytes in, the answer's bytes out."""
@@ -326,6 +347,8 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
         self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: Any
     ) -> AsyncIterator[pb.ProcessingResponse]:
         call = ProcessCall(self.proc)
+        if self.proc.tracer is not None:
+            call.trace = dict(context.invocation_metadata() or ()).get("traceparent")
         try:
             async for msg in request_iterator:
                 try:

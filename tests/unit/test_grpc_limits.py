@@ -617,5 +617,5 @@ def test_only_short_header_blocks_are_remembered() -> None:
 
     short = block((":path", "/a"), ("x", "y"))
     long = block((":path", "/b"), ("x-pad", "p" * 2000))
-    assert conn._path(short) == ("/a", None) and conn._path(long) == ("/b", None)
+    assert conn._path(short) == ("/a", None, None) and conn._path(long) == ("/b", None, None)
     assert short in conn.paths and long not in conn.paths

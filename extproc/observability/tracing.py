@@ -1,0 +1,391 @@
+"""OpenTelemetry traces and GenAI metrics for the service, exported over OTLP/gRPC (``docs/tracing.md``).
+
+One span per exchange, the child of the span Envoy's ext_proc filter opened for the stream (Envoy sends its W3C
+``traceparent`` in the stream's initial metadata), with the GenAI semantic-convention attributes; and the
+convention's metrics (``gen_ai.client.token.usage``, ``gen_ai.client.operation.duration``,
+``gen_ai.server.time_to_first_token``, ``gen_ai.server.time_per_output_token``) with its bucket boundaries.
+
+Nothing here runs unless the config enables tracing: the servicer holds no ``Tracer`` then, and the OpenTelemetry
+SDK is not even imported. With tracing on, the request path only keeps references (the stream's ``traceparent``, the
+request body, the provider's answer when content capture is on); spans and metric points are made after the
+exchange has answered, in a callback of the event loop, and the SDK's batch processor exports them from its own
+thread. Prompts and completions go into spans only with ``capture_content`` (off by default), credentials masked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import socket
+import time
+from typing import Any
+
+import orjson
+
+from extproc.core.exchange import Exchange
+from extproc.core.telemetry import TelemetrySettings
+from extproc.observability.logs import redact
+from extproc.translation import canonical as c
+from extproc.translation.errors import GatewayError
+from extproc.translation.formats.contract import COUNT_TOKENS, StreamOptions
+
+log = logging.getLogger("extproc")
+
+# gen_ai.provider.name: the conventions' well-known values by provider type; other types as they are
+PROVIDER_NAMES = {
+    "openai": "openai",
+    "anthropic": "anthropic",
+    "gemini": "gcp.gemini",
+    "vertex": "gcp.vertex_ai",
+    "bedrock": "aws.bedrock",
+    "azure": "azure.ai.openai",
+}
+# The semantic conventions' advisory bucket boundaries (gen-ai-metrics.md)
+TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
+DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
+TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
+TPOT_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
+CONTENT_LIMIT = 64 * 1024  # characters of captured content per attribute
+
+# Credentials in free text (prompts and answers), beyond ``logs.redact``'s ``key: value`` shapes
+_TOKEN_RE = re.compile(
+    r"(?:sk-[A-Za-z0-9_\-]{12,}|AIza[A-Za-z0-9_\-]{20,}|AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{20,}"
+    r"|xox[abpr]-[A-Za-z0-9\-]{10,}|eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}"
+    r"|(?i:bearer)\s+[A-Za-z0-9._~+/\-]{8,}=*)"
+)
+
+
+def mask(text: str) -> str:
+    """A captured prompt or answer with anything that looks like a credential masked."""
+    text = redact(text.encode("utf-8", "surrogatepass")).decode("utf-8", "replace")
+    return _TOKEN_RE.sub("[REDACTED]", text)
+
+
+def operation(ex: Exchange) -> str:
+    """gen_ai.operation.name: ``generate_content`` for Gemini clients, ``chat`` for the other generation formats."""
+    if ex.endpoint is not None and ex.endpoint.kind == COUNT_TOKENS:
+        return "count_tokens"
+    return "generate_content" if ex.record.client == "gemini" else "chat"
+
+
+def provider_name(ex: Exchange) -> str | None:
+    target = ex.target
+    if target is None:
+        return None
+    ptype = target.provider.type
+    return PROVIDER_NAMES.get(ptype, ptype)
+
+
+def request_of(ex: Exchange, body: bytes | None) -> c.Request | None:
+    """The canonical request: the exchange's own (translated), else the body parsed again (pass-through)."""
+    if ex.request is not None:
+        return ex.request
+    if body is None or ex.client is None or ex.endpoint is None or ex.endpoint.kind == COUNT_TOKENS:
+        return None
+    try:
+        return ex.client.parse_request(body, model=ex.record.model, stream=ex.record.stream)
+    except (GatewayError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
+def attributes(ex: Exchange, req: c.Request | None, duration: float) -> dict[str, Any]:
+    """The span's attributes (GenAI semantic conventions, plus ``ai_gateway.*`` for what they have no name for)."""
+    rec = ex.record
+    attrs: dict[str, Any] = {
+        "gen_ai.operation.name": operation(ex),
+        "ai_gateway.client.format": rec.client,
+        "http.route": rec.path,
+        "gen_ai.request.model": rec.model or "",
+    }
+    if rec.request_id:
+        attrs["ai_gateway.request_id"] = rec.request_id
+    prov = provider_name(ex)
+    if prov is not None:
+        attrs["gen_ai.provider.name"] = prov
+    if ex.target is not None:
+        attrs["ai_gateway.provider"] = ex.target.provider.name
+        attrs["ai_gateway.upstream.model"] = ex.target.model
+        attrs["ai_gateway.passthrough"] = ex.target.passthrough
+        if rec.upstream_path:
+            attrs["ai_gateway.upstream.path"] = rec.upstream_path
+    attrs["ai_gateway.stream"] = rec.stream
+    if rec.status:
+        attrs["http.response.status_code"] = rec.status
+    if req is not None:
+        if req.max_tokens is not None:
+            attrs["gen_ai.request.max_tokens"] = req.max_tokens
+        if req.temperature is not None:
+            attrs["gen_ai.request.temperature"] = float(req.temperature)
+        if req.top_p is not None:
+            attrs["gen_ai.request.top_p"] = float(req.top_p)
+        if req.stop:
+            attrs["gen_ai.request.stop_sequences"] = list(req.stop)
+    if rec.response_model:
+        attrs["gen_ai.response.model"] = rec.response_model
+    if rec.response_id:
+        attrs["gen_ai.response.id"] = rec.response_id
+    if rec.finish_reason:
+        attrs["gen_ai.response.finish_reasons"] = [rec.finish_reason]
+    u = rec.usage
+    if u is not None:
+        attrs["gen_ai.usage.input_tokens"] = u.input_tokens
+        attrs["gen_ai.usage.output_tokens"] = u.output_tokens
+        if u.cached_tokens:
+            attrs["gen_ai.usage.cache_read.input_tokens"] = u.cached_tokens
+        if u.cache_creation_tokens:
+            attrs["gen_ai.usage.cache_creation.input_tokens"] = u.cache_creation_tokens
+        if u.reasoning_tokens:
+            attrs["ai_gateway.usage.reasoning_tokens"] = u.reasoning_tokens
+    if rec.ttft is not None:
+        attrs["ai_gateway.time_to_first_token"] = rec.ttft
+    attrs["ai_gateway.duration"] = duration
+    if rec.error_type:
+        attrs["error.type"] = rec.error_type
+    return attrs
+
+
+# ------------------------------------------------------------------------------------------------ content capture
+def _parts(parts: list[c.Part]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for p in parts:
+        if isinstance(p, c.Text):
+            out.append({"type": "text", "content": p.text})
+        elif isinstance(p, c.ToolCall):
+            out.append({"type": "tool_call", "id": p.id, "name": p.name, "arguments": p.arguments})
+        elif isinstance(p, c.ToolResult):
+            out.append({"type": "tool_call_response", "id": p.tool_call_id, "response": _parts(p.content)})
+        elif isinstance(p, c.Thinking):
+            if p.text:
+                out.append({"type": "reasoning", "content": p.text})
+        elif isinstance(p, c.Image | c.Document):  # never the bytes: a media type, or the URL
+            item: dict[str, Any] = {"type": "uri" if p.url else "blob", "modality": "image"}
+            if isinstance(p, c.Document):
+                item["modality"] = "document"
+            if p.media_type:
+                item["mime_type"] = p.media_type
+            if p.url and not p.url.startswith("data:"):
+                item["uri"] = p.url
+            out.append(item)
+    return out
+
+
+def input_messages(req: c.Request) -> list[dict[str, Any]]:
+    return [{"role": m.role, "parts": _parts(m.parts)} for m in req.messages]
+
+
+def output_messages(ex: Exchange, chunks: list[bytes]) -> list[dict[str, Any]] | None:
+    """What the provider answered (read from its own bytes: the same for pass-through and translation)."""
+    handler = ex.handler
+    fmt = handler.provider_fmt if handler is not None else None
+    if fmt is None or not chunks or not 200 <= ex.record.status < 300 or ex.endpoint is None:
+        return None
+    if ex.endpoint.kind == COUNT_TOKENS:
+        return None
+    try:
+        if handler is not None and handler.streamed:
+            return [_from_events(fmt.stream_decoder(StreamOptions()), chunks)]
+        resp = fmt.parse_response(b"".join(chunks))
+    except (GatewayError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+    return [{"role": "assistant", "parts": _parts(resp.parts), "finish_reason": resp.finish_reason}]
+
+
+def _from_events(decoder: Any, chunks: list[bytes]) -> dict[str, Any]:
+    events: list[c.Event] = []
+    for chunk in chunks:
+        events.extend(decoder.feed(chunk))
+    events.extend(decoder.close())
+    text: list[str] = []
+    calls: dict[int, dict[str, Any]] = {}
+    finish = None
+    for ev in events:
+        if isinstance(ev, c.TextDelta):
+            text.append(ev.text)
+        elif isinstance(ev, c.ToolCallStart):
+            calls[ev.index] = {"type": "tool_call", "id": ev.id, "name": ev.name, "arguments": ""}
+        elif isinstance(ev, c.ToolCallDelta) and ev.index in calls:
+            calls[ev.index]["arguments"] += ev.arguments
+        elif isinstance(ev, c.Finish):
+            finish = ev.reason
+    parts: list[dict[str, Any]] = [{"type": "text", "content": "".join(text)}] if text else []
+    parts.extend(calls[i] for i in sorted(calls))
+    return {"role": "assistant", "parts": parts, "finish_reason": finish or "stop"}
+
+
+def _json(value: Any) -> str:
+    text = mask(orjson.dumps(value).decode())
+    return text if len(text) <= CONTENT_LIMIT else text[:CONTENT_LIMIT] + "...(truncated)"
+
+
+def content_attributes(ex: Exchange, req: c.Request | None, chunks: list[bytes] | None) -> dict[str, Any]:
+    attrs: dict[str, Any] = {}
+    if req is not None:
+        if req.system:
+            attrs["gen_ai.system_instructions"] = _json(_parts(req.system))
+        attrs["gen_ai.input.messages"] = _json(input_messages(req))
+    out = output_messages(ex, chunks or [])
+    if out is not None:
+        attrs["gen_ai.output.messages"] = _json(out)
+    return attrs
+
+
+# ------------------------------------------------------------------------------------------------ the SDK
+class Tracer:
+    """The service's OpenTelemetry: a tracer provider with a batch span processor and, with ``metrics``, a meter
+    provider, both exporting over OTLP/gRPC. ``finish`` is all the servicer calls, once per ended exchange."""
+
+    def __init__(self, settings: TelemetrySettings, *, span_exporter: Any = None, metric_reader: Any = None) -> None:
+        from opentelemetry import trace
+        from opentelemetry.propagators.textmap import DefaultGetter
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+        from opentelemetry.sdk.trace.sampling import (
+            ALWAYS_OFF,
+            ALWAYS_ON,
+            ParentBased,
+            Sampler,
+            TraceIdRatioBased,
+        )
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+        self.settings = settings
+        self.capture_content = settings.capture_content
+        resource = Resource.create(
+            {
+                "service.name": settings.extproc_service_name,
+                # workers are separate processes: each reports its own cumulative metrics
+                "service.instance.id": f"{socket.gethostname()}-{os.getpid()}",
+            }
+        )
+        base = settings.sampler.removeprefix("parentbased_")
+        inner: Sampler = TraceIdRatioBased(settings.ratio)
+        if base in ("always_on", "always_off"):
+            inner = ALWAYS_ON if base == "always_on" else ALWAYS_OFF
+        sampler = ParentBased(inner) if settings.sampler.startswith("parentbased_") else inner
+        self.provider = TracerProvider(resource=resource, sampler=sampler)
+        if span_exporter is None:
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+            span_exporter = OTLPSpanExporter(endpoint=self._target(), insecure=not settings.tls)
+        self.processor = BatchSpanProcessor(span_exporter)
+        self.provider.add_span_processor(self.processor)
+        self.tracer = self.provider.get_tracer("ai-gateway")
+        self.propagator = TraceContextTextMapPropagator()
+        self.getter = DefaultGetter()
+        self.set_span_in_context = trace.set_span_in_context
+        self.kind = trace.SpanKind.CLIENT
+        self.error_status = trace.Status(trace.StatusCode.ERROR)
+        self.meters: Any = None
+        self.instruments: Any = None
+        if settings.metrics:
+            self._metrics(resource, metric_reader)
+        self._pending: list[tuple[Exchange, str | None, bytes | None, list[bytes] | None, float, int]] = []
+        self._scheduled = False
+
+    def _target(self) -> str:
+        s = self.settings
+        return f"{s.host}:{s.port}"
+
+    def _metrics(self, resource: Any, reader: Any) -> None:
+        from opentelemetry.sdk.metrics import MeterProvider
+
+        if reader is None:
+            from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+            from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+            exporter = OTLPMetricExporter(endpoint=self._target(), insecure=not self.settings.tls)
+            reader = PeriodicExportingMetricReader(exporter)  # every OTEL_METRIC_EXPORT_INTERVAL ms (60 s)
+        self.meters = MeterProvider(resource=resource, metric_readers=[reader])
+        meter = self.meters.get_meter("ai-gateway")
+        self.instruments = (
+            meter.create_histogram(
+                "gen_ai.client.token.usage", "{token}", "Number of input and output tokens used",
+                explicit_bucket_boundaries_advisory=TOKEN_BUCKETS,
+            ),
+            meter.create_histogram(
+                "gen_ai.client.operation.duration", "s", "GenAI operation duration",
+                explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+            ),
+            meter.create_histogram(
+                "gen_ai.server.time_to_first_token", "s", "Time to generate first token for successful responses",
+                explicit_bucket_boundaries_advisory=TTFT_BUCKETS,
+            ),
+            meter.create_histogram(
+                "gen_ai.server.time_per_output_token", "s",
+                "Time per output token generated after the first token for successful responses",
+                explicit_bucket_boundaries_advisory=TPOT_BUCKETS,
+            ),
+        )  # fmt: skip
+
+    # -------------------------------------------------------------------------------------------- per exchange
+    def finish(self, ex: Exchange, trace: str | None, body: bytes | None, chunks: list[bytes] | None) -> None:
+        """An ended exchange: its span and metric points are made after the current event-loop callback (which
+        writes the exchange's last answer), never before it."""
+        if not ex.record.counted:
+            return
+        self._pending.append((ex, trace, body, chunks, time.monotonic(), time.time_ns()))
+        if self._scheduled:
+            return
+        try:
+            asyncio.get_running_loop().call_soon(self.drain)
+            self._scheduled = True
+        except RuntimeError:  # no event loop (tests, tools): now
+            self.drain()
+
+    def drain(self) -> None:
+        self._scheduled = False
+        pending, self._pending = self._pending, []
+        for item in pending:
+            try:
+                self._record(*item)
+            except Exception:
+                log.exception("tracing request %s failed", item[0].record.request_id)
+
+    def _record(
+        self, ex: Exchange, trace: str | None, body: bytes | None, chunks: list[bytes] | None, now: float, end: int
+    ) -> None:
+        rec = ex.record
+        duration = max(0.0, now - rec.started)
+        req = request_of(ex, body)
+        attrs = attributes(ex, req, duration)
+        if self.capture_content:
+            attrs.update(content_attributes(ex, req, chunks))
+        parent = self.propagator.extract({"traceparent": trace}, getter=self.getter) if trace else None
+        name = f"{attrs['gen_ai.operation.name']} {rec.model}" if rec.model else attrs["gen_ai.operation.name"]
+        span = self.tracer.start_span(
+            name, context=parent, kind=self.kind, attributes=attrs, start_time=end - int(duration * 1e9)
+        )
+        if rec.error_type:
+            span.set_status(self.error_status)
+        span.end(end_time=end)
+        if self.instruments is not None:
+            self._points(ex, attrs, duration)
+
+    def _points(self, ex: Exchange, attrs: dict[str, Any], duration: float) -> None:
+        rec = ex.record
+        tokens, op_duration, ttft, tpot = self.instruments
+        common = {"gen_ai.operation.name": attrs["gen_ai.operation.name"], "gen_ai.request.model": rec.model_label}
+        if "gen_ai.provider.name" in attrs:
+            common["gen_ai.provider.name"] = attrs["gen_ai.provider.name"]
+        if rec.response_model:
+            common["gen_ai.response.model"] = rec.response_model
+        with_error = {**common, "error.type": rec.error_type} if rec.error_type else common
+        op_duration.record(duration, with_error)
+        u = rec.usage
+        if u is not None:
+            tokens.record(u.input_tokens, {**common, "gen_ai.token.type": "input"})
+            tokens.record(u.output_tokens, {**common, "gen_ai.token.type": "output"})
+        if rec.ttft is not None and not rec.error_type:
+            ttft.record(rec.ttft, common)
+            if u is not None and u.output_tokens > 1:
+                tpot.record((duration - rec.ttft) / (u.output_tokens - 1), common)
+
+    def shutdown(self) -> None:
+        """Export what is pending (worker shutdown)."""
+        self.drain()
+        self.provider.shutdown()
+        if self.meters is not None:
+            self.meters.shutdown()
