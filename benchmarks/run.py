@@ -311,6 +311,8 @@ class Stack:
     base_proc: subprocess.Popen[bytes] | None = None
     base_workers: list[int] = field(default_factory=list)
     base_envoy: int = 0
+    # --tracing: the OTLP sink the gateway under test exports its traces and metrics to (its CPU: role "collector")
+    sink_proc: subprocess.Popen[bytes] | None = None
 
     def admin_of(self, group: str) -> int:
         return self.base_admin if group == "baseline" else self.gw_admin
@@ -325,6 +327,8 @@ class Stack:
         elif group == "gateway":
             pids["service"] = list(self.workers)
             pids["envoy"] = [self.gw_envoy]
+            if self.sink_proc is not None:
+                pids["collector"] = [self.sink_proc.pid]
         elif group == "baseline":
             pids["service"] = list(self.base_workers)
             pids["envoy"] = [self.base_envoy]
@@ -477,15 +481,27 @@ def start_stack(args: argparse.Namespace, procs: Procs, envoy_bin: str, tmp: Pat
         PYTHONUNBUFFERED="1",
     )
 
-    def gateway(name: str, root: str, port: int, admin: int, extproc_listen: str | None) -> subprocess.Popen[bytes]:
+    gw_cfg = cfg
+    if args.tracing:  # the gateway under test traces every request (100 %) to an OTLP sink; the baseline does not
+        sink_port = free_port()
+        sink_cmd = [sys.executable, str(BENCH / "otlp_sink.py"), "--port", str(sink_port)]
+        stack.sink_proc = procs.start("otlp-sink", sink_cmd)
+        gw_cfg = tmp / "bench-config-traced.yaml"
+        gw_cfg.write_text(
+            cfg.read_text() + f'tracing:\n  endpoint: "http://127.0.0.1:{sink_port}"\n  sampler: always_on\n'
+        )
+
+    def gateway(
+        name: str, root: str, port: int, admin: int, extproc_listen: str | None, config: Path = cfg
+    ) -> subprocess.Popen[bytes]:
         cmd = [sys.executable, "-m", "extproc", "--listen", f"127.0.0.1:{port}"]
-        cmd += ["--admin", f"127.0.0.1:{admin}", "--config", str(cfg), "--env-file", str(tmp / "no.env")]
+        cmd += ["--admin", f"127.0.0.1:{admin}", "--config", str(config), "--env-file", str(tmp / "no.env")]
         cmd += ["--workers", str(args.workers), "--grace", "5"]
         if extproc_listen:
             cmd += ["--extproc-listen", extproc_listen]
         return procs.start(name, cmd, env, cwd=Path(root).resolve())
 
-    stack.gw_proc = gateway("gateway", args.gateway_root, stack.gw_port, stack.gw_admin, args.extproc_listen)
+    stack.gw_proc = gateway("gateway", args.gateway_root, stack.gw_port, stack.gw_admin, args.extproc_listen, gw_cfg)
     if args.baseline_root:
         stack.base_port, stack.base_admin = free_port(), free_port()
         base_listen = None
@@ -857,6 +873,12 @@ def main() -> int:
         "the same run, interleaved: ratios *_vs_baseline",
     )
     ap.add_argument("--quiet-wait", type=float, default=20, help="max s to wait for other jobs' CPU before a run")
+    ap.add_argument(
+        "--tracing",
+        action="store_true",
+        help="the gateway under test traces every request to an OTLP sink (docs/tracing.md); with --baseline-root "
+        "(e.g. .) the *_vs_baseline ratios are tracing on against off, in the same run",
+    )
     ap.add_argument("--only", default=None, help="regex: run only matching scenarios (no ratios/targets if partial)")
     ap.add_argument("--label", default="latest", help="results/<label>.json and .md (default: latest)")
     args = ap.parse_args()
@@ -886,6 +908,7 @@ def main() -> int:
             "stream_events": STREAM_EVENTS,
             "gateway_root": args.gateway_root,
             "baseline_root": args.baseline_root,
+            "tracing": args.tracing,
         },
         "notes": [],
     }
@@ -977,6 +1000,9 @@ def main() -> int:
             }  # fmt: skip
     finally:
         procs.stop_all()
+    if args.tracing:
+        sink = [ln for ln in procs.log_tail("otlp-sink").splitlines() if ln.startswith("otlp-sink:")]
+        res["notes"].append(sink[-1] if sink else "the OTLP sink reported nothing")
     gw_log = tmp / "gateway.log"
     errors = [ln for ln in gw_log.read_text(errors="replace").splitlines() if '"level":"error"' in ln][:5]
     if errors:
