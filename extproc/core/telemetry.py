@@ -22,7 +22,7 @@ SAMPLERS = (
     "parentbased_always_off",
     "parentbased_traceidratio",
 )
-_KEYS = ("enabled", "endpoint", "service_name", "sampler", "sampler_arg", "capture_content", "metrics")
+_KEYS = ("enabled", "endpoint", "relay", "service_name", "sampler", "sampler_arg", "capture_content", "metrics")
 _TRUE = ("true", "1", "yes", "on")
 
 
@@ -37,6 +37,14 @@ class TelemetrySettings:
     ratio: float = 1.0  # for the *traceidratio samplers
     capture_content: bool = False  # prompts and completions in spans (credentials masked); off by default
     metrics: bool = True  # the GenAI semantic-convention metrics over OTLP, beside the Prometheus ones
+    # ``unix:PATH``: Envoy listens there and forwards OTLP to ``endpoint``; the service exports through it, so it
+    # needs no network (docker compose, Kubernetes: docs/tracing.md)
+    relay: str | None = None
+
+    @property
+    def service_target(self) -> str:
+        """Where the service's exporter connects: the relay socket, else the collector."""
+        return self.relay if self.relay else f"{self.host}:{self.port}"
 
     @property
     def extproc_service_name(self) -> str:
@@ -97,6 +105,10 @@ def parse(raw: Any, env: dict[str, str], fail: Any) -> TelemetrySettings | None:
     metrics = raw.get("metrics", True)
     if not isinstance(metrics, bool):
         raise fail("tracing.metrics", "expected true or false")
+    relay = raw.get("relay", env.get("AI_GATEWAY_OTLP_RELAY") or None)
+    if relay is not None and (not isinstance(relay, str) or not relay.startswith("unix:") or len(relay) < 6):
+        raise fail("tracing.relay", f"{relay!r}: expected unix:PATH (a socket Envoy listens on)")
     return TelemetrySettings(
-        endpoint.strip(), parts.hostname, port, parts.scheme == "https", name.strip(), sampler, ratio, content, metrics
-    )
+        endpoint.strip(), parts.hostname, port, parts.scheme == "https", name.strip(), sampler, ratio, content, metrics,
+        relay,
+    )  # fmt: skip

@@ -269,7 +269,7 @@ class Tracer:
         if span_exporter is None:
             from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-            span_exporter = OTLPSpanExporter(endpoint=self._target(), insecure=not settings.tls)
+            span_exporter = OTLPSpanExporter(endpoint=self._target(), insecure=self._insecure())
         self.processor = BatchSpanProcessor(span_exporter)
         self.provider.add_span_processor(self.processor)
         self.tracer = self.provider.get_tracer("ai-gateway")
@@ -286,8 +286,10 @@ class Tracer:
         self._scheduled = False
 
     def _target(self) -> str:
-        s = self.settings
-        return f"{s.host}:{s.port}"
+        return self.settings.service_target
+
+    def _insecure(self) -> bool:
+        return bool(self.settings.relay) or not self.settings.tls  # the relay socket is cleartext; Envoy does TLS
 
     def _metrics(self, resource: Any, reader: Any) -> None:
         from opentelemetry.sdk.metrics import MeterProvider
@@ -296,7 +298,7 @@ class Tracer:
             from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
             from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
-            exporter = OTLPMetricExporter(endpoint=self._target(), insecure=not self.settings.tls)
+            exporter = OTLPMetricExporter(endpoint=self._target(), insecure=self._insecure())
             reader = PeriodicExportingMetricReader(exporter)  # every OTEL_METRIC_EXPORT_INTERVAL ms (60 s)
         self.meters = MeterProvider(resource=resource, metric_readers=[reader])
         meter = self.meters.get_meter("ai-gateway")

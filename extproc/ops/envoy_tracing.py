@@ -22,6 +22,8 @@ from extproc.core.address import Address
 from extproc.core.telemetry import TelemetrySettings
 
 OTLP_CLUSTER = "otlp_collector"
+_HCM_NAME = "envoy.filters.network.http_connection_manager"
+_HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 _SAMPLERS = "type.googleapis.com/envoy.extensions.tracers.opentelemetry.samplers.v3."
 
 
@@ -131,7 +133,45 @@ def apply(bootstrap: dict[str, Any], settings: TelemetrySettings | None) -> dict
     for listener in resources["listeners"]:
         for chain in listener["filter_chains"]:
             for filt in chain["filters"]:
-                if filt["name"] == "envoy.filters.network.http_connection_manager":
+                if filt["name"] == _HCM_NAME:
                     filt["typed_config"]["tracing"] = hcm_tracing(settings)
     resources["clusters"].append(collector_cluster(settings))
+    if settings.relay:  # after the tracer went in: the relay's own requests are never traced
+        resources["listeners"].append(relay_listener(settings.relay))
     return bootstrap
+
+
+def relay_listener(relay: str) -> dict[str, Any]:
+    """A Unix socket on which Envoy takes OTLP/gRPC exports (the collector's two services, nothing else) and forwards
+    them to the collector: the service exports its spans and metrics with no network of its own."""
+    route = {"cluster": OTLP_CLUSTER, "timeout": "30s"}
+    services = ("trace.v1.TraceService", "metrics.v1.MetricsService")
+    hcm = {
+        "@type": _HCM,
+        "stat_prefix": "otlp_relay",
+        "codec_type": "HTTP2",
+        "route_config": {
+            "name": "otlp_relay",
+            "virtual_hosts": [
+                {
+                    "name": "otlp",
+                    "domains": ["*"],
+                    "routes": [
+                        {"match": {"path": f"/opentelemetry.proto.collector.{svc}/Export"}, "route": route}
+                        for svc in services
+                    ],
+                }
+            ],
+        },
+        "http_filters": [
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+            }
+        ],
+    }
+    return {
+        "name": "otlp_relay",
+        "address": Address.parse(relay).envoy(),
+        "filter_chains": [{"filters": [{"name": _HCM_NAME, "typed_config": hcm}]}],
+    }

