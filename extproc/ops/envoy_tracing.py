@@ -136,6 +136,18 @@ def apply(bootstrap: dict[str, Any], settings: TelemetrySettings | None) -> dict
                 if filt["name"] == _HCM_NAME:
                     filt["typed_config"]["tracing"] = hcm_tracing(settings)
     resources["clusters"].append(collector_cluster(settings))
+    # Envoy's exporter sends a batch once 5 spans are waiting (or every 5 s): under load that is a gRPC call per
+    # ~2 requests, for Envoy and the collector alike. Batches of up to 512 spans, at least once a second.
+    layers = bootstrap.setdefault("layered_runtime", {}).setdefault("layers", [])
+    layers.append(
+        {
+            "name": "ai_gateway_tracing",
+            "static_layer": {
+                "tracing.opentelemetry.min_flush_spans": 512,
+                "tracing.opentelemetry.flush_interval_ms": 1000,
+            },
+        }
+    )
     if settings.relay:  # after the tracer went in: the relay's own requests are never traced
         resources["listeners"].append(relay_listener(settings.relay))
     return bootstrap

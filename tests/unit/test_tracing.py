@@ -13,13 +13,16 @@ import pytest
 import yaml
 from envoy.config.core.v3.base_pb2 import HeaderMap, HeaderValue
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from extproc.core import telemetry
 from extproc.core.address import Address
 from extproc.core.config import ConfigError, build_config
 from extproc.core.exchange import Gateway
+from extproc.observability import otlp
 from extproc.observability.tracing import Tracer, mask
 from extproc.ops import envoy_config, envoy_tracing
 from extproc.ops.credentials import CredentialFiles
@@ -202,7 +205,7 @@ def body_msg(kind: str, body: bytes, eos: bool = True) -> bytes:
     return pb.ProcessingRequest(**{kind: pb.HttpBody(body=body, end_of_stream=eos)}).SerializeToString()
 
 
-def traced_proc(capture: bool = False) -> tuple[ExtProc, Tracer, InMemorySpanExporter, InMemoryMetricReader]:
+def traced_proc(capture: bool = False) -> tuple[ExtProc, Tracer, InMemorySpanExporter]:
     data = {
         "version": "1",
         "models": [{"name": "gpt", "provider": "openai"}, {"name": "claude", "provider": "anthropic"}],
@@ -210,9 +213,9 @@ def traced_proc(capture: bool = False) -> tuple[ExtProc, Tracer, InMemorySpanExp
     }
     cfg = build_config(data, "t.yaml", ENV)
     assert cfg.tracing is not None
-    spans, reader = InMemorySpanExporter(), InMemoryMetricReader()
-    tracer = Tracer(cfg.tracing, span_exporter=spans, metric_reader=reader)
-    return ExtProc(Gateway(cfg), tracer=tracer), tracer, spans, reader
+    spans = InMemorySpanExporter()
+    tracer = Tracer(cfg.tracing, span_exporter=spans, export_metrics=False)
+    return ExtProc(Gateway(cfg), tracer=tracer), tracer, spans
 
 
 OPENAI_SSE = b"".join(
@@ -248,7 +251,7 @@ def stream_exchange(proc: ExtProc, traceparent: str | None) -> None:
 
 
 def test_pass_through_stream_span_is_the_child_of_envoys_span_with_genai_attributes() -> None:
-    proc, tracer, spans, _ = traced_proc()
+    proc, tracer, spans = traced_proc()
     stream_exchange(proc, f"00-{TRACE_ID}-{PARENT}-01")
     tracer.provider.force_flush()
     (span,) = spans.get_finished_spans()
@@ -267,7 +270,7 @@ def test_pass_through_stream_span_is_the_child_of_envoys_span_with_genai_attribu
 
 
 def test_content_capture_reassembles_the_stream_and_masks_credentials() -> None:
-    proc, tracer, spans, _ = traced_proc(capture=True)
+    proc, tracer, spans = traced_proc(capture=True)
     stream_exchange(proc, f"00-{TRACE_ID}-{PARENT}-01")
     tracer.provider.force_flush()
     (span,) = spans.get_finished_spans()
@@ -281,27 +284,33 @@ def test_content_capture_reassembles_the_stream_and_masks_credentials() -> None:
 
 
 def test_unsampled_parent_makes_no_span_but_metrics_still_count() -> None:
-    proc, tracer, spans, reader = traced_proc()
+    proc, tracer, spans = traced_proc()
     stream_exchange(proc, f"00-{TRACE_ID}-{PARENT}-00")
     tracer.provider.force_flush()
     assert spans.get_finished_spans() == ()
-    data = reader.get_metrics_data()
-    assert data is not None
-    points = {
-        m.name: list(m.data.data_points) for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
-    }
-    tokens = {dict(p.attributes)["gen_ai.token.type"]: p.sum for p in points["gen_ai.client.token.usage"]}
-    assert tokens == {"input": 12, "output": 5}
+    assert tracer.histograms is not None
+    # what the exporter sends, parsed with the official protobuf messages
+    req = ExportMetricsServiceRequest.FromString(tracer.histograms.request().SerializeToString())
+    points = {m.name: list(m.histogram.data_points) for m in req.resource_metrics[0].scope_metrics[0].metrics}
+
+    def attrs_of(p) -> dict[str, str]:
+        return {kv.key: kv.value.string_value for kv in p.attributes}
+
+    tokens = {attrs_of(p)["gen_ai.token.type"]: (p.sum, p.count) for p in points["gen_ai.client.token.usage"]}
+    assert tokens == {"input": (12, 1), "output": (5, 1)}
+    (usage_in,) = [p for p in points["gen_ai.client.token.usage"] if attrs_of(p)["gen_ai.token.type"] == "input"]
+    # 12 tokens: bucket (4, 16] of the conventions' boundaries
+    assert list(usage_in.bucket_counts) == [0, 0, 1] + [0] * 12 and usage_in.explicit_bounds[:3] == [1, 4, 16]
     assert points["gen_ai.server.time_to_first_token"][0].count == 1
     (tpot,) = points["gen_ai.server.time_per_output_token"]
     assert tpot.count == 1 and tuple(tpot.explicit_bounds)[:3] == (0.01, 0.025, 0.05)
-    attrs = dict(points["gen_ai.client.operation.duration"][0].attributes)
+    attrs = attrs_of(points["gen_ai.client.operation.duration"][0])
     assert attrs == {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt", "gen_ai.provider.name": "openai",
                      "gen_ai.response.model": "gpt-2026-01"}  # fmt: skip
 
 
 def test_without_traceparent_the_service_starts_its_own_trace() -> None:
-    proc, tracer, spans, _ = traced_proc()
+    proc, tracer, spans = traced_proc()
     stream_exchange(proc, None)
     tracer.provider.force_flush()
     (span,) = spans.get_finished_spans()
@@ -367,3 +376,30 @@ def test_yaml_example_in_docs_parses() -> None:
     block = text.split("```yaml\ntracing:", 1)[1].split("```", 1)[0]
     raw = yaml.safe_load("tracing:" + block)["tracing"]
     assert settings(raw) is not None
+
+
+def test_span_encoding_matches_the_sdks_own_encoder() -> None:
+    """Our OTLP span bytes and the SDK exporter's, both parsed with the official protobuf messages, are the same
+    spans (ids, parent, name, kind, times, every attribute of every type, status)."""
+    proc, tracer, spans = traced_proc(capture=True)
+    stream_exchange(proc, f"00-{TRACE_ID}-{PARENT}-01")
+    stream_exchange(proc, None)
+    odd = tracer.tracer.start_span("odd ü", attributes={"f": -1.5, "b": False, "i": -7, "l": ["x", "ÿ"], "e": ""})
+    odd.set_status(tracer.error_status)
+    odd.end()
+    tracer.provider.force_flush()
+    finished = spans.get_finished_spans()
+    assert len(finished) == 3
+    resource = dict(finished[0].resource.attributes)
+    ours = ExportTraceServiceRequest.FromString(otlp.SpanEncoder(resource, "ai-gateway").request(finished))
+    theirs = encode_spans(finished)
+    (o_rs,), (t_rs,) = ours.resource_spans, theirs.resource_spans
+    assert sorted(o_rs.resource.attributes, key=str) == sorted(t_rs.resource.attributes, key=str)
+    o_spans = sorted(o_rs.scope_spans[0].spans, key=lambda x: x.span_id)
+    t_spans = sorted((x for ss in t_rs.scope_spans for x in ss.spans), key=lambda x: x.span_id)
+    assert {ss.scope.name for ss in t_rs.scope_spans} == {o_rs.scope_spans[0].scope.name} == {"ai-gateway"}
+    for o, t in zip(o_spans, t_spans, strict=True):
+        t.ClearField("flags")  # W3C flags bits: the SDK's encoder adds them, OTLP receivers do not need them
+        if not t.status.code:
+            t.ClearField("status")  # an empty Status message: the same as none
+        assert o == t
