@@ -25,7 +25,9 @@ DOCS = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", *sorted((ROOT / "docs").gl
 _FENCE = re.compile(r"^```(\w*)\s*$")
 _SKIP = re.compile(r"^<!-- docs-test: skip \((.+)\) -->$")
 # Top-level keys of the gateway's YAML: a yaml block with one of them is a gateway config example.
-_GATEWAY_KEYS = {"version", "models", "providers", "default_provider", "timeout", "auth", "rate_limits", "image_fetch"}
+_GATEWAY_KEYS = {
+    "version", "models", "providers", "default_provider", "timeout", "auth", "rate_limits", "image_fetch", "tracing",
+}  # fmt: skip
 CHECKED = ("python", "bash", "yaml", "json")
 
 

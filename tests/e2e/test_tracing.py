@@ -123,6 +123,23 @@ def test_translated_request_is_one_trace(traced: Gateway, otlp: OtlpReceiver) ->
     assert sent.split("-")[1] == trace_id and sent.split("-")[2] == router.span_id
 
 
+def test_a_clients_unsampled_trace_is_not_recorded(traced: Gateway, otlp: OtlpReceiver) -> None:
+    """The default sampler follows the parent: a client ``traceparent`` flagged not sampled (00) gets no span from
+    Envoy or the service; the sampled request sent after it arrives whole, so the first one's would have too."""
+    unsampled = secrets.token_hex(16)
+    client = openai_client(traced.url, default_headers={"traceparent": f"00-{unsampled}-{secrets.token_hex(8)}-00"})
+    client.chat.completions.create(model=MODELS["anthropic"], messages=[{"role": "user", "content": "quiet"}])
+    trace_id, _, header = new_trace()
+    client = openai_client(traced.url, default_headers={"traceparent": header})
+    client.chat.completions.create(model=MODELS["anthropic"], messages=[{"role": "user", "content": "loud"}])
+    whole_trace(otlp, trace_id)
+    assert otlp.trace(unsampled) == []
+    # and the service was asked (Envoy sent the stream its unsampled context): the provider saw the client's trace
+    assert any(
+        r.headers.get("traceparent", "").split("-")[1:2] == [unsampled] for r in traced.mocks["anthropic"].requests
+    )
+
+
 def test_stream_span_has_time_to_first_token(traced: Gateway, otlp: OtlpReceiver) -> None:
     """Anthropic SDK streaming from an OpenAI model: the span carries TTFT (within the span's duration) and usage."""
     trace_id, _, header = new_trace()
