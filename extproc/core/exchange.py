@@ -237,7 +237,6 @@ class Exchange:
         target = self.target = routing.resolve(cfg, client, endpoint, model, self.key)
         provider, fmt = target.provider, target.fmt
         rec.provider = provider.name
-        prefix = provider.upstream.prefix
         counting = endpoint.kind == COUNT_TOKENS
         received = body  # what Envoy holds: replaced only when what goes upstream differs
         conv: Conversation | None = None
@@ -256,13 +255,14 @@ class Exchange:
                 )
         new_body: bytes
         if target.passthrough:
-            new_body, filt = client.passthrough_body(body, head or {}, model=target.model, stream=stream)
-            path = prefix + client.passthrough_path(endpoint, model=target.model, path=rec.path, query=self.query)
+            # The provider's format adapts the client's bytes (the same format, or a cloud's variant of it).
+            new_body, filt = fmt.passthrough_body(body, head or {}, model=target.model, stream=stream)
+            path = provider.path(fmt.passthrough_path(endpoint, model=target.model, path=rec.path, query=self.query))
             if stream:
                 opts = StreamOptions(model=model, request_id=rec.request_id, endpoint=endpoint)
-                self.handler = PassThroughStream(rec, client, provider, opts, filt, cfg.passthrough_usage)
+                self.handler = PassThroughStream(rec, client, provider, opts, filt, cfg.passthrough_usage, fmt)
             else:
-                self.handler = PassThrough(rec, client, provider, cfg.passthrough_usage)
+                self.handler = PassThrough(rec, client, provider, cfg.passthrough_usage, fmt)
         elif counting:
             if not fmt.COUNTS_TOKENS:
                 raise invalid(
@@ -272,7 +272,7 @@ class Exchange:
                 )
             counted = client.parse_count_request(head if head is not None else body, model=model)
             new_body = fmt.build_count_request(counted, model=target.model)
-            path = prefix + fmt.upstream_path(model=target.model, stream=False, kind=COUNT_TOKENS)
+            path = provider.path(fmt.upstream_path(model=target.model, stream=False, kind=COUNT_TOKENS))
             self.handler = TranslateCount(rec, client, fmt, provider)
         else:
             req = (
@@ -297,7 +297,7 @@ class Exchange:
                     self.waiting_body = body
                     return media.FetchMedia(urls, cfg.image_fetch)
             new_body = fmt.build_request(req, model=target.model, options=options)
-            path = prefix + fmt.upstream_path(model=target.model, stream=stream)
+            path = provider.path(fmt.upstream_path(model=target.model, stream=stream))
             keeper = None
             if conv is not None and conv.keep and self.gateway.store is not None and client.STATE is not None:
                 keeper = _Keeper(self.gateway.store, self._scope(), client.STATE, conv, req, model)

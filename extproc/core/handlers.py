@@ -26,8 +26,15 @@ from extproc.core.contract import LOCAL_ERROR_HEADER, NO_CREDENTIAL
 from extproc.core.record import Record
 from extproc.translation import canonical as c
 from extproc.translation.errors import GatewayError, type_for_status
+from extproc.translation.formats import registry
 from extproc.translation.formats.contract import PassThroughStream as Filter
-from extproc.translation.formats.contract import StreamDecoder, StreamEncoder, StreamOptions, WireFormat
+from extproc.translation.formats.contract import (
+    ProviderFormat,
+    StreamDecoder,
+    StreamEncoder,
+    StreamOptions,
+    WireFormat,
+)
 
 _JSON = "application/json"
 
@@ -37,7 +44,7 @@ class Handler:
 
     __slots__ = ("client", "local_error", "provider", "provider_fmt", "record", "request_id", "status")
 
-    def __init__(self, record: Record, client: WireFormat, provider_fmt: WireFormat | None, provider: Any) -> None:
+    def __init__(self, record: Record, client: WireFormat, provider_fmt: ProviderFormat | None, provider: Any) -> None:
         self.record = record
         self.client = client
         self.provider_fmt = provider_fmt
@@ -91,6 +98,15 @@ class Handler:
         provider = self.provider
         name = provider.name if provider is not None else "?"
         if kind == NO_CREDENTIAL:
+            source = getattr(provider, "token_source", None)
+            if source is not None:
+                return GatewayError(
+                    "auth",
+                    f"the gateway has no valid access token for provider '{name}': refreshing its {source} token "
+                    "failed or has not completed (the gateway's log says why; `ai-gateway check-config` shows the "
+                    "credential source it found)",
+                    401,
+                )
             var = provider.api_key_env if provider is not None else None
             return GatewayError("auth", f"the gateway has no API key for provider '{name}' (set {var})", 401)
         if kind == "timeout":
@@ -130,16 +146,23 @@ class EnvoyReply(Handler):
 class PassThrough(Handler):
     """Same format both sides, not streamed: the provider's bytes (answers and errors alike) are already the client's.
     The body is still read, unchanged, for usage (metrics, logs), except error bodies; an error page that is not JSON
-    (a proxy's HTML 502) is wrapped like any other error, and a 2xx that is not JSON becomes a 502."""
+    (a proxy's HTML 502) is wrapped like any other error, and a 2xx that is not JSON becomes a 502. A cloud's variant
+    of the client's format (``provider_fmt``) answers in that format too, but its errors are the cloud's own: they are
+    read and answered in the client's shape."""
 
     __slots__ = ("not_json", "read_usage")
 
-    def __init__(self, record: Record, client: WireFormat, provider: Any, read_usage: bool) -> None:
-        super().__init__(record, client, client, provider)
+    def __init__(
+        self, record: Record, client: WireFormat, provider: Any, read_usage: bool, fmt: ProviderFormat | None = None
+    ) -> None:
+        super().__init__(record, client, fmt or client, provider)
         self.read_usage = read_usage
         self.not_json = False
 
     def headers(self, ctype: str) -> Forward:
+        if self.status >= 400 and self.provider_fmt is not self.client:
+            self.record.error_type = type_for_status(self.status)
+            return CONTINUE  # the cloud's error, read whole and answered in the client's format
         if self.status >= 400:
             self.record.error_type = type_for_status(self.status)
             return CONTINUE if "json" not in ctype else Forward(response_body_mode="NONE")
@@ -182,9 +205,16 @@ class PassThroughStream(Handler):
     __slots__ = ("_streamed", "decoder", "filter", "opts", "read_usage")
 
     def __init__(
-        self, record: Record, client: WireFormat, provider: Any, opts: StreamOptions, filt: Filter | None, read: bool
+        self,
+        record: Record,
+        client: WireFormat,
+        provider: Any,
+        opts: StreamOptions,
+        filt: Filter | None,
+        read: bool,
+        fmt: ProviderFormat | None = None,
     ) -> None:
-        super().__init__(record, client, client, provider)
+        super().__init__(record, client, fmt or client, provider)
         self.opts = opts
         self.filter = filt
         self.read_usage = read
@@ -198,6 +228,8 @@ class PassThroughStream(Handler):
     def headers(self, ctype: str) -> Forward:
         if self.status >= 400:
             self.record.error_type = type_for_status(self.status)
+            if self.provider_fmt is not self.client:
+                return CONTINUE  # the cloud's error, read whole and answered in the client's format
             return CONTINUE if "json" not in ctype else Forward(response_body_mode="NONE")
         if self.filter is None and not self.read_usage:
             return Forward(response_body_mode="NONE")
@@ -246,7 +278,7 @@ class Translate(Handler):
         self,
         record: Record,
         client: WireFormat,
-        provider_fmt: WireFormat,
+        provider_fmt: ProviderFormat,
         provider: Any,
         model: str,
         request: c.Request | None = None,
@@ -297,7 +329,7 @@ class TranslateStream(Translate):
         self,
         record: Record,
         client: WireFormat,
-        provider_fmt: WireFormat,
+        provider_fmt: ProviderFormat,
         provider: Any,
         opts: StreamOptions,
         keeper: Keeper | None = None,
@@ -313,9 +345,9 @@ class TranslateStream(Translate):
         return self._streamed
 
     def headers(self, ctype: str) -> Forward:
-        if self.status >= 300 or not ctype.startswith("text/event-stream"):
-            return CONTINUE  # an error (or a provider that did not stream): answered whole
         assert self.provider_fmt is not None
+        if self.status >= 300 or not ctype.startswith(registry.stream_content_type(self.provider_fmt)):
+            return CONTINUE  # an error (or a provider that did not stream): answered whole
         self.decoder = self.provider_fmt.stream_decoder(StreamOptions())
         self.opts.created = int(time.time())
         self.encoder = self.client.stream_encoder(self.opts)

@@ -18,7 +18,7 @@ from extproc.core.config import Config, Provider
 from extproc.core.contract import RATE_KEY_HEADER, RATE_MODEL_HEADER, ROUTE_HEADER
 from extproc.translation.errors import GatewayError, invalid
 from extproc.translation.formats import registry
-from extproc.translation.formats.contract import Endpoint, WireFormat
+from extproc.translation.formats.contract import Endpoint, ProviderFormat, WireFormat
 
 # Client credentials never travel upstream; accept-encoding is dropped so provider bodies arrive uncompressed.
 # Organization/project headers would pick how the gateway's provider key is billed and limited: also stripped.
@@ -40,9 +40,11 @@ class Target:
     """Where a model call goes."""
 
     provider: Provider
-    fmt: WireFormat  # the provider's wire format
+    fmt: ProviderFormat  # the provider's wire format (a client format or a cloud's variant of one)
     model: str  # the model name sent upstream
-    passthrough: bool  # the client speaks the provider's format: its bytes go up unchanged (but for the model)
+    # The client speaks the provider's format (or the format a cloud's variant takes as is): its bytes go up
+    # unchanged but for the model (and a cloud's envelope: ``fmt.passthrough_body``).
+    passthrough: bool
 
 
 def authenticate(cfg: Config, fmt: WireFormat, headers: dict[str, str], query: str) -> GatewayKey | None:
@@ -93,8 +95,8 @@ def resolve(cfg: Config, client: WireFormat, endpoint: Endpoint, model: str, key
     provider, upstream = resolved
     if key is not None and not key.allows(model):
         raise GatewayError("permission", f"gateway key '{key.name}' may not use model '{model}'", 403)
-    fmt = registry.get(provider.format)
-    return Target(provider, fmt, upstream, passthrough=fmt is client)
+    fmt = registry.provider(provider.format)
+    return Target(provider, fmt, upstream, passthrough=registry.passes_through(fmt, client))
 
 
 def upstream_headers(

@@ -15,7 +15,7 @@ import orjson
 import yaml
 
 from extproc.core.address import Address
-from extproc.core.config import Config, Provider
+from extproc.core.config import Config, Provider, credential_header
 from extproc.core.contract import (
     LOCAL_ERROR_HEADER,
     METADATA_NAMESPACE,
@@ -106,8 +106,10 @@ def _provider_cluster(p: Provider, credentials: CredentialFiles) -> dict[str, An
         "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
         **http_options,
     }
-    if p.api_key_env:
+    if p.secret_file:
         options["http_filters"] = [_credential_injector(p, credentials), _UPSTREAM_CODEC]
+    elif p.credentials == "aws":
+        options["http_filters"] = [_aws_request_signing(p), _UPSTREAM_CODEC]
     cluster["typed_extension_protocol_options"] = {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": options}
     return cluster
 
@@ -121,7 +123,8 @@ _UPSTREAM_CODEC = {
 def _credential_injector(p: Provider, credentials: CredentialFiles) -> dict[str, Any]:
     """Envoy puts the provider's key on every attempt, in the provider format's own header, from an SDS secret that
     follows its key file (``extproc.ops.credentials``). Without the file, Envoy answers 401 (the service translates)."""
-    cred = registry.get(p.format).CREDENTIAL
+    cred = credential_header(p)
+    assert cred is not None
     generic: dict[str, Any] = {
         "@type": "type.googleapis.com/envoy.extensions.http.injected_credentials.generic.v3.Generic",
         "credential": {
@@ -146,6 +149,28 @@ def _credential_injector(p: Provider, credentials: CredentialFiles) -> dict[str,
             "credential": {"name": "envoy.http.injected_credentials.generic", "typed_config": generic},
         },
     }
+
+
+# Headers Envoy or the gateway add on the way that a provider never sees as the request's own: not signed.
+_UNSIGNED_HEADERS = [{"prefix": "x-envoy"}, {"exact": "x-request-id"}, {"exact": "x-forwarded-proto"}]
+
+
+def _aws_request_signing(p: Provider) -> dict[str, Any]:
+    """AWS SigV4 over the final request (the body the service built, after every mutation), computed by Envoy on each
+    attempt from the standard AWS credential chain in Envoy's environment (variables, the shared config and
+    credentials files and ``AWS_PROFILE``, web identity / IRSA, container credentials, instance metadata), which
+    refreshes itself off the request path: the service never holds an AWS credential. An attempt without
+    credentials goes unsigned and the provider refuses it (its 403 becomes the client's auth error)."""
+    cfg: dict[str, Any] = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.aws_request_signing.v3.AwsRequestSigning",
+        "service_name": "bedrock",
+        "region": p.region,
+        "use_unsigned_payload": False,  # the body's SHA-256 is signed (Envoy buffers it, up to max_request_bytes)
+        "match_excluded_headers": _UNSIGNED_HEADERS,
+    }
+    if p.aws_profile:
+        cfg["credential_provider"] = {"credentials_file_provider": {"profile": p.aws_profile}}
+    return {"name": "envoy.filters.http.aws_request_signing", "typed_config": cfg}
 
 
 def _is_ip(host: str) -> bool:
