@@ -31,7 +31,7 @@ def model_infos(cfg: Config) -> list[ModelInfo]:
                 provider=m.provider,
                 target_model=m.target_model,
                 description=m.description,
-                can_count=registry.get(provider.format).COUNTS_TOKENS,
+                can_count=registry.provider(provider.format).COUNTS_TOKENS,
                 created=caps.released,
                 max_input_tokens=caps.context_window,
                 max_output_tokens=caps.max_output_tokens,

@@ -1,0 +1,244 @@
+"""The clouds' provider types through the real Envoy with the official SDKs: every client format x Azure OpenAI,
+Vertex AI (Gemini and Claude) and AWS Bedrock (Converse and Claude), text, streams, tools, images, structured output
+and each cloud's own errors in the client's shape; the credentials (api-key, Entra ID and Google tokens minted by
+the launcher's refresher, AWS SigV4 by Envoy) checked by strict mocks."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import openai
+import pytest
+from google.genai import errors as gerrors
+
+from tests.conftest import CLIENT_KEY, Gateway, start_gateway, stop_gateway
+from tests.e2e.sdk import FINISH, ask, stream, tool_round_trip
+from tests.e2e.test_fidelity import PNG, _image_request, _structured
+from tests.mocks.azure_api import AzureApi
+from tests.mocks.oauth import MockOAuth
+from tests.mocks.providers import MockProvider
+from tests.mocks.server import MockServer
+
+CLIENTS = ("openai", "anthropic", "gemini")
+AZURE_KEY = "azure-test-key-0123456789"
+DEPLOYMENT = "gpt-4o-prod"
+
+
+@dataclass
+class Cloud:
+    """A model name of the test config, the mock that serves it, and the mock's answer prefix."""
+
+    model: str
+    mock: MockServer
+    kind: str  # what the mock calls itself in its answers
+
+
+@dataclass
+class Clouds:
+    gw: Gateway
+    oauth: MockOAuth
+    azure: MockServer
+    models: dict[str, Cloud]
+
+
+def _config(azure: MockServer) -> str:
+    return f"""
+version: "1.0"
+timeout: "6s"
+providers:
+  - name: "azure"
+    type: "azure"
+    base_url: "{azure.base_url}"
+    api_key_env: "AZURE_OPENAI_API_KEY"
+    api_version: "2024-10-21"
+  - name: "azure-v1"
+    type: "azure"
+    base_url: "{azure.base_url}"
+    api_key_env: "AZURE_OPENAI_API_KEY"
+    api_version: "v1"
+  - name: "azure-entra"
+    type: "azure"
+    base_url: "{azure.base_url}"
+    credentials: "entra"
+  - name: "azure-old"
+    type: "azure"
+    base_url: "{azure.base_url}"
+    api_key_env: "AZURE_OPENAI_API_KEY"
+    api_version: "2023-03-15-preview"
+models:
+  - name: "azure-gpt"
+    provider: "azure"
+    target_model: "{DEPLOYMENT}"
+  - name: "azure-v1-gpt"
+    provider: "azure-v1"
+    target_model: "{DEPLOYMENT}"
+  - name: "azure-entra-gpt"
+    provider: "azure-entra"
+    target_model: "{DEPLOYMENT}"
+  - name: "azure-missing"
+    provider: "azure"
+    target_model: "no-such-deployment"
+  - name: "azure-old-gpt"
+    provider: "azure-old"
+    target_model: "{DEPLOYMENT}"
+"""
+
+
+@pytest.fixture(scope="module")
+def clouds(mocks: dict[str, MockProvider]) -> Iterator[Clouds]:
+    oauth = MockOAuth().start()
+    azure = MockServer(AzureApi((DEPLOYMENT,), token_ok=oauth.valid), AZURE_KEY).start()
+    tenant, client_id, secret = oauth.entra_client
+    env = {
+        "AZURE_OPENAI_API_KEY": AZURE_KEY,
+        "AZURE_AUTHORITY_HOST": oauth.url,
+        "AZURE_TENANT_ID": tenant,
+        "AZURE_CLIENT_ID": client_id,
+        "AZURE_CLIENT_SECRET": secret,
+    }
+    with tempfile.TemporaryDirectory(prefix="ai-gateway-clouds-") as tmp:
+        gw = start_gateway(Path(tmp), mocks, _config(azure), workers=1, extra_env=env)
+        models = {
+            "azure": Cloud("azure-gpt", azure, "azure"),
+            "azure-v1": Cloud("azure-v1-gpt", azure, "azure"),
+            "azure-entra": Cloud("azure-entra-gpt", azure, "azure"),
+        }
+        try:
+            yield Clouds(gw, oauth, azure, models)
+        finally:
+            stop_gateway(gw)
+            azure.stop()
+            oauth.stop()
+
+
+CLOUDS = ("azure", "azure-v1", "azure-entra")
+PAIRS = [(c, p) for c in CLIENTS for p in CLOUDS]
+
+
+def _assert_azure_request(cl: Clouds, cloud: str) -> None:
+    got = cl.azure.last()
+    path, _, query = got.path.partition("?")
+    if cloud == "azure-v1":
+        assert path == "/openai/v1/chat/completions" and query == ""
+        assert got.body is not None and got.body["model"] == DEPLOYMENT
+    else:
+        assert path == f"/openai/deployments/{DEPLOYMENT}/chat/completions" and query == "api-version=2024-10-21"
+    if cloud == "azure-entra":
+        token = got.headers["authorization"].removeprefix("Bearer ")
+        assert cl.oauth.valid(token) and "api-key" not in got.headers
+    else:
+        assert got.headers["api-key"] == AZURE_KEY and "authorization" not in got.headers
+    for name, value in got.headers.items():
+        assert CLIENT_KEY not in value, f"client credential leaked upstream in {name}"
+
+
+@pytest.mark.parametrize(("client", "cloud"), PAIRS)
+def test_text(clouds: Clouds, client: str, cloud: str) -> None:
+    c = clouds.models[cloud]
+    ans = ask(client, clouds.gw.url, c.model, "hi there", system="You are terse.", temperature=0.5, max_tokens=100)
+    assert ans.text == f"Hello from mock {c.kind}. You said: hi there"
+    assert ans.finish == FINISH[client]["stop"]
+    assert (ans.input_tokens, ans.output_tokens) == (11, 7)
+    if cloud.startswith("azure"):
+        _assert_azure_request(clouds, cloud)
+
+
+@pytest.mark.parametrize(("client", "cloud"), PAIRS)
+def test_stream(clouds: Clouds, client: str, cloud: str) -> None:
+    c = clouds.models[cloud]
+    got = stream(client, clouds.gw.url, c.model, "stream please")
+    assert got.text == f"Hello from mock {c.kind}. You said: stream please"
+    assert got.finish == FINISH[client]["stop"]
+    assert (got.input_tokens, got.output_tokens) == (11, 7)
+    if cloud.startswith("azure"):
+        _assert_azure_request(clouds, cloud)
+
+
+@pytest.mark.parametrize(("client", "cloud"), PAIRS)
+def test_streamed_tool_call(clouds: Clouds, client: str, cloud: str) -> None:
+    got = stream(client, clouds.gw.url, clouds.models[cloud].model, "weather PARALLEL", tools=True)
+    assert got.tool_calls == [("get_weather", {"city": "Paris"}), ("get_weather", {"city": "Tokyo"})]
+    assert got.finish == FINISH[client]["tool_calls"]
+
+
+@pytest.mark.parametrize(("client", "cloud"), PAIRS)
+def test_tool_round_trip(clouds: Clouds, client: str, cloud: str) -> None:
+    first, second = tool_round_trip(client, clouds.gw.url, clouds.models[cloud].model, parallel=True)
+    assert first.tool_calls == [("get_weather", {"city": "Paris"}), ("get_weather", {"city": "Tokyo"})]
+    assert first.finish == FINISH[client]["tool_calls"]
+    assert "sunny in Paris" in second.text and "sunny in Tokyo" in second.text
+
+
+@pytest.mark.parametrize(("client", "cloud"), PAIRS)
+def test_image(clouds: Clouds, client: str, cloud: str) -> None:
+    c = clouds.models[cloud]
+    assert "describe" in _image_request(client, clouds.gw.url, c.model, {"media_type": "image/png", "data": PNG})
+    body = c.mock.last().body
+    assert body is not None
+    assert json.dumps(body).count(PNG) == 1
+
+
+@pytest.mark.parametrize(("client", "cloud"), PAIRS)
+def test_structured_output(clouds: Clouds, client: str, cloud: str) -> None:
+    assert json.loads(_structured(client, clouds.gw.url, clouds.models[cloud].model)) == {"city": "mock", "temp": 1}
+
+
+# ------------------------------------------------------------------------------------------------------ errors
+def _error(client: str, url: str, model: str, text: str) -> tuple[int, str]:
+    """(status, message) of the error the client's SDK raises."""
+    try:
+        ask(client, url, model, text)
+    except (openai.APIStatusError, anthropic.APIStatusError) as exc:
+        return exc.status_code, str(exc)
+    except gerrors.APIError as exc:
+        return exc.code, str(exc)
+    raise AssertionError("no error")
+
+
+_SDK_ERRORS: dict[str, dict[int, Any]] = {
+    "openai": {400: openai.BadRequestError, 401: openai.AuthenticationError, 404: openai.NotFoundError,
+               429: openai.RateLimitError},
+    "anthropic": {400: anthropic.BadRequestError, 401: anthropic.AuthenticationError, 404: anthropic.NotFoundError,
+                  429: anthropic.RateLimitError},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_azure_errors(clouds: Clouds, client: str) -> None:
+    url = clouds.gw.url
+    status, msg = _error(client, url, "azure-gpt", "CONTENTFILTER please")
+    assert status == 400 and "content management policy" in msg and "violence (medium)" in msg
+    status, msg = _error(client, url, "azure-missing", "hi")
+    assert status == 404 and "deployment for this resource does not exist" in msg
+    status, msg = _error(client, url, "azure-old-gpt", "hi")
+    assert status == 400 and "API version not supported" in msg
+    status, msg = _error(client, url, "azure-gpt", "ERROR 429")
+    assert status == 429 and "exceeded token rate limit" in msg
+    if client in _SDK_ERRORS:  # the SDK's own exception class for the status
+        with pytest.raises(_SDK_ERRORS[client][429]):
+            ask(client, url, "azure-entra-gpt", "ERROR 429")
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_azure_output_filter_is_content_filter(clouds: Clouds, client: str) -> None:
+    ans = ask(client, clouds.gw.url, "azure-gpt", "REFUSE this")
+    want = {"openai": "content_filter", "anthropic": "refusal", "gemini": "SAFETY"}[client]
+    assert ans.finish == want
+    got = stream(client, clouds.gw.url, "azure-gpt", "REFUSE this")
+    assert got.finish == want
+
+
+def test_entra_token_is_minted_by_the_launcher(clouds: Clouds) -> None:
+    """The Entra ID token comes from the token endpoint through the launcher's refresher (client credentials), and
+    the service's workers never held the client secret."""
+    assert any(r["grant_type"] == "client_credentials" for r in clouds.oauth.requests)
+    ask("openai", clouds.gw.url, "azure-entra-gpt", "hi")
+    token = clouds.azure.last().headers["authorization"].removeprefix("Bearer ")
+    assert clouds.oauth.valid(token)
+    assert "mock-client-secret" not in clouds.gw.log_text() and token not in clouds.gw.log_text()
