@@ -14,6 +14,7 @@ a gRPC error: no translation, no header mutation for it).
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -254,9 +255,12 @@ class Exchange:
                     param="store",
                 )
         new_body: bytes
-        if target.passthrough:
+        # A token count to a cloud's variant of the client's format is rebuilt (its envelope is not a model call's).
+        if target.passthrough and not (counting and fmt is not client):
             # The provider's format adapts the client's bytes (the same format, or a cloud's variant of it).
             new_body, filt = fmt.passthrough_body(body, head or {}, model=target.model, stream=stream)
+            if stream != endpoint.stream:  # the body said so (a cloud's variant may have a path of its own for it)
+                endpoint = replace(endpoint, stream=stream)
             path = provider.path(fmt.passthrough_path(endpoint, model=target.model, path=rec.path, query=self.query))
             if stream:
                 opts = StreamOptions(model=model, request_id=rec.request_id, endpoint=endpoint)

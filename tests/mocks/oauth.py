@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 GOOGLE_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 ENTRA_SCOPE = "https://cognitiveservices.azure.com/.default"
+GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
 
 
 def _b64url(data: str) -> bytes:
@@ -139,7 +140,8 @@ class MockOAuth:
             return f"invalid assertion: {type(exc).__name__}"
         if header.get("alg") != "RS256" or header.get("kid") != "mock-key-id":
             return "wrong key"
-        if claims.get("iss") != self.client_email or claims.get("aud") != self.token_uri:
+        # google-auth addresses its assertions to Google's token endpoint whatever token_uri says (Google accepts that)
+        if claims.get("iss") != self.client_email or claims.get("aud") not in (self.token_uri, GOOGLE_TOKEN_URI):
             return "wrong issuer or audience"
         if GOOGLE_SCOPE not in str(claims.get("scope", "")).split():
             return "missing scope cloud-platform"

@@ -13,6 +13,8 @@ from extproc.translation.formats import (
     gemini,
     openai,
     responses,
+    vertex,
+    vertex_anthropic,
 )
 from extproc.translation.formats.contract import CloudFormat, Endpoint, ProviderFormat, WireFormat
 
@@ -28,6 +30,8 @@ FORMATS: dict[str, WireFormat] = {
 # Clouds' variants of the formats above: provider side only (their own paths, credentials, errors, stream framing).
 CLOUD_FORMATS: dict[str, CloudFormat] = {
     "azure": azure,  # Azure OpenAI's deployment URLs (the /openai/v1/ surface is the openai format itself)
+    "vertex": vertex,  # Gemini on Vertex AI
+    "vertex_anthropic": vertex_anthropic,  # Claude on Vertex AI (rawPredict / streamRawPredict)
 }
 SSE = "text/event-stream"
 
