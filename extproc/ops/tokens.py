@@ -75,10 +75,10 @@ class GoogleSource:
 
             try:
                 if self.credentials_file:
-                    creds, _ = google.auth.load_credentials_from_file(self.credentials_file, scopes=[GOOGLE_SCOPE])
+                    creds = _load_google_file(self.credentials_file)
                 else:
                     creds, _ = google.auth.default(scopes=[GOOGLE_SCOPE])
-            except google.auth.exceptions.GoogleAuthError as exc:
+            except (google.auth.exceptions.GoogleAuthError, OSError, ValueError) as exc:
                 raise TokenError(f"no Google credentials: {_short(exc)}") from None
             self._creds = creds
         return self._creds
@@ -151,6 +151,34 @@ class EntraSource:
         except (KeyError, TypeError, ValueError):
             expires = time.time() + 3600
         return data["access_token"], expires
+
+
+def _load_google_file(path: str) -> object:
+    """A credentials file of the kinds the gateway takes, each with its own loader (google-auth warns against its
+    generic one for files of unknown kind): a service account, workload identity federation (an external account,
+    AWS or file/URL sourced), or a user's authorized_user file from ``gcloud auth application-default login``."""
+    info = json.loads(Path(path).read_text())
+    kind = info.get("type") if isinstance(info, dict) else None
+    if kind == "service_account":
+        from google.oauth2 import service_account
+
+        return service_account.Credentials.from_service_account_info(info, scopes=[GOOGLE_SCOPE])
+    if kind == "external_account":
+        source = info.get("credential_source") or {}
+        if str(source.get("environment_id", "")).startswith("aws"):
+            from google.auth import aws
+
+            return aws.Credentials.from_info(info, scopes=[GOOGLE_SCOPE])
+        from google.auth import identity_pool
+
+        return identity_pool.Credentials.from_info(info, scopes=[GOOGLE_SCOPE])
+    if kind == "authorized_user":
+        from google.oauth2 import credentials
+
+        return credentials.Credentials.from_authorized_user_info(info, scopes=[GOOGLE_SCOPE])
+    raise ValueError(
+        f"{path}: credentials of type {kind!r} are not supported (service_account, external_account, authorized_user)"
+    )
 
 
 def _short(value: object) -> str:
@@ -237,8 +265,9 @@ class _State:
 
 
 def refresh_at(now: float, expires: float) -> float:
-    """When to mint the next token: ``EARLY`` seconds before expiry, or at half the remaining lifetime if sooner."""
-    return now + max(0.5, min(expires - now - EARLY, (expires - now) / 2))
+    """When to mint the next token: ``EARLY`` seconds before expiry, or at half its lifetime when it is too short for
+    that (never sooner than half a second)."""
+    return now + max(0.5, expires - now - EARLY, (expires - now) / 2)
 
 
 class Refresher:

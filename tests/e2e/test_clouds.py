@@ -328,3 +328,62 @@ def test_google_token_is_minted_by_the_launcher(clouds: Clouds) -> None:
     token = clouds.vertex.last().headers["authorization"].removeprefix("Bearer ")
     log = clouds.gw.log_text()
     assert token not in log and "PRIVATE KEY" not in log
+
+
+def test_vertex_token_refresh_expiry_and_failing_refresh(mocks: dict[str, MockProvider], tmp_path: Path) -> None:
+    """Tokens living 2 s: requests keep working across several tokens (refreshed off the request path, handed to
+    Envoy without a restart); when the token endpoint starts refusing, the gateway answers the client's auth error
+    saying the token refresh failed once the last token expired (never the provider's own 401); when it works
+    again, so do requests."""
+    import time
+
+    oauth = MockOAuth(lifetime=2).start()
+    vertex = MockServer(VertexGeminiApi(PROJECT, "us-central1", (VERTEX_GEMINI,), oauth.valid), "").start()
+    sa_file = tmp_path / "sa.json"
+    sa_file.write_text(json.dumps(oauth.service_account(PROJECT)))
+    config = f"""
+version: "1.0"
+timeout: "6s"
+providers:
+  - {{name: "vertex", type: "vertex", project: "{PROJECT}", location: "us-central1", base_url: "{vertex.base_url}",
+     credentials_file: "{sa_file}"}}
+models:
+  - {{name: "vertex-gemini", provider: "vertex", target_model: "{VERTEX_GEMINI}"}}
+"""
+    gw = start_gateway(tmp_path, mocks, config, workers=1)
+    try:
+        tokens_used: set[str] = set()
+        deadline = time.monotonic() + 15
+        while len(tokens_used) < 3 and time.monotonic() < deadline:  # three tokens, one after the other
+            assert ask("openai", gw.url, "vertex-gemini", "hi").text.endswith("hi")
+            tokens_used.add(vertex.last().headers["authorization"])
+        assert len(tokens_used) >= 3
+
+        oauth.failing = True
+        deadline = time.monotonic() + 15
+        status, msg = 200, ""
+        while time.monotonic() < deadline:
+            try:
+                ask("openai", gw.url, "vertex-gemini", "hi")
+            except openai.AuthenticationError as exc:
+                status, msg = exc.status_code, str(exc)
+                break
+            time.sleep(0.1)
+        assert status == 401 and "refreshing its google token failed" in msg
+        assert vertex.last().status == 200, "the expired token never reached the provider"
+        assert "token refresh failed" in gw.log_text()
+
+        oauth.failing = False
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                assert ask("gemini", gw.url, "vertex-gemini", "back").text.endswith("back")
+                break
+            except gerrors.APIError:
+                time.sleep(0.2)
+        else:
+            raise AssertionError("requests did not recover after the token endpoint did")
+    finally:
+        stop_gateway(gw)
+        vertex.stop()
+        oauth.stop()
