@@ -235,7 +235,9 @@ class PassThroughStream(Handler):
             return Forward(response_body_mode="NONE")
         self._streamed = True
         if self.filter is not None:
-            return Forward(remove_headers=["content-length"], response_body_mode="STREAMED")
+            media_type = getattr(self.filter, "media_type", None)  # a filter may change the framing (Bedrock's)
+            framing = [("content-type", media_type)] if media_type and not ctype.startswith(media_type) else []
+            return Forward(framing, remove_headers=["content-length"], response_body_mode="STREAMED")
         assert self.provider_fmt is not None
         self.decoder = self.provider_fmt.stream_decoder(self.opts)
         return Forward(response_body_mode="STREAMED")

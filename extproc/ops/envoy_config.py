@@ -168,8 +168,11 @@ def _aws_request_signing(p: Provider) -> dict[str, Any]:
         "use_unsigned_payload": False,  # the body's SHA-256 is signed (Envoy buffers it, up to max_request_bytes)
         "match_excluded_headers": _UNSIGNED_HEADERS,
     }
-    if p.aws_profile:
-        cfg["credential_provider"] = {"credentials_file_provider": {"profile": p.aws_profile}}
+    if p.aws_profile:  # that profile of the shared credentials file only, not the rest of the chain
+        cfg["credential_provider"] = {
+            "custom_credential_provider_chain": True,
+            "credentials_file_provider": {"profile": p.aws_profile},
+        }
     return {"name": "envoy.filters.http.aws_request_signing", "typed_config": cfg}
 
 

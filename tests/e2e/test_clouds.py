@@ -21,6 +21,7 @@ from tests.conftest import CLIENT_KEY, Gateway, start_gateway, stop_gateway
 from tests.e2e.sdk import FINISH, ask, stream, tool_round_trip
 from tests.e2e.test_fidelity import PNG, _image_request, _structured
 from tests.mocks.azure_api import AzureApi
+from tests.mocks.bedrock_api import BedrockApi, BedrockMock, SigV4Verifier
 from tests.mocks.oauth import MockOAuth
 from tests.mocks.providers import MockProvider
 from tests.mocks.server import MockServer
@@ -32,6 +33,10 @@ DEPLOYMENT = "gpt-4o-prod"
 PROJECT = "mock-project"
 VERTEX_GEMINI = "gemini-2.5-flash"
 VERTEX_CLAUDE = "claude-sonnet-4-5@20250929"
+AWS = ("AKIDMOCKGATEWAY01", "mock/secret+access/key0123456789abcdefGHIJ", "mock-session-token")
+NOVA = "amazon.nova-pro-v1:0"
+CONVERSE_CLAUDE = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
+INVOKE_CLAUDE = "anthropic.claude-3-5-sonnet-20241022-v2:0"
 
 
 @dataclass
@@ -50,14 +55,31 @@ class Clouds:
     azure: MockServer
     vertex: MockServer
     vertex_claude: MockServer
+    bedrock: BedrockMock
     models: dict[str, Cloud]
 
 
-def _config(azure: MockServer, vertex: MockServer, vertex_claude: MockServer, sa_file: Path) -> str:
+def _config(
+    azure: MockServer, vertex: MockServer, vertex_claude: MockServer, sa_file: Path, bedrock: BedrockMock
+) -> str:
     return f"""
 version: "1.0"
 timeout: "6s"
 providers:
+  - name: "bedrock"
+    type: "bedrock"
+    region: "us-east-1"
+    base_url: "{bedrock.base_url}"
+  - name: "bedrock-claude"
+    type: "bedrock"
+    api: "anthropic"
+    region: "us-east-1"
+    base_url: "{bedrock.base_url}"
+  - name: "bedrock-wrong-key"
+    type: "bedrock"
+    region: "us-east-1"
+    base_url: "{bedrock.base_url}"
+    aws_profile: "wrong"
   - name: "vertex"
     type: "vertex"
     project: "{PROJECT}"
@@ -91,6 +113,21 @@ providers:
     api_key_env: "AZURE_OPENAI_API_KEY"
     api_version: "2023-03-15-preview"
 models:
+  - name: "bedrock-nova"
+    provider: "bedrock"
+    target_model: "{NOVA}"
+  - name: "bedrock-converse-claude"
+    provider: "bedrock"
+    target_model: "{CONVERSE_CLAUDE}"
+  - name: "bedrock-claude"
+    provider: "bedrock-claude"
+    target_model: "{INVOKE_CLAUDE}"
+  - name: "bedrock-missing"
+    provider: "bedrock"
+    target_model: "amazon.nothing-v1:0"
+  - name: "bedrock-wrong-key"
+    provider: "bedrock-wrong-key"
+    target_model: "{NOVA}"
   - name: "vertex-gemini"
     provider: "vertex"
     target_model: "{VERTEX_GEMINI}"
@@ -124,6 +161,8 @@ def clouds(mocks: dict[str, MockProvider]) -> Iterator[Clouds]:
     azure = MockServer(AzureApi((DEPLOYMENT,), token_ok=oauth.valid), AZURE_KEY).start()
     vertex = MockServer(VertexGeminiApi(PROJECT, "us-central1", (VERTEX_GEMINI,), oauth.valid), "").start()
     vertex_claude = MockServer(VertexAnthropicApi(PROJECT, "us-east5", (VERTEX_CLAUDE,), oauth.valid), "").start()
+    verifier = SigV4Verifier(*AWS, region="us-east-1")
+    bedrock = BedrockMock(BedrockApi(verifier, (NOVA, CONVERSE_CLAUDE, INVOKE_CLAUDE)), "").start()
     tenant, client_id, secret = oauth.entra_client
     env = {
         "AZURE_OPENAI_API_KEY": AZURE_KEY,
@@ -131,28 +170,51 @@ def clouds(mocks: dict[str, MockProvider]) -> Iterator[Clouds]:
         "AZURE_TENANT_ID": tenant,
         "AZURE_CLIENT_ID": client_id,
         "AZURE_CLIENT_SECRET": secret,
+        # Envoy's signer reads the standard AWS chain; nothing of this machine's own AWS setup may leak in.
+        "AWS_ACCESS_KEY_ID": AWS[0],
+        "AWS_SECRET_ACCESS_KEY": AWS[1],
+        "AWS_SESSION_TOKEN": AWS[2],
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_PROFILE": None,
     }
     with tempfile.TemporaryDirectory(prefix="ai-gateway-clouds-") as tmp:
         sa_file = Path(tmp) / "service-account.json"
         sa_file.write_text(json.dumps(oauth.service_account(PROJECT)))
-        gw = start_gateway(Path(tmp), mocks, _config(azure, vertex, vertex_claude, sa_file), workers=1, extra_env=env)
+        aws_files = Path(tmp) / "aws"
+        aws_files.mkdir()
+        (aws_files / "credentials").write_text(
+            f"[wrong]\naws_access_key_id = {AWS[0]}\naws_secret_access_key = not-the-secret-key\n"
+            f"aws_session_token = {AWS[2]}\n"
+        )
+        (aws_files / "config").write_text("")
+        env.update(
+            AWS_SHARED_CREDENTIALS_FILE=str(aws_files / "credentials"), AWS_CONFIG_FILE=str(aws_files / "config")
+        )
+        config = _config(azure, vertex, vertex_claude, sa_file, bedrock)
+        gw = start_gateway(Path(tmp), mocks, config, workers=1, extra_env=env)
         models = {
             "azure": Cloud("azure-gpt", azure, "azure"),
             "azure-v1": Cloud("azure-v1-gpt", azure, "azure"),
             "azure-entra": Cloud("azure-entra-gpt", azure, "azure"),
             "vertex": Cloud("vertex-gemini", vertex, "vertex"),
             "vertex-claude": Cloud("vertex-claude", vertex_claude, "vertex-claude"),
+            "bedrock": Cloud("bedrock-nova", bedrock, "bedrock"),
+            "bedrock-converse-claude": Cloud("bedrock-converse-claude", bedrock, "bedrock"),
+            "bedrock-claude": Cloud("bedrock-claude", bedrock, "bedrock"),
         }
         try:
-            yield Clouds(gw, oauth, azure, vertex, vertex_claude, models)
+            yield Clouds(gw, oauth, azure, vertex, vertex_claude, bedrock, models)
         finally:
             stop_gateway(gw)
-            for m in (azure, vertex, vertex_claude):
+            for m in (azure, vertex, vertex_claude, bedrock):
                 m.stop()
             oauth.stop()
 
 
-CLOUDS = ("azure", "azure-v1", "azure-entra", "vertex", "vertex-claude")
+CLOUDS = (
+    "azure", "azure-v1", "azure-entra", "vertex", "vertex-claude", "bedrock", "bedrock-converse-claude",
+    "bedrock-claude",
+)  # fmt: skip
 PAIRS = [(c, p) for c in CLIENTS for p in CLOUDS]
 
 
@@ -194,6 +256,22 @@ def _assert_vertex_request(cl: Clouds, cloud: str, *, stream: bool) -> None:
         assert CLIENT_KEY not in value, f"client credential leaked upstream in {name}"
 
 
+def _assert_bedrock_request(cl: Clouds, cloud: str, *, stream: bool) -> None:
+    """Signed by Envoy with the chain's credentials (the mock verified the signature over the body it got)."""
+    got = cl.bedrock.last()
+    assert got.status == 200
+    assert got.headers["authorization"].startswith(f"AWS4-HMAC-SHA256 Credential={AWS[0]}/")
+    assert got.headers["x-amz-security-token"] == AWS[2]
+    model = {"bedrock": NOVA, "bedrock-converse-claude": CONVERSE_CLAUDE, "bedrock-claude": INVOKE_CLAUDE}[cloud]
+    if cloud == "bedrock-claude":
+        op = "invoke-with-response-stream" if stream else "invoke"
+    else:
+        op = "converse-stream" if stream else "converse"
+    assert got.path == f"/model/{model.replace(':', '%3A')}/{op}"
+    for name, value in got.headers.items():
+        assert CLIENT_KEY not in value, f"client credential leaked upstream in {name}"
+
+
 @pytest.mark.parametrize(("client", "cloud"), PAIRS)
 def test_text(clouds: Clouds, client: str, cloud: str) -> None:
     c = clouds.models[cloud]
@@ -205,6 +283,8 @@ def test_text(clouds: Clouds, client: str, cloud: str) -> None:
         _assert_azure_request(clouds, cloud)
     elif cloud.startswith("vertex"):
         _assert_vertex_request(clouds, cloud, stream=False)
+    else:
+        _assert_bedrock_request(clouds, cloud, stream=False)
 
 
 @pytest.mark.parametrize(("client", "cloud"), PAIRS)
@@ -218,6 +298,8 @@ def test_stream(clouds: Clouds, client: str, cloud: str) -> None:
         _assert_azure_request(clouds, cloud)
     elif cloud.startswith("vertex"):
         _assert_vertex_request(clouds, cloud, stream=True)
+    else:
+        _assert_bedrock_request(clouds, cloud, stream=True)
 
 
 @pytest.mark.parametrize(("client", "cloud"), PAIRS)
@@ -387,3 +469,32 @@ models:
         stop_gateway(gw)
         vertex.stop()
         oauth.stop()
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_bedrock_errors(clouds: Clouds, client: str) -> None:
+    url = clouds.gw.url
+    status, msg = _error(client, url, "bedrock-missing", "hi")
+    assert status == 404 and "model identifier is invalid" in msg
+    status, msg = _error(client, url, "bedrock-nova", "ERROR 429")
+    assert status == 429 and "Too many requests" in msg
+    status, msg = _error(client, url, "bedrock-claude", "ERROR 400")
+    assert status == 400 and "mock ERROR 400" in msg
+    # Envoy signed with the profile's wrong secret: the mock refused the signature; the client gets an auth error.
+    status, msg = _error(client, url, "bedrock-wrong-key", "hi")
+    assert status == 401 and "signature we calculated does not match" in msg
+    assert clouds.bedrock.last().status == 403
+    if client in _SDK_ERRORS:
+        with pytest.raises(_SDK_ERRORS[client][429]):
+            ask(client, url, "bedrock-converse-claude", "ERROR 429")
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+@pytest.mark.parametrize("cloud", ["bedrock", "bedrock-claude"])
+def test_bedrock_stream_error_frame(clouds: Clouds, client: str, cloud: str) -> None:
+    """An exception frame in the event stream ends the client's stream with its own in-stream error."""
+    with pytest.raises(Exception) as info:
+        got = stream(client, clouds.gw.url, clouds.models[cloud].model, "STREAMERROR please")
+        if client == "gemini" and not got.finish:
+            raise RuntimeError("stream ended without a finish")
+    assert "Too many tokens" in str(info.value), str(info.value)

@@ -244,6 +244,7 @@ class ProviderApi:
 
     kind = ""
     stop_sequence_finish = False  # does the API report "stopped at a stop sequence" as its own finish reason?
+    stream_content_type = "text/event-stream"  # what a streamed answer says it is (Bedrock: an AWS event stream)
 
     def base_url(self, port: int) -> str:
         return f"http://127.0.0.1:{port}"
@@ -353,9 +354,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(head + body)
         self.wfile.flush()
 
-    def start_stream(self, headers: dict[str, str]) -> None:
+    def start_stream(self, headers: dict[str, str], content_type: str = "text/event-stream") -> None:
         self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Content-Type", content_type)
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Transfer-Encoding", "chunked")
         for k, v in headers.items():
@@ -568,7 +569,7 @@ class MockServer:
         slow = flag(text, "SLOWSTREAM")
         long_stream = flag(text, "LONGSTREAM")
         cut_after = self.api.first_text_event(events) if flag(text, "DROPSTREAM") else None
-        h.start_stream(self.api.id_headers(seq))
+        h.start_stream(self.api.id_headers(seq), self.api.stream_content_type)
         try:
             for i, ev in enumerate(events):
                 if i and slow:

@@ -10,6 +10,8 @@ from extproc.translation.errors import GatewayError
 from extproc.translation.formats import (
     anthropic,
     azure,
+    bedrock,
+    bedrock_anthropic,
     gemini,
     openai,
     responses,
@@ -32,6 +34,8 @@ CLOUD_FORMATS: dict[str, CloudFormat] = {
     "azure": azure,  # Azure OpenAI's deployment URLs (the /openai/v1/ surface is the openai format itself)
     "vertex": vertex,  # Gemini on Vertex AI
     "vertex_anthropic": vertex_anthropic,  # Claude on Vertex AI (rawPredict / streamRawPredict)
+    "bedrock": bedrock,  # AWS Bedrock Converse / ConverseStream (any Bedrock model)
+    "bedrock_anthropic": bedrock_anthropic,  # Claude on AWS Bedrock (InvokeModel / InvokeModelWithResponseStream)
 }
 SSE = "text/event-stream"
 
