@@ -30,6 +30,7 @@ from extproc.core.handlers import (
     PassThroughStream,
     Translate,
     TranslateCount,
+    TranslateEmbed,
     TranslateStream,
 )
 from extproc.core.record import GATEWAY, Record
@@ -40,6 +41,7 @@ from extproc.translation.errors import GatewayError, invalid
 from extproc.translation.formats import registry
 from extproc.translation.formats.contract import (
     COUNT_TOKENS,
+    EMBED,
     GENERATE,
     LOCAL,
     MODELS,
@@ -191,7 +193,7 @@ class Exchange:
             body = fmt.STATE.serve(endpoint, self.query, self.gateway.store, self._scope())
             rec.status = 200
             return Reply(200, body, [("content-type", _JSON)])
-        if endpoint.kind not in (GENERATE, COUNT_TOKENS):
+        if endpoint.kind not in (GENERATE, COUNT_TOKENS, EMBED):
             raise GatewayError("not_found", f"{path} is not served by this gateway", 404)
         if eos:
             raise invalid("request body is required")
@@ -239,6 +241,7 @@ class Exchange:
         provider, fmt = target.provider, target.fmt
         rec.provider = provider.name
         counting = endpoint.kind == COUNT_TOKENS
+        embedding = endpoint.kind == EMBED
         received = body  # what Envoy holds: replaced only when what goes upstream differs
         conv: Conversation | None = None
         if client.STATE is not None and endpoint.kind == GENERATE and head is not None:
@@ -255,8 +258,9 @@ class Exchange:
                     param="store",
                 )
         new_body: bytes
-        # A token count to a cloud's variant of the client's format is rebuilt (its envelope is not a model call's).
-        if target.passthrough and not (counting and fmt is not client):
+        # Token counts and embeddings to a cloud's variant of the client's format are rebuilt (their envelopes are
+        # not a model call's); to the client's own format they pass through.
+        if target.passthrough and (fmt is client or endpoint.kind == GENERATE):
             # The provider's format adapts the client's bytes (the same format, or a cloud's variant of it).
             new_body, filt = fmt.passthrough_body(body, head or {}, model=target.model, stream=stream)
             if stream != endpoint.stream:  # the body said so (a cloud's variant may have a path of its own for it)
@@ -266,7 +270,18 @@ class Exchange:
                 opts = StreamOptions(model=model, request_id=rec.request_id, endpoint=endpoint)
                 self.handler = PassThroughStream(rec, client, provider, opts, filt, cfg.passthrough_usage, fmt)
             else:
-                self.handler = PassThrough(rec, client, provider, cfg.passthrough_usage, fmt)
+                self.handler = PassThrough(rec, client, provider, cfg.passthrough_usage, fmt, embeddings=embedding)
+        elif embedding:
+            if not fmt.EMBEDS:
+                raise invalid(
+                    f"embeddings for model '{model}' are not available: it is served by a provider of type "
+                    f"'{provider.type}' ({fmt.NAME}), which has no embeddings endpoint",
+                    param="model",
+                )
+            ereq = client.parse_embed_request(head if head is not None else body, model=model)
+            new_body = fmt.build_embed_request(ereq, model=target.model)
+            path = provider.path(fmt.upstream_path(model=target.model, stream=False, kind=EMBED))
+            self.handler = TranslateEmbed(rec, client, fmt, provider, model, ereq)
         elif counting:
             if not fmt.COUNTS_TOKENS:
                 raise invalid(

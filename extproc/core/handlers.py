@@ -150,14 +150,21 @@ class PassThrough(Handler):
     of the client's format (``provider_fmt``) answers in that format too, but its errors are the cloud's own: they are
     read and answered in the client's shape."""
 
-    __slots__ = ("not_json", "read_usage")
+    __slots__ = ("embeddings", "not_json", "read_usage")
 
     def __init__(
-        self, record: Record, client: WireFormat, provider: Any, read_usage: bool, fmt: ProviderFormat | None = None
+        self,
+        record: Record,
+        client: WireFormat,
+        provider: Any,
+        read_usage: bool,
+        fmt: ProviderFormat | None = None,
+        embeddings: bool = False,
     ) -> None:
         super().__init__(record, client, fmt or client, provider)
         self.read_usage = read_usage
         self.not_json = False
+        self.embeddings = embeddings  # the answer is an embeddings answer (read for its usage as one)
 
     def headers(self, ctype: str) -> Forward:
         if self.status >= 400 and self.provider_fmt is not self.client:
@@ -184,7 +191,8 @@ class PassThrough(Handler):
     def good(self, body: bytes) -> Forward:
         assert self.provider_fmt is not None
         try:
-            self.record.usage = self.provider_fmt.parse_response(body).usage
+            fmt = self.provider_fmt
+            self.record.usage = (fmt.parse_embed_response(body) if self.embeddings else fmt.parse_response(body)).usage
         except GatewayError:
             # The client gets the provider's bytes as they are (a shape we do not know costs only our accounting),
             # unless they are not JSON at all: a truncated answer becomes a clear 502.
@@ -318,6 +326,43 @@ class TranslateCount(Handler):
         except GatewayError as err:
             return self.error_body(err, status=502)
         out = self.client.build_count_response(tokens)
+        return Forward([("content-type", _JSON), ("content-length", str(len(out)))], body=out)
+
+
+class TranslateEmbed(Handler):
+    """Embeddings from a provider of another format (or a cloud's variant of the client's), in the client's shape:
+    its vectors encoded as the client asked (floats or base64)."""
+
+    __slots__ = ("model", "request")
+
+    def __init__(
+        self,
+        record: Record,
+        client: WireFormat,
+        provider_fmt: ProviderFormat,
+        provider: Any,
+        model: str,
+        request: c.EmbedRequest,
+    ) -> None:
+        super().__init__(record, client, provider_fmt, provider)
+        self.model = model
+        self.request = request
+
+    def good(self, body: bytes) -> Forward:
+        assert self.provider_fmt is not None
+        try:
+            resp = self.provider_fmt.parse_embed_response(body)
+        except GatewayError as err:
+            return self.error_body(err, status=502)
+        if len(resp.vectors) != len(self.request.inputs):
+            wrong = GatewayError(
+                "server_error",
+                f"provider '{self.provider_name()}' answered {len(resp.vectors)} embeddings for "
+                f"{len(self.request.inputs)} inputs",
+            )
+            return self.error_body(wrong, status=502)
+        self.record.usage = resp.usage
+        out = self.client.build_embed_response(resp, model=self.model, request=self.request)
         return Forward([("content-type", _JSON), ("content-length", str(len(out)))], body=out)
 
 

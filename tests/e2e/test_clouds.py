@@ -22,6 +22,7 @@ from tests.e2e.sdk import FINISH, ask, stream, tool_round_trip
 from tests.e2e.test_fidelity import PNG, _image_request, _structured
 from tests.mocks.azure_api import AzureApi
 from tests.mocks.bedrock_api import BedrockApi, BedrockMock, SigV4Verifier
+from tests.mocks.embeddings import GeminiEmbedApi, OpenAIEmbedApi
 from tests.mocks.oauth import MockOAuth
 from tests.mocks.providers import MockProvider
 from tests.mocks.server import MockServer
@@ -37,6 +38,15 @@ AWS = ("AKIDMOCKGATEWAY01", "mock/secret+access/key0123456789abcdefGHIJ", "mock-
 NOVA = "amazon.nova-pro-v1:0"
 CONVERSE_CLAUDE = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
 INVOKE_CLAUDE = "anthropic.claude-3-5-sonnet-20241022-v2:0"
+EMBED_TARGETS = {
+    "emb-openai": "text-embedding-3-small",
+    "emb-gemini": "gemini-embedding-001",
+    "emb-azure": "text-embedding-3-small-prod",
+    "emb-vertex": "text-embedding-005",
+    "emb-titan": "amazon.titan-embed-text-v2:0",
+    "emb-cohere": "cohere.embed-english-v3",
+}
+EMBED_KEYS = {"OAE_KEY": "sk-embed-openai-key", "GME_KEY": "AIza-embed-gemini-key"}
 
 
 @dataclass
@@ -57,15 +67,24 @@ class Clouds:
     vertex_claude: MockServer
     bedrock: BedrockMock
     models: dict[str, Cloud]
+    embed_mocks: dict[str, MockServer]
 
 
 def _config(
-    azure: MockServer, vertex: MockServer, vertex_claude: MockServer, sa_file: Path, bedrock: BedrockMock
-) -> str:
+    azure: MockServer, vertex: MockServer, vertex_claude: MockServer, sa_file: Path, bedrock: BedrockMock,
+    oa_embed: MockServer, gm_embed: MockServer,
+) -> str:  # fmt: skip
+    embed_models = "".join(
+        f'  - {{name: "{name}", provider: "{provider}", target_model: "{EMBED_TARGETS[name]}"}}\n'
+        for name, provider in (("emb-openai", "oa-embed"), ("emb-gemini", "gm-embed"), ("emb-azure", "azure"),
+                               ("emb-vertex", "vertex"), ("emb-titan", "bedrock"), ("emb-cohere", "bedrock"))
+    )  # fmt: skip
     return f"""
 version: "1.0"
 timeout: "6s"
 providers:
+  - {{name: "oa-embed", type: "openai", base_url: "{oa_embed.base_url}", api_key_env: "OAE_KEY"}}
+  - {{name: "gm-embed", type: "gemini", base_url: "{gm_embed.base_url}", api_key_env: "GME_KEY"}}
   - name: "bedrock"
     type: "bedrock"
     region: "us-east-1"
@@ -113,7 +132,7 @@ providers:
     api_key_env: "AZURE_OPENAI_API_KEY"
     api_version: "2023-03-15-preview"
 models:
-  - name: "bedrock-nova"
+{embed_models}  - name: "bedrock-nova"
     provider: "bedrock"
     target_model: "{NOVA}"
   - name: "bedrock-converse-claude"
@@ -158,11 +177,15 @@ models:
 @pytest.fixture(scope="module")
 def clouds(mocks: dict[str, MockProvider]) -> Iterator[Clouds]:
     oauth = MockOAuth().start()
-    azure = MockServer(AzureApi((DEPLOYMENT,), token_ok=oauth.valid), AZURE_KEY).start()
-    vertex = MockServer(VertexGeminiApi(PROJECT, "us-central1", (VERTEX_GEMINI,), oauth.valid), "").start()
+    azure = MockServer(AzureApi((DEPLOYMENT,), oauth.valid, (EMBED_TARGETS["emb-azure"],)), AZURE_KEY).start()
+    oa_embed = MockServer(OpenAIEmbedApi((EMBED_TARGETS["emb-openai"],)), EMBED_KEYS["OAE_KEY"]).start()
+    gm_embed = MockServer(GeminiEmbedApi((EMBED_TARGETS["emb-gemini"],)), EMBED_KEYS["GME_KEY"]).start()
+    vertex_models = (VERTEX_GEMINI, EMBED_TARGETS["emb-vertex"])
+    vertex = MockServer(VertexGeminiApi(PROJECT, "us-central1", vertex_models, oauth.valid), "").start()
     vertex_claude = MockServer(VertexAnthropicApi(PROJECT, "us-east5", (VERTEX_CLAUDE,), oauth.valid), "").start()
     verifier = SigV4Verifier(*AWS, region="us-east-1")
-    bedrock = BedrockMock(BedrockApi(verifier, (NOVA, CONVERSE_CLAUDE, INVOKE_CLAUDE)), "").start()
+    bedrock_models = (NOVA, CONVERSE_CLAUDE, INVOKE_CLAUDE, EMBED_TARGETS["emb-titan"], EMBED_TARGETS["emb-cohere"])
+    bedrock = BedrockMock(BedrockApi(verifier, bedrock_models), "").start()
     tenant, client_id, secret = oauth.entra_client
     env = {
         "AZURE_OPENAI_API_KEY": AZURE_KEY,
@@ -176,6 +199,7 @@ def clouds(mocks: dict[str, MockProvider]) -> Iterator[Clouds]:
         "AWS_SESSION_TOKEN": AWS[2],
         "AWS_EC2_METADATA_DISABLED": "true",
         "AWS_PROFILE": None,
+        **EMBED_KEYS,
     }
     with tempfile.TemporaryDirectory(prefix="ai-gateway-clouds-") as tmp:
         sa_file = Path(tmp) / "service-account.json"
@@ -190,7 +214,7 @@ def clouds(mocks: dict[str, MockProvider]) -> Iterator[Clouds]:
         env.update(
             AWS_SHARED_CREDENTIALS_FILE=str(aws_files / "credentials"), AWS_CONFIG_FILE=str(aws_files / "config")
         )
-        config = _config(azure, vertex, vertex_claude, sa_file, bedrock)
+        config = _config(azure, vertex, vertex_claude, sa_file, bedrock, oa_embed, gm_embed)
         gw = start_gateway(Path(tmp), mocks, config, workers=1, extra_env=env)
         models = {
             "azure": Cloud("azure-gpt", azure, "azure"),
@@ -203,10 +227,12 @@ def clouds(mocks: dict[str, MockProvider]) -> Iterator[Clouds]:
             "bedrock-claude": Cloud("bedrock-claude", bedrock, "bedrock"),
         }
         try:
-            yield Clouds(gw, oauth, azure, vertex, vertex_claude, bedrock, models)
+            embed_mocks = {"emb-openai": oa_embed, "emb-gemini": gm_embed, "emb-azure": azure, "emb-vertex": vertex,
+                           "emb-titan": bedrock, "emb-cohere": bedrock}  # fmt: skip
+            yield Clouds(gw, oauth, azure, vertex, vertex_claude, bedrock, models, embed_mocks)
         finally:
             stop_gateway(gw)
-            for m in (azure, vertex, vertex_claude, bedrock):
+            for m in (azure, vertex, vertex_claude, bedrock, oa_embed, gm_embed):
                 m.stop()
             oauth.stop()
 
@@ -498,3 +524,89 @@ def test_bedrock_stream_error_frame(clouds: Clouds, client: str, cloud: str) -> 
         if client == "gemini" and not got.finish:
             raise RuntimeError("stream ended without a finish")
     assert "Too many tokens" in str(info.value), str(info.value)
+
+
+# ------------------------------------------------------------------------------------------------------ embeddings
+EMBEDDERS = tuple(EMBED_TARGETS)
+
+
+@pytest.mark.parametrize("model", EMBEDDERS)
+def test_openai_sdk_embeddings(clouds: Clouds, model: str) -> None:
+    """The OpenAI SDK (which asks for base64 and decodes it itself) to every embeddings-capable provider: the
+    vectors are exactly the provider's, in input order; dimensions reach it; usage comes back where it reports it."""
+    from tests.e2e.sdk import openai_client
+    from tests.mocks.embeddings import tokens, vector
+
+    texts = ["hello world"] if model == "emb-titan" else ["hello world", "a second text", "third"]
+    dims = 256 if model == "emb-titan" else 4
+    got = openai_client(clouds.gw.url).embeddings.create(model=model, input=texts, dimensions=dims)
+    assert [d.embedding for d in got.data] == [vector(t, dims) for t in texts]
+    assert [d.index for d in got.data] == list(range(len(texts)))
+    # the same format passes the provider's answer through (its model name); a translated one names the client's
+    assert got.model == (EMBED_TARGETS[model] if model == "emb-openai" else model)
+    if model in ("emb-openai", "emb-azure", "emb-vertex", "emb-titan"):
+        assert got.usage.prompt_tokens == tokens(texts)
+    sent = clouds.embed_mocks[model].last()
+    assert sent.status == 200
+    if model == "emb-azure":
+        assert sent.path == f"/openai/deployments/{EMBED_TARGETS[model]}/embeddings?api-version=2024-10-21"
+        assert sent.body is not None and sent.body["dimensions"] == 4
+    elif model == "emb-vertex":
+        assert sent.path.endswith(f"/publishers/google/models/{EMBED_TARGETS[model]}:predict")
+    elif model in ("emb-titan", "emb-cohere"):
+        assert sent.path == f"/model/{EMBED_TARGETS[model].replace(':', '%3A')}/invoke"
+        assert sent.headers["authorization"].startswith("AWS4-HMAC-SHA256 ")
+
+
+@pytest.mark.parametrize("model", EMBEDDERS)
+def test_genai_sdk_embeddings(clouds: Clouds, model: str) -> None:
+    """google-genai's embed_content (batchEmbedContents) to every embeddings-capable provider, task type, title and
+    output dimensionality carried where the provider has them."""
+    from google.genai import types as gtypes
+
+    from tests.e2e.sdk import gemini_client
+    from tests.mocks.embeddings import vector
+
+    texts = ["hello world"] if model == "emb-titan" else ["hello world", "a second text"]
+    dims = 512 if model == "emb-titan" else 4
+    cfg = gtypes.EmbedContentConfig(task_type="RETRIEVAL_DOCUMENT", title="Doc", output_dimensionality=dims)
+    cl = gemini_client(clouds.gw.url)  # held: the client closes its connections when collected
+    contents = [gtypes.Content(parts=[gtypes.Part(text=text)]) for text in texts]  # one embedding each
+    got = cl.models.embed_content(model=model, contents=contents, config=cfg)
+    assert [e.values for e in got.embeddings or []] == [vector(t, dims) for t in texts]
+    sent = clouds.embed_mocks[model].last()
+    assert sent.body is not None
+    if model == "emb-gemini":  # the same format: the client's request as it was written
+        assert sent.path.endswith(f"/models/{EMBED_TARGETS[model]}:batchEmbedContents")
+        assert sent.body["requests"][0]["title"] == "Doc"
+    elif model == "emb-vertex":
+        assert sent.body["instances"][0] == {
+            "content": "hello world",
+            "task_type": "RETRIEVAL_DOCUMENT",
+            "title": "Doc",
+        }
+    elif model == "emb-cohere":
+        assert sent.body["input_type"] == "search_document"
+    elif model in ("emb-openai", "emb-azure"):
+        assert sent.body["dimensions"] == 4 and sent.body["encoding_format"] == "float"
+
+
+def test_embeddings_float_encoding_and_errors(clouds: Clouds) -> None:
+    import httpx
+
+    from tests.mocks.embeddings import vector
+
+    url = f"{clouds.gw.url}/openai/v1/embeddings"
+    r = httpx.post(url, json={"model": "emb-cohere", "input": "plain floats", "encoding_format": "float"})
+    assert r.status_code == 200 and r.json()["data"][0]["embedding"] == vector("plain floats")
+    r = httpx.post(url, json={"model": "emb-titan", "input": ["one", "two"]})
+    assert r.status_code == 400 and "one text per request" in r.json()["error"]["message"]
+    r = httpx.post(url, json={"model": "vertex-claude", "input": "x"})
+    assert r.status_code == 400 and "no embeddings endpoint" in r.json()["error"]["message"]
+    r = httpx.post(url, json={"model": "emb-azure", "input": [1, 2, 3]})
+    assert r.status_code == 400 and "token-id inputs" in r.json()["error"]["message"]
+    r = httpx.post(url, json={"model": "emb-openai", "input": [[1, 2, 3]]})  # same format: passed through as it is
+    assert r.status_code == 400 and "'$.input' is invalid" in r.json()["error"]["message"]  # the mock's own words
+    g = f"{clouds.gw.url}/gemini/v1beta/models/emb-vertex:embedContent"
+    r = httpx.post(g, json={"content": {"parts": [{"text": "single"}]}, "outputDimensionality": 3})
+    assert r.status_code == 200 and r.json() == {"embedding": {"values": vector("single", 3)}}

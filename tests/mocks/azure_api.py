@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from tests.mocks.embeddings import OpenAIEmbedApi
 from tests.mocks.openai_api import OpenAIApi
 from tests.mocks.server import Answer, ApiError, Conv, Received, dumps, flag, reject_foreign_credentials
 
@@ -46,9 +47,15 @@ DENIED = (
 class AzureApi(OpenAIApi):
     kind = "azure"
 
-    def __init__(self, deployments: tuple[str, ...], token_ok: Callable[[str], bool] | None = None) -> None:
+    def __init__(
+        self,
+        deployments: tuple[str, ...],
+        token_ok: Callable[[str], bool] | None = None,
+        embeddings: tuple[str, ...] = (),
+    ) -> None:
         self.deployments = deployments
         self.token_ok = token_ok  # Entra ID tokens accepted (None: api-key only)
+        self.embeddings = OpenAIEmbedApi(embeddings)  # embedding deployments, checked as OpenAI's embeddings
 
     def base_url(self, port: int) -> str:
         return f"http://127.0.0.1:{port}"
@@ -60,6 +67,10 @@ class AzureApi(OpenAIApi):
             deployment = path[len(_DEPLOYMENTS) : -len("/chat/completions")]
             if deployment and "/" not in deployment:
                 return "deployment:" + deployment
+        if method == "POST" and path.startswith(_DEPLOYMENTS) and path.endswith("/embeddings"):
+            deployment = path[len(_DEPLOYMENTS) : -len("/embeddings")]
+            if deployment and "/" not in deployment:
+                return "embeddings:" + deployment
         raise ApiError(404, "Resource not found", code="404")
 
     def authenticate(self, headers: dict[str, str], query: dict[str, list[str]], api_key: str) -> None:
@@ -81,27 +92,35 @@ class AzureApi(OpenAIApi):
         raise ApiError(401, DENIED, code="401")
 
     def validate(self, endpoint: str, body: dict, query: dict[str, list[str]], rec: Received) -> Conv:
+        if endpoint.startswith("embeddings:"):
+            self._check_version(query)
+            deployment = endpoint.split(":", 1)[1]
+            if deployment not in self.embeddings.embed_models:
+                raise _no_deployment()
+            return self.embeddings.validate("embeddings", {**body, "model": deployment}, query, rec)
         if endpoint.startswith("deployment:"):
-            version = (query.get("api-version") or [None])[0]
-            if version is None:
-                raise ApiError(404, "Resource not found", code="404")
-            if version not in API_VERSIONS:
-                raise ApiError(400, "API version not supported", code="BadRequest")
+            self._check_version(query)
             deployment = endpoint.split(":", 1)[1]
         else:
             deployment = body.get("model") if isinstance(body.get("model"), str) else ""
         if deployment not in self.deployments:
-            raise ApiError(
-                404,
-                "The API deployment for this resource does not exist. If you created the deployment within the last "
-                "5 minutes, please wait a moment and try again.",
-                code="DeploymentNotFound",
-            )
+            raise _no_deployment()
         conv = super().validate(endpoint, body, query, rec)
         if flag(conv.last_user_text, "CONTENTFILTER"):
             raise _content_filtered()
         conv.model = deployment
         return conv
+
+    @staticmethod
+    def _check_version(query: dict[str, list[str]]) -> None:
+        version = (query.get("api-version") or [None])[0]
+        if version is None:
+            raise ApiError(404, "Resource not found", code="404")
+        if version not in API_VERSIONS:
+            raise ApiError(400, "API version not supported", code="BadRequest")
+
+    def embed_body(self, conv: Conv) -> dict:
+        return self.embeddings.embed_body(conv)
 
     def error_body(self, e: ApiError, seq: int) -> dict:
         if e.etype == "entra":
@@ -152,6 +171,15 @@ class AzureApi(OpenAIApi):
             "prompt_filter_results": PROMPT_FILTER,
         }
         return [b"data: " + dumps(first) + b"\n\n", *super().events(conv, ans, seq)]
+
+
+def _no_deployment() -> ApiError:
+    return ApiError(
+        404,
+        "The API deployment for this resource does not exist. If you created the deployment within the last 5 minutes, "
+        "please wait a moment and try again.",
+        code="DeploymentNotFound",
+    )
 
 
 def _entra_denied() -> ApiError:

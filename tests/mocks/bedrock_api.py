@@ -40,6 +40,7 @@ from botocore.credentials import Credentials
 from botocore.validate import ParamValidator
 
 from tests.mocks.anthropic_api import AnthropicApi
+from tests.mocks.embeddings import tokens, vector
 from tests.mocks.server import USAGE_IN, USAGE_OUT, Answer, ApiError, Conv, MockServer, ProviderApi, Received, dumps
 
 _PATH = re.compile(r"^/model/([^/]+)/(converse|converse-stream|invoke|invoke-with-response-stream|count-tokens)$")
@@ -204,6 +205,44 @@ def _check_converse(body: dict[str, Any], model: str, stream: bool) -> Conv:
     return conv
 
 
+_COHERE_TYPES = ("search_document", "search_query", "classification", "clustering")
+
+
+def _check_embed(body: dict[str, Any], model: str, op: str) -> Conv:
+    """Titan Text Embeddings (``inputText``, ``dimensions``, ``normalize``) or Cohere Embed (``texts``,
+    ``input_type``, ``embedding_types``, ``output_dimension``) through InvokeModel."""
+    if op != "invoke":
+        raise ApiError(400, "The model is unsupported for streaming.", etype="ValidationException")
+    if model.startswith("amazon.titan-embed"):
+        if set(body) - {"inputText", "dimensions", "normalize", "embeddingTypes"}:
+            raise ApiError(400, f"Malformed input request: extraneous key [{sorted(set(body) - {'inputText'})[0]}] "
+                           "is not permitted", etype="ValidationException")  # fmt: skip
+        text = body.get("inputText")
+        if not isinstance(text, str) or not text:
+            raise ApiError(
+                400, "Malformed input request: #/inputText: expected minLength: 1", etype="ValidationException"
+            )
+        dims = body.get("dimensions")
+        if dims is not None and dims not in (256, 512, 1024):
+            raise ApiError(400, "Malformed input request: #/dimensions: 7 is not a valid enum value",
+                           etype="ValidationException")  # fmt: skip
+        conv = Conv(model=model, stream=False, last_user_text=text)
+        conv.embed = {"texts": [text], "dims": dims, "kind": "titan"}
+        return conv
+    if set(body) - {"texts", "input_type", "embedding_types", "truncate", "output_dimension", "images"}:
+        raise ApiError(400, "Malformed input request: extraneous key", etype="ValidationException")
+    texts = body.get("texts")
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) and t for t in texts):
+        raise ApiError(400, "Malformed input request: #/texts: expected type: JSONArray", etype="ValidationException")
+    if body.get("input_type") not in _COHERE_TYPES:
+        raise ApiError(400, "Malformed input request: #/input_type: required key [input_type] not found",
+                       etype="ValidationException")  # fmt: skip
+    conv = Conv(model=model, stream=False, last_user_text=" ".join(texts))
+    conv.embed = {"texts": texts, "dims": body.get("output_dimension"), "kind": "cohere",
+                  "by_type": "embedding_types" in body, "input_type": body["input_type"]}  # fmt: skip
+    return conv
+
+
 class BedrockApi(ProviderApi):
     kind = "bedrock"
     stream_content_type = "application/vnd.amazon.eventstream"
@@ -240,6 +279,8 @@ class BedrockApi(ProviderApi):
             return Conv(model=model, stream=False, count_tokens=True)
         if op.startswith("converse"):
             return _check_converse(body, model, op == "converse-stream")
+        if "embed" in model:
+            return _check_embed(body, model, op)
         if "claude" not in model:
             raise ApiError(400, "this mock serves InvokeModel for Claude models only", etype="ValidationException")
         if body.get("anthropic_version") != "bedrock-2023-05-31":
@@ -275,6 +316,20 @@ class BedrockApi(ProviderApi):
 
     def count_tokens_body(self) -> dict:
         return {"inputTokens": 5}
+
+    def embed_body(self, conv: Conv) -> dict:
+        e = conv.embed
+        if e["kind"] == "titan":
+            return {"embedding": vector(e["texts"][0], e["dims"]), "inputTextTokenCount": tokens(e["texts"])}
+        vecs = [vector(t, e["dims"]) for t in e["texts"]]
+        if e["by_type"]:
+            return {
+                "id": "mock",
+                "embeddings": {"float": vecs},
+                "texts": e["texts"],
+                "response_type": "embeddings_by_type",
+            }
+        return {"id": "mock", "embeddings": vecs, "texts": e["texts"], "response_type": "embeddings_floats"}
 
     # ---- answers
     @staticmethod

@@ -91,6 +91,7 @@ class Conv:
     forced_tool: str | None = None  # the tool the request forces
     n: int = 1  # candidates asked for
     count_tokens: bool = False
+    embed: Any = None  # an embeddings request: what tests/mocks/embeddings.py answers
 
 
 @dataclass
@@ -273,6 +274,10 @@ class ProviderApi:
         raise NotImplementedError
 
     def count_tokens_body(self) -> dict:
+        raise NotImplementedError
+
+    def embed_body(self, conv: Conv) -> dict:
+        """The answer to an embeddings request (``conv.embed``)."""
         raise NotImplementedError
 
     def full(self, conv: Conv, ans: Answer, seq: int) -> dict:
@@ -549,6 +554,10 @@ class MockServer:
         if conv.count_tokens:
             rec.status = 200
             h.send_body(200, dumps(self.api.count_tokens_body()), "application/json", self.api.id_headers(seq))
+            return
+        if conv.embed is not None:
+            rec.status = 200
+            h.send_body(200, dumps(self.api.embed_body(conv)), "application/json", self.api.id_headers(seq))
             return
         ans = self._decide(conv)
         rec.status = 200

@@ -20,12 +20,13 @@ import re
 from collections.abc import Callable
 
 from tests.mocks.anthropic_api import AnthropicApi
+from tests.mocks.embeddings import GEMINI_TASKS, tokens, vector
 from tests.mocks.gemini_api import GeminiApi
 from tests.mocks.server import ApiError, Conv, Received, reject_foreign_credentials
 
 _GOOGLE = re.compile(
     r"^/v1/projects/([^/]+)/locations/([^/]+)/publishers/google/models/([^/:]+):"
-    r"(generateContent|streamGenerateContent|countTokens)$"
+    r"(generateContent|streamGenerateContent|countTokens|predict)$"
 )
 _ANTHROPIC = re.compile(
     r"^/v1/projects/([^/]+)/locations/([^/]+)/publishers/anthropic/models/([^/:]+):(rawPredict|streamRawPredict)$"
@@ -73,6 +74,32 @@ _QUOTA = (
 )
 
 
+def _embed_predict(model: str, body: dict) -> Conv:
+    """Vertex's text embeddings: ``{"instances": [{"content", "task_type", "title"}], "parameters"}``."""
+    if not model.startswith(("text-embedding", "gemini-embedding", "text-multilingual-embedding")):
+        raise _google_error(400, f"{model} does not support predict for embeddings", "FAILED_PRECONDITION")
+    instances = body.get("instances")
+    if set(body) - {"instances", "parameters"} or not isinstance(instances, list) or not instances:
+        raise _google_error(400, "Invalid JSON payload received: 'instances' is required.", "INVALID_ARGUMENT")
+    texts = []
+    for i, inst in enumerate(instances):
+        if not isinstance(inst, dict) or set(inst) - {"content", "task_type", "title"} or not inst.get("content"):
+            raise _google_error(400, f"instances[{i}]: content is required", "INVALID_ARGUMENT")
+        if inst.get("task_type") is not None and inst["task_type"] not in GEMINI_TASKS:
+            raise _google_error(400, f"instances[{i}].task_type is not valid", "INVALID_ARGUMENT")
+        texts.append(inst["content"])
+    params = body.get("parameters") or {}
+    if set(params) - {"outputDimensionality", "autoTruncate"}:
+        raise _google_error(400, "Invalid JSON payload received: unknown parameter", "INVALID_ARGUMENT")
+    conv = Conv(model=model, stream=False, last_user_text=" ".join(texts))
+    conv.embed = {
+        "texts": texts,
+        "dims": params.get("outputDimensionality"),
+        "tasks": [i.get("task_type") for i in instances],
+    }
+    return conv
+
+
 class VertexGeminiApi(GeminiApi):
     kind = "vertex"
 
@@ -92,6 +119,8 @@ class VertexGeminiApi(GeminiApi):
         assert m is not None
         model = _check_place(m, self.project, self.location, "google", self.models)
         action = m.group(4)
+        if action == "predict":
+            return _embed_predict(model, body)
         if action == "countTokens":
             extra = set(body) - {"contents", "systemInstruction", "tools", "generationConfig"}
             if extra or not isinstance(body.get("contents"), list):
@@ -106,6 +135,19 @@ class VertexGeminiApi(GeminiApi):
 
     def error_body(self, e: ApiError, seq: int) -> dict:
         return super().error_body(ApiError(e.status, e.message, etype=e.etype, details=e.details), seq)
+
+    def embed_body(self, conv: Conv) -> dict:
+        e = conv.embed
+        preds = [
+            {
+                "embeddings": {
+                    "values": vector(t, e["dims"]),
+                    "statistics": {"token_count": tokens([t]), "truncated": False},
+                }
+            }
+            for t in e["texts"]
+        ]
+        return {"predictions": preds, "metadata": {"billableCharacterCount": sum(len(t) for t in e["texts"])}}
 
     def magic_error(self, status: int, model: str) -> ApiError:
         if status == 429:

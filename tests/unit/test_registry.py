@@ -65,7 +65,7 @@ def test_every_format_satisfies_the_whole_contract(name: str) -> None:
             assert has_default or not required, f"{name}.{member}({n}) must be optional as the contract says"
     assert isinstance(fmt.CREDENTIAL, contract.CredentialHeader)
     if cloud:
-        assert fmt.NAME == name and fmt.PASSTHROUGH_FROM in (None, *registry.names())
+        assert name == fmt.NAME and fmt.PASSTHROUGH_FROM in (None, *registry.names())
         return
     assert fmt.PATH_PREFIX.startswith("/") and fmt.PATH_PREFIX.endswith("/")
 

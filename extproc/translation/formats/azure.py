@@ -26,11 +26,12 @@ from urllib.parse import quote
 
 import orjson
 
-from extproc.translation.canonical import Document, Event, Image, Request, Response
+from extproc.translation.canonical import Document, EmbedRequest, EmbedResponse, Event, Image, Request, Response
 from extproc.translation.errors import GatewayError, invalid
 from extproc.translation.formats import openai
 from extproc.translation.formats.contract import (
     COUNT_TOKENS,
+    EMBED,
     GENERATE,
     BuildOptions,
     CredentialHeader,
@@ -46,6 +47,7 @@ NAME = "azure"
 CREDENTIAL = CredentialHeader("api-key")
 EXTRA_HEADERS: list[tuple[str, str]] = []
 COUNTS_TOKENS = False
+EMBEDS = True
 PASSTHROUGH_FROM: str | None = "openai"  # an OpenAI client's request goes as it was written, on Azure's path
 STREAM_CONTENT_TYPE = "text/event-stream"
 
@@ -53,12 +55,12 @@ STREAM_CONTENT_TYPE = "text/event-stream"
 def upstream_path(*, model: str, stream: bool, kind: str = GENERATE) -> str:
     if kind == COUNT_TOKENS:
         raise invalid("Azure OpenAI cannot count tokens", param="model")
-    return f"/openai/deployments/{quote(model, safe='')}/chat/completions"
+    return f"/openai/deployments/{quote(model, safe='')}/{'embeddings' if kind == EMBED else 'chat/completions'}"
 
 
 def passthrough_path(endpoint: Endpoint, *, model: str, path: str, query: str) -> str:
     """The deployment's path; the client's query (none is defined for Chat Completions) is not Azure's."""
-    return upstream_path(model=model, stream=False)
+    return upstream_path(model=model, stream=False, kind=endpoint.kind)
 
 
 def passthrough_body(
@@ -157,3 +159,11 @@ def build_count_request(req: Request, *, model: str) -> bytes:
 
 def parse_count_response(body: bytes) -> int:
     raise GatewayError("server_error", "Azure OpenAI has no token counting endpoint", 502)
+
+
+def build_embed_request(req: EmbedRequest, *, model: str) -> bytes:
+    return openai.build_embed_request(req, model=model)
+
+
+def parse_embed_response(body: bytes) -> EmbedResponse:
+    return openai.parse_embed_response(body)

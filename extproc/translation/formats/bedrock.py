@@ -35,8 +35,11 @@ from urllib.parse import quote
 import orjson
 from botocore.eventstream import EventStreamBuffer, ParserError
 
+from extproc.translation import embeddings
 from extproc.translation.canonical import (
     Document,
+    EmbedRequest,
+    EmbedResponse,
     Event,
     Finish,
     Image,
@@ -60,6 +63,7 @@ from extproc.translation.canonical import (
 from extproc.translation.errors import GatewayError, invalid, type_for_status
 from extproc.translation.formats.contract import (
     COUNT_TOKENS,
+    EMBED,
     GENERATE,
     BuildOptions,
     CredentialHeader,
@@ -73,6 +77,7 @@ NAME = "bedrock"
 CREDENTIAL = CredentialHeader("authorization")
 EXTRA_HEADERS: list[tuple[str, str]] = []
 COUNTS_TOKENS = True
+EMBEDS = True  # Titan Text Embeddings and Cohere Embed, through InvokeModel
 PASSTHROUGH_FROM: str | None = None  # no client speaks Converse: every request is translated
 STREAM_CONTENT_TYPE = "application/vnd.amazon.eventstream"
 
@@ -112,6 +117,8 @@ def _model_path(model: str) -> str:
 def upstream_path(*, model: str, stream: bool, kind: str = GENERATE) -> str:
     if kind == COUNT_TOKENS:
         return _model_path(model) + "/count-tokens"
+    if kind == EMBED:
+        return _model_path(model) + "/invoke"
     return _model_path(model) + ("/converse-stream" if stream else "/converse")
 
 
@@ -546,3 +553,61 @@ def decode_base64_json(data: str) -> dict[str, Any] | None:
     except (ValueError, orjson.JSONDecodeError):
         return None
     return obj if isinstance(obj, dict) else None
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Embeddings through InvokeModel: Amazon Titan Text Embeddings (one text per call) and Cohere Embed (a batch)
+# ---------------------------------------------------------------------------------------------------------------------
+_COHERE_INPUT = {
+    "RETRIEVAL_QUERY": "search_query", "CODE_RETRIEVAL_QUERY": "search_query", "QUESTION_ANSWERING": "search_query",
+    "FACT_VERIFICATION": "search_query", "RETRIEVAL_DOCUMENT": "search_document", "CLASSIFICATION": "classification",
+    "CLUSTERING": "clustering",
+}  # fmt: skip
+
+
+def build_embed_request(req: EmbedRequest, *, model: str) -> bytes:
+    if "titan-embed" in model:
+        if len(req.inputs) != 1:
+            raise invalid(
+                f"{model} embeds one text per request (Titan Text Embeddings): send the {len(req.inputs)} inputs "
+                "one at a time, or use a Cohere Embed model for batches",
+                param="input",
+            )
+        body: dict[str, Any] = {"inputText": req.inputs[0]}
+        if req.dimensions is not None:
+            body["dimensions"] = req.dimensions
+        if "text-v2" in model:
+            body["normalize"] = True
+        return orjson.dumps(body)
+    if "cohere.embed" in model:
+        cohere: dict[str, Any] = {
+            "texts": req.inputs,
+            "input_type": _COHERE_INPUT.get(req.task_type or "", "search_document"),
+            "embedding_types": ["float"],
+        }
+        if req.dimensions is not None:
+            cohere["output_dimension"] = req.dimensions
+        return orjson.dumps(cohere)
+    raise invalid(f"model '{model}' is not an embeddings model the gateway knows on Bedrock (amazon.titan-embed-*, "
+                  "cohere.embed-*)", param="model")  # fmt: skip
+
+
+def parse_embed_response(body: bytes) -> EmbedResponse:
+    """Titan ``{"embedding": [...], "inputTextTokenCount"}`` or Cohere ``{"embeddings": {"float": [[...]]}}``
+    (``embeddings_by_type``) / ``{"embeddings": [[...]]}`` (``embeddings_floats``)."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise _bad("embeddings body is not JSON") from None
+    if not isinstance(data, dict):
+        raise _bad("embeddings body is not an object")
+    if "embedding" in data:
+        tokens = data.get("inputTextTokenCount")
+        usage = Usage(tokens) if isinstance(tokens, int) and not isinstance(tokens, bool) else None
+        return EmbedResponse([embeddings.floats(data["embedding"])], usage=usage)
+    vectors = data.get("embeddings")
+    if isinstance(vectors, dict):
+        vectors = vectors.get("float")
+    if not isinstance(vectors, list):
+        raise _bad("no embeddings in the answer")
+    return EmbedResponse([embeddings.floats(v) for v in vectors])

@@ -17,7 +17,18 @@ from typing import Any
 
 import orjson
 
-from extproc.translation.canonical import Document, Event, Image, Request, Response, StreamError, Usage
+from extproc.translation import embeddings
+from extproc.translation.canonical import (
+    Document,
+    EmbedRequest,
+    EmbedResponse,
+    Event,
+    Image,
+    Request,
+    Response,
+    StreamError,
+    Usage,
+)
 from extproc.translation.errors import GatewayError
 from extproc.translation.formats import anthropic, bedrock
 from extproc.translation.formats.contract import (
@@ -35,6 +46,7 @@ NAME = "bedrock_anthropic"
 CREDENTIAL = CredentialHeader("authorization")  # unused: Envoy signs (SigV4)
 EXTRA_HEADERS: list[tuple[str, str]] = []  # the version travels in the body
 COUNTS_TOKENS = True
+EMBEDS = False
 PASSTHROUGH_FROM: str | None = "anthropic"
 STREAM_CONTENT_TYPE = bedrock.STREAM_CONTENT_TYPE
 VERSION = "bedrock-2023-05-31"
@@ -181,3 +193,11 @@ def build_count_request(req: Request, *, model: str) -> bytes:
 
 def parse_count_response(body: bytes) -> int:
     return bedrock.parse_count_response(body)
+
+
+def build_embed_request(req: EmbedRequest, *, model: str) -> bytes:
+    raise embeddings.no_embeddings("Claude on Bedrock (InvokeModel)")
+
+
+def parse_embed_response(body: bytes) -> EmbedResponse:
+    raise embeddings.no_embeddings("Claude on Bedrock (InvokeModel)")

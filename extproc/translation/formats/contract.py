@@ -23,13 +23,14 @@ GENERATE = "generate"  # a model call: translated or passed through
 COUNT_TOKENS = "count_tokens"  # a token count: passed through, or translated where both sides can count
 MODELS = "models"  # the model listing, answered by the gateway from the config
 LOCAL = "local"  # answered by the gateway itself from its own state (e.g. stored responses); see ``Endpoint.op``
+EMBED = "embed"  # embeddings: passed through to a provider of the same format, else translated
 
 
 @dataclass(slots=True, frozen=True)
 class Endpoint:
     """What a client's request line asks for, as the format's ``route`` read it."""
 
-    kind: str  # GENERATE | COUNT_TOKENS | MODELS | LOCAL
+    kind: str  # GENERATE | COUNT_TOKENS | MODELS | LOCAL | EMBED
     methods: tuple[str, ...] = ("POST",)  # what the path allows (others: 405 with ``allow``)
     model: str | None = None  # from the path (Gemini); None when the body names it
     stream: bool = False  # from the path (Gemini); body-carried flags are read by ``request_model``
@@ -188,6 +189,7 @@ class ProviderFormat(Protocol):
     CREDENTIAL: CredentialHeader  # where a provider of this format takes its key
     EXTRA_HEADERS: list[tuple[str, str]]  # set on requests translated into this format (e.g. anthropic-version)
     COUNTS_TOKENS: bool  # a provider of this format counts tokens (``build_count_request`` works)
+    EMBEDS: bool  # a provider of this format embeds texts (``build_embed_request`` works)
 
     # ---- provider side
     def upstream_path(self, *, model: str, stream: bool, kind: str = GENERATE) -> str:
@@ -222,6 +224,11 @@ class ProviderFormat(Protocol):
         """Whether a provider of this format reads ``part.url`` itself (True), needs the bytes inline (False), or can
         never use it (a reason)."""
         ...
+
+    # ---- embeddings, provider side (``upstream_path(kind=EMBED)``; without embeddings: a 400 ``GatewayError``)
+    def build_embed_request(self, req: c.EmbedRequest, *, model: str) -> bytes: ...
+
+    def parse_embed_response(self, body: bytes) -> c.EmbedResponse: ...
 
 
 class CloudFormat(ProviderFormat, Protocol):
@@ -277,3 +284,8 @@ class WireFormat(ProviderFormat, Protocol):
     def parse_count_request(self, body: bytes | dict[str, Any], *, model: str) -> c.Request: ...
 
     def build_count_response(self, tokens: int) -> bytes: ...
+
+    # ---- embeddings, client side (a format without an embeddings endpoint never routes to EMBED; these raise 400)
+    def parse_embed_request(self, body: bytes | dict[str, Any], *, model: str) -> c.EmbedRequest: ...
+
+    def build_embed_response(self, resp: c.EmbedResponse, *, model: str, request: c.EmbedRequest) -> bytes: ...

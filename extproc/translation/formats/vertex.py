@@ -18,12 +18,13 @@ from typing import Any
 
 import orjson
 
-from extproc.translation import media
-from extproc.translation.canonical import Document, Image, Request, Response
+from extproc.translation import embeddings, media
+from extproc.translation.canonical import Document, EmbedRequest, EmbedResponse, Image, Request, Response, Usage
 from extproc.translation.errors import GatewayError
 from extproc.translation.formats import gemini
 from extproc.translation.formats.contract import (
     COUNT_TOKENS,
+    EMBED,
     GENERATE,
     BuildOptions,
     CredentialHeader,
@@ -36,6 +37,7 @@ NAME = "vertex"
 CREDENTIAL = CredentialHeader("authorization", "Bearer ")  # an OAuth2 access token, never an API key
 EXTRA_HEADERS: list[tuple[str, str]] = []
 COUNTS_TOKENS = True
+EMBEDS = True  # text-embedding-005, gemini-embedding-001, text-multilingual-embedding-002 (``:predict``)
 PASSTHROUGH_FROM: str | None = "gemini"
 STREAM_CONTENT_TYPE = "text/event-stream"
 
@@ -48,6 +50,8 @@ def _path(model: str, method: str, sse: bool) -> str:
 def upstream_path(*, model: str, stream: bool, kind: str = GENERATE) -> str:
     if kind == COUNT_TOKENS:
         return _path(model, "countTokens", False)
+    if kind == EMBED:
+        return _path(model, "predict", False)
     return _path(model, "streamGenerateContent" if stream else "generateContent", True)
 
 
@@ -94,3 +98,41 @@ def build_count_request(req: Request, *, model: str) -> bytes:
 
 def parse_count_response(body: bytes) -> int:
     return gemini.parse_count_response(body)
+
+
+def build_embed_request(req: EmbedRequest, *, model: str) -> bytes:
+    """Vertex's text embedding ``predict``: one instance per input, task type and title per instance."""
+
+    def one(text: str) -> dict[str, Any]:
+        item: dict[str, Any] = {"content": text}
+        if req.task_type and req.task_type != "TASK_TYPE_UNSPECIFIED":
+            item["task_type"] = req.task_type
+        if req.title:
+            item["title"] = req.title
+        return item
+
+    body: dict[str, Any] = {"instances": [one(t) for t in req.inputs]}
+    if req.dimensions is not None:
+        body["parameters"] = {"outputDimensionality": req.dimensions}
+    return orjson.dumps(body)
+
+
+def parse_embed_response(body: bytes) -> EmbedResponse:
+    """``{"predictions": [{"embeddings": {"values", "statistics": {"token_count"}}}]}``."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        data = None
+    preds = data.get("predictions") if isinstance(data, dict) else None
+    if not isinstance(preds, list) or not all(
+        isinstance(p, dict) and isinstance(p.get("embeddings"), dict) for p in preds
+    ):
+        raise GatewayError("server_error", "invalid Vertex AI embeddings answer: no predictions", 502)
+    vectors, tokens = [], 0
+    for p in preds:
+        emb = p["embeddings"]
+        vectors.append(embeddings.floats(emb.get("values")))
+        stats = emb.get("statistics")
+        count = stats.get("token_count") if isinstance(stats, dict) else None
+        tokens += int(count) if isinstance(count, int | float) and not isinstance(count, bool) else 0
+    return EmbedResponse(vectors, usage=Usage(tokens))

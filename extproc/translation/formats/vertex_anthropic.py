@@ -17,8 +17,8 @@ from typing import Any
 
 import orjson
 
-from extproc.translation import jsonbytes
-from extproc.translation.canonical import Document, Image, Request, Response
+from extproc.translation import embeddings, jsonbytes
+from extproc.translation.canonical import Document, EmbedRequest, EmbedResponse, Image, Request, Response
 from extproc.translation.errors import GatewayError, invalid
 from extproc.translation.formats import anthropic, gemini
 from extproc.translation.formats.contract import (
@@ -35,6 +35,7 @@ NAME = "vertex_anthropic"
 CREDENTIAL = CredentialHeader("authorization", "Bearer ")
 EXTRA_HEADERS: list[tuple[str, str]] = []  # the version travels in the body
 COUNTS_TOKENS = True
+EMBEDS = False
 PASSTHROUGH_FROM: str | None = "anthropic"
 STREAM_CONTENT_TYPE = "text/event-stream"
 VERSION = "vertex-2023-10-16"
@@ -108,3 +109,11 @@ def build_count_request(req: Request, *, model: str) -> bytes:
 
 def parse_count_response(body: bytes) -> int:
     return anthropic.parse_count_response(body)
+
+
+def build_embed_request(req: EmbedRequest, *, model: str) -> bytes:
+    raise embeddings.no_embeddings("Claude on Vertex AI")
+
+
+def parse_embed_response(body: bytes) -> EmbedResponse:
+    raise embeddings.no_embeddings("Claude on Vertex AI")
