@@ -610,3 +610,29 @@ def test_embeddings_float_encoding_and_errors(clouds: Clouds) -> None:
     g = f"{clouds.gw.url}/gemini/v1beta/models/emb-vertex:embedContent"
     r = httpx.post(g, json={"content": {"parts": [{"text": "single"}]}, "outputDimensionality": 3})
     assert r.status_code == 200 and r.json() == {"embedding": {"values": vector("single", 3)}}
+
+
+# ------------------------------------------------------------------------------------------- the Responses API client
+@pytest.mark.parametrize("cloud", CLOUDS)
+def test_responses_client(clouds: Clouds, cloud: str) -> None:
+    """The OpenAI SDK's Responses API (a 4th client format) to every cloud: an answer, a stream, a tool call."""
+    from tests.e2e.sdk import WEATHER_TOOL, openai_client
+
+    c = clouds.models[cloud]
+    cl = openai_client(clouds.gw.url)
+    r = cl.responses.create(model=c.model, input="hi there", instructions="Be terse.", store=False)
+    assert r.output_text == f"Hello from mock {c.kind}. You said: hi there"
+    assert r.status == "completed" and r.usage is not None and r.usage.input_tokens == 11
+    text, done = "", None
+    with cl.responses.stream(model=c.model, input="stream please", store=False) as s:
+        for ev in s:
+            if ev.type == "response.output_text.delta":
+                text += ev.delta
+            elif ev.type == "response.completed":
+                done = ev.response
+    assert text == f"Hello from mock {c.kind}. You said: stream please" and done is not None
+    tool = {"type": "function", "name": WEATHER_TOOL["name"], "description": WEATHER_TOOL["description"],
+            "parameters": WEATHER_TOOL["parameters"]}  # fmt: skip
+    r = cl.responses.create(model=c.model, input="weather?", tools=[tool], store=False)  # type: ignore[list-item]
+    calls = [o for o in r.output if o.type == "function_call"]
+    assert [(x.name, json.loads(x.arguments)) for x in calls] == [("get_weather", {"city": "Paris"})]
