@@ -636,3 +636,24 @@ def test_responses_client(clouds: Clouds, cloud: str) -> None:
     r = cl.responses.create(model=c.model, input="weather?", tools=[tool], store=False)  # type: ignore[list-item]
     calls = [o for o in r.output if o.type == "function_call"]
     assert [(x.name, json.loads(x.arguments)) for x in calls] == [("get_weather", {"city": "Paris"})]
+
+
+def test_workers_hold_no_cloud_secret(clouds: Clouds) -> None:
+    """The clouds' secrets (the Azure key, the Entra client secret, the AWS secret key and session token) and the
+    tokens the refresher minted never reach a worker: not its environment, not its command line; Envoy (the
+    launcher's child) has the AWS chain, which it signs with."""
+    from tests.e2e.test_extproc_secrets import _children
+
+    ask("openai", clouds.gw.url, "vertex-gemini", "hi")
+    token = clouds.vertex.last().headers["authorization"].removeprefix("Bearer ").encode()
+    secrets = [AZURE_KEY.encode(), b"mock-client-secret", AWS[1].encode(), AWS[2].encode(), token]
+    launcher = clouds.gw.proc.pid
+    children = _children(launcher)
+    workers = [pid for pid in children if b"extproc" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert workers
+    for pid in workers:
+        seen = Path(f"/proc/{pid}/environ").read_bytes() + Path(f"/proc/{pid}/cmdline").read_bytes()
+        for secret in secrets:
+            assert secret not in seen
+    envoys = [pid for pid in children if b"envoy" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]]
+    assert any(AWS[1].encode() in Path(f"/proc/{pid}/environ").read_bytes() for pid in envoys)
