@@ -24,7 +24,7 @@ def model_infos(cfg: Config) -> list[ModelInfo]:
         provider = cfg.providers[m.provider]
         caps = m.capabilities
         if caps is None:  # the catalog switched off for it: what the config alone says
-            caps = models.catalog().lookup(provider.family, m.target_model)
+            caps = models.catalog().lookup(provider.family(m.target_model), m.target_model)
         out.append(
             ModelInfo(
                 name=m.name,

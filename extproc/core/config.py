@@ -114,13 +114,15 @@ class Provider:
             return "bedrock_anthropic" if self.api == "anthropic" else "bedrock"
         return "responses" if self.api == "responses" else self.type
 
-    @property
-    def family(self) -> str:
-        """The capability catalog's section for its models (``models.yaml``): the vendor whose models it serves."""
+    def family(self, target: str = "") -> str:
+        """The capability catalog's section for a model it serves (``models.yaml``): the vendor whose model it is
+        (Bedrock's Converse serves many vendors: Claude's section for Claude, none of the catalog's for the rest)."""
         if self.type == "azure":
             return "openai"
-        if self.type in ("vertex", "bedrock"):
-            return "anthropic" if self.api == "anthropic" else ("gemini" if self.type == "vertex" else "bedrock")
+        if self.type == "vertex":
+            return "anthropic" if self.api == "anthropic" else "gemini"
+        if self.type == "bedrock":
+            return "anthropic" if self.api == "anthropic" or "anthropic." in target or "claude" in target else "bedrock"
         return self.type
 
     @property
@@ -198,7 +200,7 @@ class Config:
             return m.capabilities
         if not self.capabilities_enabled:
             return None
-        return models.catalog().lookup(provider.family, target)
+        return models.catalog().lookup(provider.family(target), target)
 
     def used_providers(self) -> list[Provider]:
         """Providers that a request can reach: those named by models or as default (each gets an Envoy cluster)."""
@@ -325,7 +327,9 @@ def build_config(data: Any, fname: str, env: dict[str, str]) -> Config:
         if not isinstance(target, str) or not target:
             raise fail(where, "'target_model' must be a non-empty string")
         desc = entry.get("description") or ""
-        caps = _model_capabilities(entry.get("capabilities"), enabled, providers[provider].family, target, where, fail)
+        caps = _model_capabilities(
+            entry.get("capabilities"), enabled, providers[provider].family(target), target, where, fail
+        )
         models[name] = Model(name, provider, target, str(desc), caps)
 
     default = data.get("default_provider")

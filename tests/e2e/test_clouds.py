@@ -37,7 +37,7 @@ VERTEX_CLAUDE = "claude-sonnet-4-5@20250929"
 AWS = ("AKIDMOCKGATEWAY01", "mock/secret+access/key0123456789abcdefGHIJ", "mock-session-token")
 NOVA = "amazon.nova-pro-v1:0"
 CONVERSE_CLAUDE = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
-INVOKE_CLAUDE = "anthropic.claude-3-5-sonnet-20241022-v2:0"
+INVOKE_CLAUDE = "anthropic.claude-sonnet-4-5-20250929-v1:0"
 EMBED_TARGETS = {
     "emb-openai": "text-embedding-3-small",
     "emb-gemini": "gemini-embedding-001",

@@ -38,7 +38,7 @@ def test_derived_addresses() -> None:
     glob = _cfg({**VERTEX, "location": "global", "api": "anthropic"}).providers["p"]
     assert glob.base_url == "https://aiplatform.googleapis.com" and glob.format == "vertex_anthropic"
     br = _cfg({**BEDROCK, "api": "anthropic"}).providers["p"]
-    assert (br.base_url, br.format, br.family) == (
+    assert (br.base_url, br.format, br.family("anthropic.claude-x-v2:0")) == (
         "https://bedrock-runtime.eu-central-1.amazonaws.com", "bedrock_anthropic", "anthropic",
     )  # fmt: skip
 
@@ -114,3 +114,24 @@ def test_credentials_in_envoy() -> None:
     assert filters("az")[0]["typed_config"]["credential"]["typed_config"]["header"] == "api-key"
     secrets = key_variables(cfg)
     assert {"AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AZURE_CLIENT_SECRET", "AZ_KEY"} <= secrets
+
+
+def test_cloud_model_ids_find_their_catalog_entries() -> None:
+    """Bedrock's and Vertex's decorations of Claude's names (region prefix, vendor, version suffix, ``@date``) find the
+    catalog's Claude entries, so requests are shaped to what the model accepts; Converse's other vendors get none."""
+    from extproc.core import models
+
+    cat = models.catalog()
+    for name, entry in (
+        ("us.anthropic.claude-sonnet-4-5-20250929-v1:0", "claude-sonnet-4-5"),
+        ("anthropic.claude-3-5-sonnet-20241022-v2:0", "claude-3-5-sonnet"),
+        ("claude-sonnet-4-5@20250929", "claude-sonnet-4-5"),
+        (
+            "arn:aws:bedrock:us-east-1:1:inference-profile/us.anthropic.claude-haiku-4-5-20251001-v1:0",
+            "claude-haiku-4-5",
+        ),
+    ):
+        got = cat.match("anthropic", name)
+        assert got is not None and got.name == entry, name
+    br = _cfg(BEDROCK).providers["p"]
+    assert (br.family("us.anthropic.claude-x-v1:0"), br.family("amazon.nova-pro-v1:0")) == ("anthropic", "bedrock")
