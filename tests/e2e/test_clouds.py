@@ -657,3 +657,27 @@ def test_workers_hold_no_cloud_secret(clouds: Clouds) -> None:
             assert secret not in seen
     envoys = [pid for pid in children if b"envoy" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]]
     assert any(AWS[1].encode() in Path(f"/proc/{pid}/environ").read_bytes() for pid in envoys)
+
+
+# ------------------------------------------------------------------------------------------------- token counting
+@pytest.mark.parametrize("cloud", ["vertex", "vertex-claude", "bedrock-converse-claude", "bedrock-claude"])
+@pytest.mark.parametrize("client", ["anthropic", "gemini"])
+def test_count_tokens(clouds: Clouds, client: str, cloud: str) -> None:
+    """Token counting reaches each cloud's own counting endpoint (Vertex countTokens and count-tokens:rawPredict,
+    Bedrock CountTokens) from the Anthropic and Gemini clients."""
+    from tests.e2e.sdk import anthropic_client, gemini_client
+
+    model = clouds.models[cloud].model
+    if client == "anthropic":
+        n = (
+            anthropic_client(clouds.gw.url)
+            .messages.count_tokens(model=model, messages=[{"role": "user", "content": "count me"}])
+            .input_tokens
+        )
+    else:
+        cl = gemini_client(clouds.gw.url)
+        n = cl.models.count_tokens(model=model, contents="count me").total_tokens
+    assert n == 5
+    sent = clouds.models[cloud].mock.last()
+    want = {"vertex": ":countTokens", "vertex-claude": "/count-tokens:rawPredict"}.get(cloud, "/count-tokens")
+    assert sent.path.endswith(want) and sent.status == 200

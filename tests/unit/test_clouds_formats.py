@@ -352,3 +352,50 @@ def test_bedrock_frame_helper_is_what_botocore_reads() -> None:
 
 def test_anthropic_version_not_sent_to_bedrock_as_header() -> None:
     assert bedrock_anthropic.EXTRA_HEADERS == [] and anthropic.EXTRA_HEADERS != []
+
+
+# ------------------------------------------------------------------------------------------------------ hostile input
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=20,
+)
+_NAMES = "input model dimensions encoding_format content requests parts text taskType outputDimensionality output"
+_KEYS = st.sampled_from([*_NAMES.split(), "message", "embeddings", "predictions"])
+
+
+@given(st.dictionaries(_KEYS, _JSON, max_size=5))
+def test_embed_requests_never_crash(data: dict) -> None:
+    """Any JSON body: an embeddings request or a 400, never another exception."""
+    from extproc.translation.errors import GatewayError
+    from extproc.translation.formats import gemini, openai
+
+    for fmt in (openai, gemini):
+        try:
+            fmt.parse_embed_request(data, model="m")
+        except GatewayError as err:
+            assert err.status == 400
+
+
+@given(st.binary(max_size=300) | _JSON.map(orjson.dumps) | st.dictionaries(_KEYS, _JSON, max_size=4).map(orjson.dumps))
+def test_cloud_answers_never_crash(body: bytes) -> None:
+    """Any answer body: parsed, or a GatewayError (502 for a broken 2xx); errors of any shape keep their status."""
+    from extproc.translation.errors import GatewayError
+
+    for fmt in (azure, vertex, vertex_anthropic, bedrock, bedrock_anthropic):
+        for parse in (fmt.parse_response, fmt.parse_embed_response):
+            try:
+                parse(body)
+            except GatewayError as err:
+                assert err.status in (400, 502)
+        assert fmt.parse_error(418, body).status in (418, 401, 404)
+
+
+@given(st.binary(max_size=400), st.lists(st.integers(min_value=0, max_value=400), max_size=6))
+def test_event_stream_garbage_never_crashes(data: bytes, cuts: list[int]) -> None:
+    """Bytes that are not an event stream (or a valid one with garbage after it): events and at most one error, no
+    exception, and nothing after the error."""
+    for dec in (bedrock.StreamDecoder(), bedrock_anthropic.StreamDecoder()):
+        events = _decode(dec, _converse_stream()[:40] + data, [c % (len(data) + 41) for c in cuts])
+        errors = [i for i, e in enumerate(events) if isinstance(e, c.StreamError)]
+        assert len(errors) <= 1 and (not errors or errors[0] == len(events) - 1)
