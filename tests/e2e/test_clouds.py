@@ -681,3 +681,41 @@ def test_count_tokens(clouds: Clouds, client: str, cloud: str) -> None:
     sent = clouds.models[cloud].mock.last()
     want = {"vertex": ":countTokens", "vertex-claude": "/count-tokens:rawPredict"}.get(cloud, "/count-tokens")
     assert sent.path.endswith(want) and sent.status == 200
+
+
+@pytest.mark.parametrize("cloud", ["bedrock-converse-claude", "bedrock-claude", "vertex-claude"])
+def test_claude_thinking_signature_round_trip(clouds: Clouds, cloud: str) -> None:
+    """Claude's signed reasoning on the clouds: asked for by an Anthropic client, answered with its signature, and
+    replayed unchanged on the next turn of a tool loop (Converse's reasoningContent; Anthropic's envelope elsewhere)."""
+    from tests.e2e.sdk import WEATHER_TOOL, anthropic_client
+
+    c = clouds.models[cloud]
+    cl = anthropic_client(clouds.gw.url)
+    tool = {"name": WEATHER_TOOL["name"], "description": WEATHER_TOOL["description"],
+            "input_schema": WEATHER_TOOL["parameters"]}  # fmt: skip
+    thinking = {"type": "enabled", "budget_tokens": 2048}
+    first = cl.messages.create(model=c.model, max_tokens=4096, thinking=thinking, tools=[tool],  # type: ignore[arg-type]
+                               messages=[{"role": "user", "content": "weather in Paris?"}])  # fmt: skip
+    blocks = {b.type: b for b in first.content}
+    assert "thinking" in blocks and blocks["thinking"].signature and "tool_use" in blocks  # type: ignore[union-attr]
+    signature = blocks["thinking"].signature  # type: ignore[union-attr]
+    call = blocks["tool_use"]
+    history = [
+        {"role": "user", "content": "weather in Paris?"},
+        {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "sunny"}]},  # type: ignore[union-attr]
+    ]
+    second = cl.messages.create(model=c.model, max_tokens=4096, thinking=thinking, tools=[tool],  # type: ignore[arg-type]
+                                messages=history)  # type: ignore[arg-type]  # fmt: skip
+    assert "sunny" in "".join(b.text for b in second.content if b.type == "text")
+    sent = c.mock.last().body
+    assert sent is not None
+    if cloud == "bedrock-converse-claude":
+        replayed = [b["reasoningContent"]["reasoningText"] for m in sent["messages"] for b in m["content"]
+                    if "reasoningContent" in b]  # fmt: skip
+        assert replayed and replayed[0]["signature"] == signature
+        assert sent["additionalModelRequestFields"]["thinking"] == thinking
+    else:
+        replayed = [b for m in sent["messages"] if isinstance(m["content"], list) for b in m["content"]
+                    if b.get("type") == "thinking"]  # fmt: skip
+        assert replayed and replayed[0]["signature"] == signature
