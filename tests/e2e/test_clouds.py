@@ -719,3 +719,17 @@ def test_claude_thinking_signature_round_trip(clouds: Clouds, cloud: str) -> Non
         replayed = [b for m in sent["messages"] if isinstance(m["content"], list) for b in m["content"]
                     if b.get("type") == "thinking"]  # fmt: skip
         assert replayed and replayed[0]["signature"] == signature
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+@pytest.mark.parametrize("cloud", ["bedrock", "bedrock-claude", "vertex", "azure"])
+def test_stream_cut_midway(clouds: Clouds, client: str, cloud: str) -> None:
+    """A cloud that drops the connection mid-stream (a Bedrock event stream cut inside a frame included): the client's
+    SDK raises, or at least never sees the stream finish."""
+    try:
+        got = stream(client, clouds.gw.url, clouds.models[cloud].model, "DROPSTREAM please")
+    except AssertionError:
+        raise
+    except Exception:  # each SDK raises its own (a broken stream, an in-stream error event)
+        return
+    assert not got.finish, f"a cut stream ended cleanly: {got}"
