@@ -77,9 +77,6 @@ def parse_response(body: bytes) -> Response:
     return openai.parse_response(body)
 
 
-_CATEGORIES = ("hate", "sexual", "violence", "self_harm", "jailbreak", "protected_material_text", "profanity")
-
-
 def _fired(result: Any) -> list[str]:
     """The content-filter categories that filtered (``{"hate": {"filtered": true, "severity": "high"}, ...}``)."""
     out = []
