@@ -5,6 +5,7 @@
                                       public key: issuer, audience = this URL, scope, expiry), as google-auth sends it
     POST /{tenant}/oauth2/v2.0/token  Entra ID: ``grant_type=client_credentials`` with ``client_id``, ``scope``
                                       ``https://cognitiveservices.azure.com/.default`` and ``client_secret``
+    GET /metadata/identity/oauth2/token  Azure's managed identity endpoint (IMDS): ``Metadata: true``, ``resource``
 
 Each access token it issues lives ``lifetime`` seconds; ``valid(token)`` says whether a token is one it issued and
 has not expired (the cloud mocks ask it). ``failing = True`` makes every token request fail (``invalid_grant``),
@@ -51,6 +52,18 @@ class MockOAuth:
 
             def log_message(self, *args: Any) -> None:
                 pass
+
+            def do_GET(self) -> None:
+                """Azure's managed identity endpoint (IMDS): ``Metadata: true`` required, strings for numbers."""
+                path, _, query = self.path.partition("?")
+                params = {k: v[0] for k, v in parse_qs(query).items()}
+                status, body = mock._imds(path, params, self.headers.get("Metadata"))
+                out = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
 
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("content-length") or 0))
@@ -125,6 +138,19 @@ class MockOAuth:
         with self._lock:
             self.issued[token] = time.time() + self.lifetime
         return 200, {"access_token": token, "expires_in": int(self.lifetime), "token_type": "Bearer"}
+
+    def _imds(self, path: str, params: dict[str, str], metadata: str | None) -> tuple[int, dict[str, Any]]:
+        with self._lock:
+            self.requests.append({"path": path, "grant_type": "managed_identity"})
+        if path != "/metadata/identity/oauth2/token" or metadata != "true":
+            return 400, {"error": "invalid_request", "error_description": "Required metadata header not specified"}
+        if params.get("resource") != "https://cognitiveservices.azure.com" or self.failing:
+            return 400, {"error": "invalid_resource", "error_description": "mock: no identity for this resource"}
+        token = "eyJ.mock-mi-" + secrets.token_urlsafe(16)
+        with self._lock:
+            self.issued[token] = time.time() + self.lifetime
+        return 200, {"access_token": token, "expires_in": str(int(self.lifetime)),
+                     "expires_on": str(int(time.time() + self.lifetime)), "token_type": "Bearer"}  # fmt: skip
 
     def _check_google(self, form: dict[str, str]) -> str | None:
         if form.get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer":

@@ -71,6 +71,21 @@ def test_entra_client_credentials(oauth: MockOAuth) -> None:
     assert "AADSTS7000215" in str(err.value) and "wrong-secret-value" not in str(err.value)
 
 
+def test_entra_managed_identity(oauth: MockOAuth) -> None:
+    """Without a secret or a federated token: the managed identity endpoint (IMDS), whose numbers are strings."""
+    import time
+
+    url = f"{oauth.url}/metadata/identity/oauth2/token"
+    token, expires = EntraSource({"AZURE_IMDS_TOKEN_URL": url}).fetch()
+    assert oauth.valid(token) and 3500 < expires - time.time() <= 3600
+    oauth.failing = True
+    try:
+        with pytest.raises(TokenError, match="no identity for this resource"):
+            EntraSource({"AZURE_IMDS_TOKEN_URL": url}).fetch()
+    finally:
+        oauth.failing = False
+
+
 def test_entra_workload_identity_sends_the_federated_token(oauth: MockOAuth, tmp_path: Path) -> None:
     tenant, client, _ = oauth.entra_client
     federated = tmp_path / "token"
