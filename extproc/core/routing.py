@@ -22,9 +22,12 @@ from extproc.translation.formats.contract import Endpoint, ProviderFormat, WireF
 
 # Client credentials never travel upstream; accept-encoding is dropped so provider bodies arrive uncompressed.
 # Organization/project headers would pick how the gateway's provider key is billed and limited: also stripped.
+# Azure's api-key and AWS's signature headers are credentials too (a client's, or an earlier fallback attempt's to
+# another target: Envoy keeps one header map for all the attempts of a request).
 STRIP_ALWAYS = (
-    "authorization", "x-api-key", "x-goog-api-key", "accept-encoding", "transfer-encoding",
+    "authorization", "x-api-key", "x-goog-api-key", "api-key", "accept-encoding", "transfer-encoding",
     "openai-organization", "openai-project", "x-goog-user-project",
+    "x-amz-security-token", "x-amz-date", "x-amz-content-sha256",
 )  # fmt: skip
 # The gateway's own request headers: a client can never set them (overwritten later, removed here at once).
 OWN_HEADERS = (ROUTE_HEADER, RATE_KEY_HEADER, RATE_MODEL_HEADER)

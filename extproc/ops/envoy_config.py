@@ -152,8 +152,15 @@ def _credential_injector(p: Provider, credentials: CredentialFiles) -> dict[str,
     }
 
 
-# Headers Envoy or the gateway add on the way that a provider never sees as the request's own: not signed.
-_UNSIGNED_HEADERS = [{"prefix": "x-envoy"}, {"exact": "x-request-id"}, {"exact": "x-forwarded-proto"}]
+# Headers Envoy or the gateway add on the way that a provider never sees as the request's own: not signed. (The
+# gateway's own headers may still be on the request when the signer runs, and be removed after it, as on a model's
+# fallback cluster.)
+_UNSIGNED_HEADERS = [
+    {"prefix": "x-envoy"},
+    {"prefix": "x-ai-gateway-"},
+    {"exact": "x-request-id"},
+    {"exact": "x-forwarded-proto"},
+]
 
 
 def _aws_request_signing(p: Provider) -> dict[str, Any]:
