@@ -135,3 +135,15 @@ def test_cloud_model_ids_find_their_catalog_entries() -> None:
         assert got is not None and got.name == entry, name
     br = _cfg(BEDROCK).providers["p"]
     assert (br.family("us.anthropic.claude-x-v1:0"), br.family("amazon.nova-pro-v1:0")) == ("anthropic", "bedrock")
+
+
+def test_cloud_credentials_a_client_sends_never_travel() -> None:
+    """An Azure SDK's api-key, AWS signature headers: removed from every upstream request like the other credentials
+    (also what keeps an earlier fallback attempt's credential from reaching another target)."""
+    from extproc.core import routing
+    from extproc.translation.formats import registry
+
+    cfg = _cfg(VERTEX)
+    target = routing.Target(cfg.providers["p"], registry.provider("vertex"), "g", passthrough=False)
+    _, remove = routing.upstream_headers(cfg, target, None, "m", stream=False, path="/x", length=1)
+    assert {"api-key", "x-amz-security-token", "x-amz-date", "x-amz-content-sha256", "authorization"} <= set(remove)
