@@ -14,6 +14,7 @@ class Forward:
     body: bytes | None = None  # None: unchanged; b"": clear it (hold a partial stream event)
     clear_route_cache: bool = False
     response_body_mode: str | None = None  # "NONE" | "STREAMED" (mode_override on response headers)
+    metadata: dict[str, str] | None = None  # dynamic metadata for Envoy now (fallback routes: the attempts' context)
 
 
 @dataclass(slots=True)

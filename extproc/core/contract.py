@@ -17,3 +17,34 @@ LOCAL_ERROR_HEADER = "x-ai-gateway-error"
 NO_CREDENTIAL = "credential"
 # Dynamic metadata namespace (model, provider, tokens, error type) read by Envoy's access log.
 METADATA_NAMESPACE = "ai_gateway"
+
+# ---- Models with several targets (docs/fallback.md): Envoy retries across them, each attempt translated for its own
+# target by the ext_proc filter on the model's cluster (the "attempt" filter).
+# ROUTE_HEADER value for such a model: its route retries across the targets (a provider name never has a "/").
+MODEL_ROUTE_PREFIX = "model/"
+# Set by the attempt on the request it sends: the target's provider, which selects that provider's credential
+# injector on the cluster. Removed by the cluster's last filter before the request leaves.
+TARGET_HEADER = "x-ai-gateway-target"
+# Answer headers Envoy adds on a fallback route, from the answering target's endpoint metadata: provider/model (kept
+# for the client), its wire format (the service reads and removes it), the number of attempts (kept for the client).
+SERVED_BY_HEADER = "x-ai-gateway-served-by"
+SERVED_FORMAT_HEADER = "x-ai-gateway-served-format"
+ATTEMPTS_HEADER = "x-ai-gateway-attempts"
+# An attempt answered 429 turns it into a 503 for Envoy (its outlier detection counts 5xx only, and cools the target
+# down); the provider's own status travels here, and the service restores it for the client.
+UPSTREAM_STATUS_HEADER = "x-ai-gateway-upstream-status"
+# LOCAL_ERROR_HEADER value on an attempt's own error reply: its body is already in the client's format.
+ATTEMPT_REPLY = "attempt"
+# Dynamic metadata (METADATA_NAMESPACE) the service sets when it sends a request to a fallback route, for its attempts:
+# the client's path and query, and the client's format-specific headers an attempt to another format removes.
+ATTEMPT_CONTEXT_KEY = "attempt_context"
+# Endpoint metadata (METADATA_NAMESPACE) of each target in a fallback cluster: "provider/model", its wire format, and
+# what the attempt needs (JSON: [provider, format, path prefix, model]).
+HOST_TARGET_KEY = "target"
+HOST_FORMAT_KEY = "format"
+HOST_ATTEMPT_KEY = "attempt"
+# What the attempt filter asks Envoy for on its first message (CEL attributes).
+ATTEMPT_ATTRIBUTES = (
+    f"xds.upstream_host_metadata.filter_metadata['{METADATA_NAMESPACE}']['{HOST_ATTEMPT_KEY}']",
+    f"metadata.filter_metadata['{METADATA_NAMESPACE}']['{ATTEMPT_CONTEXT_KEY}']",
+)

@@ -14,10 +14,11 @@ a gRPC error: no translation, no header mutation for it).
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import orjson
 
-from extproc.core import catalog, routing
+from extproc.core import catalog, fallback, routing
 from extproc.core.access import GatewayKey
 from extproc.core.actions import CONTINUE, METRICS, Forward, Reply, ServeMetrics
 from extproc.core.config import Config
@@ -95,6 +96,7 @@ class Exchange:
         "endpoint",
         "gateway",
         "handler",
+        "headers",
         "key",
         "phase",
         "query",
@@ -103,6 +105,8 @@ class Exchange:
         "target",
         "waiting_body",
     )
+
+    ROUTES_FALLBACK = True  # a model with several targets goes to its fallback route (``fallback``); attempts: no
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
@@ -114,6 +118,7 @@ class Exchange:
         self.key: GatewayKey | None = None
         self.query = ""
         self.handler: Handler | None = None
+        self.headers: dict[str, str] | None = None  # the client's request headers
         self.target: routing.Target | None = None
         self.request: c.Request | None = None
         self.waiting_body: bytes | None = None  # the request body held while URL media are fetched (image_fetch)
@@ -131,6 +136,7 @@ class Exchange:
         self._expect(_NEW)
         rec = self.record
         rec.request_id = headers.get("x-request-id")
+        self.headers = headers
         method = headers.get(":method", "GET")
         path, _, self.query = headers.get(":path", "/").partition("?")
         rec.path = path
@@ -220,7 +226,9 @@ class Exchange:
         rec.stream = stream
         if model in cfg.models:
             rec.model_label = model
-        target = self.target = routing.resolve(cfg, client, endpoint, model, self.key)
+            if self.ROUTES_FALLBACK and endpoint.kind == GENERATE and cfg.models[model].fallback:
+                return self._fallback(model, stream, head, body)
+        target = self.target = self._resolve(cfg, client, endpoint, model)
         provider, fmt = target.provider, target.fmt
         rec.provider = provider.name
         prefix = provider.upstream.prefix
@@ -273,6 +281,20 @@ class Exchange:
             cfg, target, self.key, model, stream=stream, path=path, length=len(new_body)
         )
         return Forward(set_headers, remove, None if new_body is body else new_body, clear_route_cache=True)
+
+    def _resolve(self, cfg: Config, client: WireFormat, endpoint: Endpoint, model: str) -> routing.Target:
+        return routing.resolve(cfg, client, endpoint, model, self.key)
+
+    def _fallback(self, model: str, stream: bool, head: dict[str, Any] | None, body: bytes) -> Forward:
+        """A model with several targets: Envoy tries them in turn, each attempt translated for its target by the
+        attempt filter (``attempt.Attempt``); the answer's handler is chosen when Envoy says who answered."""
+        client, endpoint, rec = self.client, self.endpoint, self.record
+        assert client is not None and endpoint is not None
+        routing.check_allowed(self.key, model)
+        rec.fallback = True
+        self.handler = fallback.FallbackHandler(rec, client, self.config, endpoint, model, stream, head, body)
+        context = fallback.attempt_context(rec.path, self.query, self.headers or {})
+        return fallback.forward(self.config, self.key, model, stream=stream, context=context)
 
     # ------------------------------------------------------------------------------------------------ response
     def on_response_headers(self, headers: dict[str, str], end_of_stream: bool = False) -> Forward:

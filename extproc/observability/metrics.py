@@ -14,8 +14,9 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from extproc.core.record import Record
+from extproc.core.record import Record, outcome
 
+FALLBACK_PROVIDER = "(fallback)"  # provider label of fallback requests in flight (not known until one answers)
 _DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 180, 300, 600)
 _FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1)
 
@@ -26,6 +27,7 @@ class Metrics:
         "_pending",
         "_scheduled",
         "active",
+        "attempts",
         "duration",
         "errors",
         "multiproc",
@@ -69,6 +71,12 @@ class Metrics:
             "proxy_time_per_output_token_seconds", "Streams: (duration - time to first token) / output tokens",
             labels, buckets=_FAST_BUCKETS, registry=reg,
         )  # fmt: skip
+        self.attempts = Counter(
+            "proxy_upstream_attempts_total",
+            "Upstream attempts by client model, provider tried and outcome (success, rate_limited, client_error, "
+            "server_error, no_response, not_sent)",
+            ("model", "provider", "outcome"), registry=reg,
+        )  # fmt: skip
         self.overhead = Histogram(
             "proxy_gateway_overhead_seconds", "Time spent in the extproc service per request, provider excluded",
             ("format", "provider"), buckets=_FAST_BUCKETS, registry=reg,
@@ -83,16 +91,20 @@ class Metrics:
             multiprocess.MultiProcessCollector(self.registry)
 
     def started(self, rec: Record) -> None:
-        s = self._series(rec)
+        s = self._active_series(rec)
         s.active += 1
         self._dirty(s)
 
-    def _series(self, rec: Record) -> _Series:
+    def _active_series(self, rec: Record) -> _Series:
+        """Where a request in flight is counted: a fallback request's provider is not known until one answers."""
+        return self._series(rec, FALLBACK_PROVIDER) if rec.fallback else self._series(rec)
+
+    def _series(self, rec: Record, provider: str | None = None) -> _Series:
         """The label children of one (format, model, provider), looked up once: ``labels()`` costs more than
         the increments themselves on the hot path."""
         # Only configured model names become label values (``model_label``): a client choosing names must not create
         # series.
-        key = (rec.client, rec.model_label, rec.provider or "")
+        key = (rec.client, rec.model_label, provider if provider is not None else rec.provider or "")
         series = self._cache.get(key)
         if series is None:
             series = self._cache[key] = _Series(self, *key)
@@ -104,8 +116,14 @@ class Metrics:
         exchange was counted by ``started``; ``overhead``: seconds the service spent on it."""
         s = self._series(rec)
         if active:
-            s.active -= 1
+            a = self._active_series(rec) if rec.fallback else s
+            a.active -= 1
+            if a is not s:
+                self._dirty(a)
         status = rec.status or 0
+        if rec.upstream_path and not rec.fallback:  # one attempt, to the model's only target
+            key = outcome(status, rec.error_type)
+            s.attempts[key] = s.attempts.get(key, 0) + 1
         s.requests[status] = s.requests.get(status, 0) + 1
         s.duration.add(duration)
         s.overhead.add(overhead)
@@ -121,6 +139,13 @@ class Metrics:
             s.ttft.add(rec.ttft)
             if u is not None and u.output_tokens > 1:
                 s.tpot.add(max(duration - rec.ttft, 0.0) / (u.output_tokens - 1))
+        self._dirty(s)
+
+    def attempt(self, rec: Record) -> None:
+        """One attempt of a fallback request ended (``rec`` is the attempt's own record)."""
+        s = self._series(rec)
+        key = rec.outcome or outcome(rec.status, rec.error_type)
+        s.attempts[key] = s.attempts.get(key, 0) + 1
         self._dirty(s)
 
     def _dirty(self, s: _Series) -> None:
@@ -174,8 +199,8 @@ class _Series:
     """Pre-resolved label children for one (format, model, provider), and what accumulated since the last flush."""
 
     __slots__ = (
-        "active", "active_child", "children", "duration", "errors", "key", "overhead", "requests", "tokens", "tpot",
-        "ttft",
+        "active", "active_child", "attempts", "children", "duration", "errors", "key", "overhead", "requests",
+        "tokens", "tpot", "ttft",
     )  # fmt: skip
 
     def __init__(self, m: Metrics, fmt: str, model: str, provider: str) -> None:
@@ -183,6 +208,7 @@ class _Series:
         self.active = 0
         self.requests: dict[int, int] = {}
         self.errors: dict[str, int] = {}
+        self.attempts: dict[str, int] = {}
         self.tokens = [0, 0, 0, 0]  # input, output, cached, reasoning
         self.duration = _Hist(_DURATION_BUCKETS)
         self.overhead = _Hist(_FAST_BUCKETS)
@@ -207,6 +233,9 @@ class _Series:
             m.errors.labels(*self.key, etype).inc(n)
         self.errors.clear()
         _, model, provider = self.key
+        for how, n in self.attempts.items():
+            m.attempts.labels(model, provider, how).inc(n)
+        self.attempts.clear()
         for kind, n in zip(("input", "output", "cached", "reasoning"), self.tokens, strict=True):
             if n:
                 m.tokens.labels(model, provider, kind).inc(n)

@@ -9,21 +9,31 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any
 
 import orjson
 import yaml
 
 from extproc.core.address import Address
-from extproc.core.config import Config, Provider
+from extproc.core.config import Config, Model, Provider
 from extproc.core.contract import (
+    ATTEMPT_ATTRIBUTES,
+    ATTEMPTS_HEADER,
+    HOST_ATTEMPT_KEY,
+    HOST_FORMAT_KEY,
+    HOST_TARGET_KEY,
     LOCAL_ERROR_HEADER,
     METADATA_NAMESPACE,
     NO_CREDENTIAL,
     RATE_KEY_HEADER,
     RATE_MODEL_HEADER,
     ROUTE_HEADER,
+    SERVED_BY_HEADER,
+    SERVED_FORMAT_HEADER,
+    TARGET_HEADER,
 )
+from extproc.core.fallback import route_value
 from extproc.ops.credentials import CredentialFiles, sds_path, secret_name
 from extproc.translation.errors import GatewayError, type_for_status
 from extproc.translation.formats import registry
@@ -81,22 +91,7 @@ def _provider_cluster(p: Provider, credentials: CredentialFiles) -> dict[str, An
         },
     }
     if up.tls:
-        cluster["transport_socket"] = {
-            "name": "envoy.transport_sockets.tls",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-                "sni": up.host,
-                "common_tls_context": {
-                    "alpn_protocols": ["h2", "http/1.1"],
-                    "validation_context": {
-                        "trusted_ca": {"filename": ca_bundle()},
-                        "match_typed_subject_alt_names": [
-                            {"san_type": "DNS", "matcher": {"exact": up.host}},
-                        ],
-                    },
-                },
-            },
-        }
+        cluster["transport_socket"] = _tls_socket(up.host, ["h2", "http/1.1"])
         http_options: dict[str, Any] = {"auto_config": {"http2_protocol_options": {}, "http_protocol_options": {}}}
     else:
         http_options = {"explicit_http_config": {"http_protocol_options": {}}}
@@ -108,6 +103,24 @@ def _provider_cluster(p: Provider, credentials: CredentialFiles) -> dict[str, An
         options["http_filters"] = [_credential_injector(p, credentials), _UPSTREAM_CODEC]
     cluster["typed_extension_protocol_options"] = {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": options}
     return cluster
+
+
+def _tls_socket(host: str, alpn: list[str]) -> dict[str, Any]:
+    """TLS to a provider: SNI and the certificate's name are its host, checked against the system CAs."""
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "sni": host,
+            "common_tls_context": {
+                "alpn_protocols": alpn,
+                "validation_context": {
+                    "trusted_ca": {"filename": ca_bundle()},
+                    "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": host}}],
+                },
+            },
+        },
+    }
 
 
 _UPSTREAM_CODEC = {
@@ -146,6 +159,265 @@ def _credential_injector(p: Provider, credentials: CredentialFiles) -> dict[str,
     }
 
 
+# ------------------------------------------------------------------------------------------------------- fallback
+# A model with several targets (docs/fallback.md) gets a route of its own and a cluster of its own: every target is an
+# endpoint of that cluster, at the priority of its level, weighted within it (one locality per target, so a target's
+# share does not depend on how many addresses its host resolves to), with its own TLS (SNI, certificate name) and Host
+# (auto_host_rewrite from the endpoint's hostname). The route retries across priorities; outlier detection cools a
+# failing target down. The attempt filter (ext_proc, per attempt) translates for the endpoint Envoy chose, and the
+# provider's credential injector for that endpoint adds its key.
+FALLBACK_ATTEMPT_FILTER = "ai_gateway.attempt"
+_TLS_MATCH = "envoy.transport_socket_match"
+_OVERPROVISIONED = 100_000  # a level keeps all its traffic while any of its targets is healthy
+
+
+def fallback_cluster_names(cfg: Config) -> dict[str, str]:
+    """Model name -> its cluster's name (readable in Envoy's stats, unique)."""
+    out: dict[str, str] = {}
+    for m in cfg.models.values():
+        if m.fallback:
+            base = "fallback_" + re.sub(r"[^A-Za-z0-9_.-]", "_", m.name)[:80]
+            name, n = base, 2
+            while name in out.values():
+                name, n = f"{base}_{n}", n + 1
+            out[m.name] = name
+    return out
+
+
+def _fallback_route(m: Model, cluster: str, cfg: Config) -> dict[str, Any]:
+    policy = cfg.fallback
+    levels = m.targets
+    retries = len(levels) - 1 if len(levels) > 1 else len(levels[0]) - 1
+    retry: dict[str, Any] = {
+        # Never on other 4xx: a request one provider refuses as invalid is not made valid by another.
+        "retry_on": "connect-failure,refused-stream,reset,5xx,retriable-status-codes",
+        "retriable_status_codes": [429],
+        "num_retries": retries,
+        # Each retry goes to the next level; within a level, to another target.
+        "retry_priority": {
+            "name": "envoy.retry_priorities.previous_priorities",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3."
+                "PreviousPrioritiesConfig",
+                "update_frequency": 1,
+            },
+        },
+        "retry_host_predicate": [
+            {
+                "name": "envoy.retry_host_predicates.previous_hosts",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+                },
+            }
+        ],
+        "host_selection_retry_max_attempts": 5,
+        # Another target is another provider: no reason to wait long before trying it.
+        "retry_back_off": {"base_interval": "0.005s", "max_interval": "0.05s"},
+        # A retry-after up to the cap is waited (it matters when the retry goes back to a target); a longer one is
+        # ignored and the next attempt goes at once.
+        "rate_limited_retry_back_off": {
+            "reset_headers": [{"name": "retry-after", "format": "SECONDS"}],
+            "max_interval": _duration(policy.retry_after_cap),
+        },
+    }
+    if policy.per_try_timeout is not None:
+        retry["per_try_timeout"] = _duration(policy.per_try_timeout)
+    return {
+        "name": route_value(m.name),
+        "match": {"prefix": "/", "headers": [{"name": ROUTE_HEADER, "string_match": {"exact": route_value(m.name)}}]},
+        "route": {
+            "cluster": cluster,
+            "auto_host_rewrite": True,
+            "timeout": _duration(cfg.timeout),
+            "idle_timeout": _duration(cfg.timeout),
+            "retry_policy": retry,
+        },
+        "request_headers_to_remove": [ROUTE_HEADER, RATE_KEY_HEADER, RATE_MODEL_HEADER],
+        # Which target answered, and after how many attempts (the service reads them; the client keeps two).
+        "response_headers_to_add": [
+            _header(SERVED_BY_HEADER, f"%UPSTREAM_METADATA({METADATA_NAMESPACE}:{HOST_TARGET_KEY})%"),
+            _header(SERVED_FORMAT_HEADER, f"%UPSTREAM_METADATA({METADATA_NAMESPACE}:{HOST_FORMAT_KEY})%"),
+            _header(ATTEMPTS_HEADER, "%UPSTREAM_REQUEST_ATTEMPT_COUNT%"),
+        ],
+    }
+
+
+def _header(key: str, value: str) -> dict[str, Any]:
+    return {"header": {"key": key, "value": value}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+
+
+def _fallback_cluster(
+    m: Model, name: str, cfg: Config, credentials: CredentialFiles, message_timeout: float
+) -> dict[str, Any]:
+    policy = cfg.fallback
+    cool = policy.cooldown
+    providers = {t.provider: cfg.providers[t.provider] for level in m.targets for t in level}
+    all_tls = all(p.upstream.tls for p in providers.values())
+    alpn = ["h2", "http/1.1"] if all_tls else ["http/1.1"]
+    endpoints = []
+    for prio, level in enumerate(m.targets):
+        for j, t in enumerate(level):
+            p = providers[t.provider]
+            up = p.upstream
+            meta: dict[str, Any] = {
+                METADATA_NAMESPACE: {
+                    HOST_TARGET_KEY: t.label,
+                    HOST_FORMAT_KEY: p.format,
+                    HOST_ATTEMPT_KEY: json.dumps([p.name, p.format, up.prefix, t.model], separators=(",", ":")),
+                }
+            }
+            if up.tls:
+                meta[_TLS_MATCH] = {"tls_host": up.host}
+            endpoints.append(
+                {
+                    "priority": prio,
+                    "locality": {"sub_zone": f"{prio}.{j}"},
+                    "load_balancing_weight": t.weight,
+                    "lb_endpoints": [
+                        {
+                            "endpoint": {
+                                "address": Address(host=up.host, port=up.port).envoy(),
+                                "hostname": up.authority,
+                            },
+                            "metadata": {"filter_metadata": meta},
+                        }
+                    ],
+                }
+            )
+    tls_hosts = sorted({p.upstream.host for p in providers.values() if p.upstream.tls})
+    if all_tls:
+        http_options: dict[str, Any] = {"auto_config": {"http2_protocol_options": {}, "http_protocol_options": {}}}
+    else:
+        http_options = {"explicit_http_config": {"http_protocol_options": {}}}
+    keyed = [p for p in providers.values() if p.api_key_env]
+    options: dict[str, Any] = {
+        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+        **http_options,
+        "http_filters": [
+            _attempt_filter(message_timeout),
+            *(_target_credential(p, credentials) for p in sorted(keyed, key=lambda p: p.name)),
+            _STRIP_TARGET,
+            _UPSTREAM_CODEC,
+        ],
+    }
+    cluster: dict[str, Any] = {
+        "name": name,
+        "type": "STATIC" if all(_is_ip(p.upstream.host) for p in providers.values()) else "STRICT_DNS",
+        "dns_lookup_family": "V4_PREFERRED",
+        "connect_timeout": "10s",
+        "per_connection_buffer_limit_bytes": cfg.max_request_bytes,
+        # An ejected target takes no traffic, even when it is the last of its level (the next level takes it).
+        "common_lb_config": {"healthy_panic_threshold": {"value": 0}, "locality_weighted_lb_config": {}},
+        "outlier_detection": {
+            "consecutive_5xx": cool.failures,
+            "enforcing_consecutive_5xx": 100,
+            "consecutive_gateway_failure": cool.failures,
+            "enforcing_consecutive_gateway_failure": 0,
+            "enforcing_success_rate": 0,
+            "interval": _duration(cool.interval),
+            "base_ejection_time": _duration(cool.duration),
+            "max_ejection_percent": cool.max_percent,
+        },
+        "circuit_breakers": {
+            "thresholds": [
+                {
+                    "priority": "DEFAULT",
+                    "retry_budget": {
+                        "budget_percent": {"value": policy.retry_budget_percent},
+                        "min_retry_concurrency": policy.min_retry_concurrency,
+                    },
+                }
+            ]
+        },
+        "load_assignment": {
+            "cluster_name": name,
+            "policy": {"overprovisioning_factor": _OVERPROVISIONED},
+            "endpoints": endpoints,
+        },
+        "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": options},
+    }
+    if tls_hosts:
+        cluster["transport_socket_matches"] = [
+            {"name": f"tls-{h}", "match": {"tls_host": h}, "transport_socket": _tls_socket(h, alpn)} for h in tls_hosts
+        ]
+    if all_tls:  # every endpoint matches one of those; HTTP/2 by ALPN needs a TLS default besides
+        cluster["transport_socket"] = _tls_socket(tls_hosts[0], alpn)
+    return cluster
+
+
+def _attempt_filter(message_timeout: float) -> dict[str, Any]:
+    """ext_proc as an upstream filter: once per attempt, after Envoy chose the attempt's endpoint. Request headers
+    (with the endpoint's target and the request's context as attributes) and the client's body go to the service,
+    which answers with the target's request; the answer's headers too, to count how the attempt ended."""
+    return {
+        "name": FALLBACK_ATTEMPT_FILTER,
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
+            "grpc_service": {
+                "envoy_grpc": {
+                    "cluster_name": EXTPROC_CLUSTER,
+                    "max_receive_message_length": 128 * 1024 * 1024,
+                    "retry_policy": {"retry_on": "connect-failure,refused-stream,unavailable", "num_retries": 2},
+                },
+            },
+            "status_on_error": {"code": 502},
+            "failure_mode_allow": False,
+            "processing_mode": {
+                "request_header_mode": "SEND",
+                "response_header_mode": "SEND",
+                "request_body_mode": "BUFFERED",
+                "response_body_mode": "NONE",
+                "request_trailer_mode": "SKIP",
+                "response_trailer_mode": "SKIP",
+            },
+            # Headers and body in one go: one read and one write on the service's side instead of two.
+            "send_body_without_waiting_for_header_response": True,
+            "request_attributes": list(ATTEMPT_ATTRIBUTES),
+            "message_timeout": _duration(message_timeout),
+            "max_message_timeout": _duration(max(message_timeout, 60.0)),
+        },
+    }
+
+
+def _target_credential(p: Provider, credentials: CredentialFiles) -> dict[str, Any]:
+    """The provider's credential injector, run only for attempts to it (``TARGET_HEADER`` names the provider)."""
+    not_this = {
+        "not_matcher": {
+            "single_predicate": {
+                "input": {
+                    "name": "target",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput",
+                        "header_name": TARGET_HEADER,
+                    },
+                },
+                "value_match": {"exact": p.name},
+            }
+        }
+    }
+    skip = {
+        "name": "skip",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.common.matcher.action.v3.SkipFilter"},
+    }
+    return {
+        "name": f"ai_gateway.credential.{p.name}",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcher",
+            "extension_config": _credential_injector(p, credentials),
+            "xds_matcher": {"matcher_list": {"matchers": [{"predicate": not_this, "on_match": {"action": skip}}]}},
+        },
+    }
+
+
+_STRIP_TARGET = {
+    "name": "ai_gateway.strip_target",
+    "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+        "mutations": {"request_mutations": [{"remove": TARGET_HEADER}]},
+    },
+}
+
+
 def _is_ip(host: str) -> bool:
     import ipaddress
 
@@ -156,7 +428,10 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-def ext_proc_filter(cluster_name: str = EXTPROC_CLUSTER, message_timeout: float = 30.0) -> dict[str, Any]:
+_MESSAGE_TIMEOUT = 30.0
+
+
+def ext_proc_filter(cluster_name: str = EXTPROC_CLUSTER, message_timeout: float = _MESSAGE_TIMEOUT) -> dict[str, Any]:
     """The ext_proc HTTP filter: the whole contract with the service (also embedded in the Istio EnvoyFilter)."""
     return {
         "name": "envoy.filters.http.ext_proc",
@@ -207,6 +482,8 @@ def render(
     """The bootstrap as a dict (``dump`` turns it into YAML)."""
     providers = cfg.used_providers()
     routes = [_provider_route(p, cfg.timeout) for p in providers]
+    fallback_clusters = fallback_cluster_names(cfg)
+    routes += [_fallback_route(cfg.models[m], c, cfg) for m, c in fallback_clusters.items()]
     # Reached only when the service did not pick a provider: make that failure visible, never silently forward.
     routes.append(
         {
@@ -315,6 +592,9 @@ def render(
     clusters = [extproc_cluster] + [_provider_cluster(p, credentials) for p in providers]
     for c in clusters[1:]:
         c["per_connection_buffer_limit_bytes"] = cfg.max_request_bytes
+    clusters += [
+        _fallback_cluster(cfg.models[m], c, cfg, credentials, _MESSAGE_TIMEOUT) for m, c in fallback_clusters.items()
+    ]
     return {
         "node": {"id": "ai-gateway", "cluster": "ai-gateway"},
         "admin": {"address": admin.envoy()},

@@ -22,6 +22,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from google.protobuf.message import DecodeError
 
 from extproc.core.actions import CONTINUE, Forward, Reply, ServeMetrics
+from extproc.core.attempt import Attempt
 from extproc.core.contract import METADATA_NAMESPACE
 from extproc.core.exchange import Exchange, ExchangeError, Gateway
 from extproc.core.record import Record
@@ -86,6 +87,12 @@ def _mutation(mut: pb.HeaderMutation, set_headers: list[tuple[str, str]], remove
         mut.remove_headers.extend(remove)
 
 
+def _attributes(msg: pb.ProcessingRequest) -> dict[str, str]:
+    """The CEL attributes Envoy evaluated for this filter (``request_attributes``), as strings."""
+    attrs = msg.attributes.get("envoy.filters.http.ext_proc")
+    return {k: v.string_value for k, v in attrs.fields.items()} if attrs is not None else {}
+
+
 def _fill(common: pb.CommonResponse, fwd: Forward) -> None:
     """Write a ``Forward`` into the response's own ``CommonResponse`` (no intermediate message, no body copy)."""
     if fwd.set_headers or fwd.remove_headers:
@@ -118,6 +125,10 @@ def _answer(phase: str, action: Forward | Reply) -> pb.ProcessingResponse:
         getattr(resp, phase).SetInParent()
         return resp
     _fill(getattr(resp, phase).response, action)
+    if action.metadata:
+        f = resp.dynamic_metadata.fields[METADATA_NAMESPACE].struct_value.fields
+        for k, v in action.metadata.items():
+            f[k].string_value = v
     if action.response_body_mode is not None:
         resp.mode_override.SetInParent()
         resp.mode_override.response_body_mode = _MODES[action.response_body_mode]
@@ -232,6 +243,8 @@ class ExtProc:
         which = msg.WhichOneof("request")
         if which == "request_headers":
             h = msg.request_headers
+            if len(msg.attributes):  # only the attempt filter on a fallback cluster asks Envoy for attributes
+                ex = call.ex = Attempt(self.gateway, _attributes(msg))
             action = ex.on_request_headers(_headers(h), h.end_of_stream)
             if isinstance(action, ServeMetrics):
                 action = self._metrics_reply()
@@ -268,7 +281,7 @@ class ExtProc:
         return Reply(200, body, [("content-type", ctype)])
 
     def _request_answer(self, call: ProcessCall, action: Forward | Reply) -> pb.ProcessingResponse:
-        if isinstance(action, Forward) and self.metrics is not None:
+        if isinstance(action, Forward) and self.metrics is not None and not call.ex.record.attempt:
             self.metrics.started(call.ex.record)
             call.active = True
         resp = _answer("request_body", action)
