@@ -1,15 +1,15 @@
 """One attempt of a request to a model with several targets, at the ext_proc filter on the model's Envoy cluster (an
 upstream filter: Envoy runs it once per attempt, after choosing the attempt's endpoint) (pure).
 
-Envoy says which target the attempt goes to (the endpoint's metadata) and gives the client's request as the client
-sent it (the router replays the same body on every attempt); the attempt builds that target's request exactly as a
-single-target request to it would be built (``Exchange._forward``: pass-through or translation, media, headers),
-marks the request with ``TARGET_HEADER`` for the cluster's credential injectors, and records how the attempt ended.
-Envoy decides whether to try the next target; the listener's exchange translates the answer that reaches the client
-(``fallback.FallbackHandler``).
-
-Headers changed by an attempt stay changed for the next one (Envoy keeps one header map for all attempts), so every
-attempt sets or removes every header an attempt may touch.
+Envoy gives the request headers with three attributes: the endpoint's target, the request's context (set by the
+listener's exchange, ``fallback.prepare``) and, unless the attempt goes to the target the request was built for,
+the client's own body. An attempt to that target only restores the headers it was built with (an earlier attempt
+may have changed them: Envoy keeps one header map for all attempts). An attempt to another target builds that
+target's request from the client's body exactly as a single-target request to it would be built
+(``Exchange._forward``: pass-through or translation, media, headers) and answers the request headers with the whole
+new body. Then the attempt's answer headers say how it ended; a 429 is shown to Envoy as a 503, so that its outlier
+detection cools a rate-limited target down too. Envoy decides whether to try the next target; the listener's
+exchange handles the answer that reaches the client (``fallback.FallbackHandler``).
 """
 
 from __future__ import annotations
@@ -18,29 +18,22 @@ from typing import Any
 
 import orjson
 
-from extproc.core import routing
+from extproc.core import fallback, routing
 from extproc.core.actions import CONTINUE, Forward, Reply
 from extproc.core.config import Config, Provider, Upstream
 from extproc.core.contract import (
     ATTEMPT_ATTRIBUTES,
     ATTEMPT_REPLY,
+    CONTENT_LENGTH_KEY,
     LOCAL_ERROR_HEADER,
-    RATE_KEY_HEADER,
-    RATE_MODEL_HEADER,
-    ROUTE_HEADER,
-    TARGET_HEADER,
     UPSTREAM_STATUS_HEADER,
 )
 from extproc.core.exchange import _ENDED, _NEW, _REQUEST_BODY, _RESPONSE_HEADERS, Exchange, ExchangeError, Gateway
 from extproc.core.record import outcome
+from extproc.translation import media
 from extproc.translation.errors import GatewayError
 from extproc.translation.formats import registry
 from extproc.translation.formats.contract import Endpoint, WireFormat
-
-# Headers of one attempt that must not reach another attempt's provider: credentials (the cluster's injector sets the
-# right one after this filter), and every format's own headers (set again by an attempt to that format).
-_EVERY_FORMAT_HEADER = tuple(dict.fromkeys(h for f in registry.FORMATS.values() for h, _ in f.EXTRA_HEADERS))
-_NOT_FOR_ATTEMPT = (ROUTE_HEADER, RATE_KEY_HEADER, RATE_MODEL_HEADER, "x-envoy-upstream-rq-timeout-ms")
 
 
 class AttemptError(ExchangeError):
@@ -48,9 +41,9 @@ class AttemptError(ExchangeError):
 
 
 class Attempt(Exchange):
-    """The request phases of one attempt (headers, body), then the attempt's answer headers (how it ended)."""
+    """The request headers of one attempt (and its body, when Envoy must send it), then its answer headers."""
 
-    __slots__ = ("_target_model", "context_headers", "provider")
+    __slots__ = ("client_body", "context", "target", "target_format", "target_label", "target_model", "target_prefix")
 
     ROUTES_FALLBACK = False
 
@@ -60,23 +53,31 @@ class Attempt(Exchange):
         rec.attempt = True
         try:
             name, fmt, prefix, model = orjson.loads(attributes[ATTEMPT_ATTRIBUTES[0]])
-            context = orjson.loads(attributes[ATTEMPT_ATTRIBUTES[1]])
-            path = context["path"]
-            self.context_headers: dict[str, str] = context.get("headers") or {}
+            self.context: dict[str, Any] = orjson.loads(attributes[ATTEMPT_ATTRIBUTES[1]])
+            path = self.context["path"]
             registry.get(fmt)
         except (KeyError, ValueError, TypeError) as exc:
             raise AttemptError(f"attempt attributes missing or malformed: {exc!r}") from None
-        self.provider = Provider(name, fmt, "", Upstream("", "", 0, prefix), None)
-        rec.provider, rec.served_by = name, f"{name}/{model}"
+        self.client_body = attributes.get(ATTEMPT_ATTRIBUTES[2], "")
+        self.target_format, self.target_prefix, self.target_model = fmt, prefix, model
+        self.target_label = rec.served_by = f"{name}/{model}"
+        rec.provider = name
+        rec.client = self.context.get("client", "")
+        rec.model = self.context.get("model", "")
+        rec.request_id = self.context.get("request_id")
+        if rec.model in self.config.models:
+            rec.model_label = rec.model
         rec.path, _, self.query = path.partition("?")
-        self._target_model = model
 
-    def on_request_headers(self, headers: dict[str, str], end_of_stream: bool) -> Forward | Reply:
+    def on_request_headers(self, headers: dict[str, str], end_of_stream: bool) -> Any:
+        """The request's headers are not read: what the attempt needs came as attributes."""
         self._expect(_NEW)
-        rec = self.record
-        rec.request_id = headers.get("x-request-id")
+        rec, ctx = self.record, self.context
+        if self.target_label == ctx.get("prepared"):  # the request was built for this target: its headers back
+            self.phase = _RESPONSE_HEADERS
+            return Forward(ctx.get("set", []), ctx.get("remove", []))
         try:
-            routed = registry.route(headers.get(":method", "POST"), rec.path, self.query)
+            routed = registry.route("POST", rec.path, self.query)
         except registry.RoutingError as exc:
             self.client = exc.fmt
             return self.error_reply(exc.error)
@@ -84,35 +85,43 @@ class Attempt(Exchange):
             raise AttemptError(f"attempt for a path no format serves: {rec.path}")
         self.client, self.endpoint = routed
         rec.client = self.client.NAME
+        if not self.client_body:  # the body Envoy holds is the client's own: have Envoy send it
+            self.phase = _REQUEST_BODY
+            return Forward(request_body_mode="BUFFERED")
         self.phase = _REQUEST_BODY
-        return CONTINUE
+        action = self.on_request_body(self.client_body.encode())
+        if isinstance(action, Forward):
+            action.replace = True  # the new body goes with the headers' answer
+        return action
 
     def _resolve(self, cfg: Config, client: WireFormat, endpoint: Endpoint, model: str) -> routing.Target:
         """The attempt's target, from Envoy (its endpoint's metadata), not from the config: a target list that
         changed on reload cannot send an attempt astray."""
-        fmt = registry.get(self.provider.format)
-        return routing.Target(self.provider, fmt, self._target_model, passthrough=fmt is client)
+        fmt = registry.get(self.target_format)
+        assert self.record.provider is not None
+        provider = Provider(self.record.provider, self.target_format, "", Upstream("", "", 0, self.target_prefix), None)
+        return routing.Target(provider, fmt, self.target_model, passthrough=fmt is client)
 
-    def _forward(self, body: bytes, resumed: bool = False) -> Any:
+    def _forward(self, body: bytes, resumed: bool = False) -> Forward | media.FetchMedia:
         action = super()._forward(body, resumed)
-        return self._for_attempt(action) if isinstance(action, Forward) else action
-
-    def _for_attempt(self, fwd: Forward) -> Forward:
-        """A single-target request's header changes, made fit for an attempt: no routing (the route is chosen), the
-        target named for the credential injectors, and what an earlier attempt may have left undone."""
+        if not isinstance(action, Forward):
+            return action
         target = self.target
         assert target is not None
-        set_headers = [(k, v) for k, v in fwd.set_headers if k not in _NOT_FOR_ATTEMPT]
-        set_headers.append((TARGET_HEADER, target.provider.name))
-        if target.passthrough:  # the client's own format headers, as it sent them
-            set_headers += [(k, v) for k, v in self.context_headers.items()]
-        names = {k for k, _ in set_headers}
-        remove = [h for h in (*routing.STRIP_ALWAYS, *routing.STRIP_CROSS, *_EVERY_FORMAT_HEADER) if h not in names]
-        return Forward(set_headers, remove, fwd.body)
+        kept = self.context.get("headers") or {}
+        set_headers, remove = fallback.attempt_headers(action, target.provider.name, target.passthrough, kept)
+        new_body = body if action.body is None else action.body
+        return Forward(set_headers, remove, new_body, metadata={CONTENT_LENGTH_KEY: str(len(new_body))})
+
+    def on_fetched(self, result: dict[str, media.Fetched] | GatewayError) -> Forward | Reply:
+        action = super().on_fetched(result)
+        if isinstance(action, Forward) and self.client_body:
+            action.replace = True
+        return action
 
     def on_response_headers(self, headers: dict[str, str], end_of_stream: bool = False) -> Forward:
-        """How the attempt ended. A 429 is shown to Envoy as a 503 (the provider's status kept aside) when rate
-        limits cool a target down: Envoy's outlier detection counts 5xx only."""
+        """How the attempt ended (only ``:status`` is read). A 429 is shown to Envoy as a 503 (the provider's status
+        kept aside) when rate limits cool a target down: Envoy's outlier detection counts 5xx only."""
         self._expect(_RESPONSE_HEADERS, _REQUEST_BODY, _NEW)
         self.phase = _ENDED
         rec = self.record

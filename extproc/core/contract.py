@@ -25,8 +25,8 @@ MODEL_ROUTE_PREFIX = "model/"
 # Set by the attempt on the request it sends: the target's provider, which selects that provider's credential
 # injector on the cluster. Removed by the cluster's last filter before the request leaves.
 TARGET_HEADER = "x-ai-gateway-target"
-# Answer headers Envoy adds on a fallback route, from the answering target's endpoint metadata: provider/model (kept
-# for the client), its wire format (the service reads and removes it), the number of attempts (kept for the client).
+# Answer headers Envoy adds on a fallback route, from the answering target's endpoint metadata: provider/model, its
+# wire format (the service translates from it), the number of attempts. The client gets them too.
 SERVED_BY_HEADER = "x-ai-gateway-served-by"
 SERVED_FORMAT_HEADER = "x-ai-gateway-served-format"
 ATTEMPTS_HEADER = "x-ai-gateway-attempts"
@@ -35,16 +35,29 @@ ATTEMPTS_HEADER = "x-ai-gateway-attempts"
 UPSTREAM_STATUS_HEADER = "x-ai-gateway-upstream-status"
 # LOCAL_ERROR_HEADER value on an attempt's own error reply: its body is already in the client's format.
 ATTEMPT_REPLY = "attempt"
-# Dynamic metadata (METADATA_NAMESPACE) the service sets when it sends a request to a fallback route, for its attempts:
-# the client's path and query, and the client's format-specific headers an attempt to another format removes.
+# Dynamic metadata (METADATA_NAMESPACE) the service sets when it sends a request to a fallback route, for its
+# attempts: the context (JSON: the client's path and query, its own format headers, the target the request was built
+# for and that target's header changes), that target's label again (for Envoy's attribute expressions), and the
+# client's body when the body sent is not the client's.
 ATTEMPT_CONTEXT_KEY = "attempt_context"
+PREPARED_KEY = "prepared"
+CLIENT_BODY_KEY = "client_body"
+# Dynamic metadata an attempt that replaced the body sets for its own request: the new body's length (Envoy drops
+# content-length when an ext_proc filter replaces a body at the headers; the cluster's last filter puts it back).
+CONTENT_LENGTH_KEY = "content_length"
 # Endpoint metadata (METADATA_NAMESPACE) of each target in a fallback cluster: "provider/model", its wire format, and
 # what the attempt needs (JSON: [provider, format, path prefix, model]).
 HOST_TARGET_KEY = "target"
 HOST_FORMAT_KEY = "format"
 HOST_ATTEMPT_KEY = "attempt"
-# What the attempt filter asks Envoy for on its first message (CEL attributes).
+_NS = METADATA_NAMESPACE
+_HOST = f"xds.upstream_host_metadata.filter_metadata['{_NS}']"
+_META = f"metadata.filter_metadata['{_NS}']"
+# What the attempt filter asks Envoy for with the request headers (CEL attributes): the endpoint's target, the
+# request's context, and the client's body unless this attempt goes to the target the request was built for.
 ATTEMPT_ATTRIBUTES = (
-    f"xds.upstream_host_metadata.filter_metadata['{METADATA_NAMESPACE}']['{HOST_ATTEMPT_KEY}']",
-    f"metadata.filter_metadata['{METADATA_NAMESPACE}']['{ATTEMPT_CONTEXT_KEY}']",
+    f"{_HOST}['{HOST_ATTEMPT_KEY}']",
+    f"{_META}['{ATTEMPT_CONTEXT_KEY}']",
+    f"{_HOST}['{HOST_TARGET_KEY}'] != {_META}['{PREPARED_KEY}'] && '{CLIENT_BODY_KEY}' in {_META} "
+    f"? {_META}['{CLIENT_BODY_KEY}'] : ''",
 )

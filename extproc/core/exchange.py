@@ -226,8 +226,6 @@ class Exchange:
         rec.stream = stream
         if model in cfg.models:
             rec.model_label = model
-            if self.ROUTES_FALLBACK and endpoint.kind == GENERATE and cfg.models[model].fallback:
-                return self._fallback(model, stream, head, body)
         target = self.target = self._resolve(cfg, client, endpoint, model)
         provider, fmt = target.provider, target.fmt
         rec.provider = provider.name
@@ -280,21 +278,33 @@ class Exchange:
         set_headers, remove = routing.upstream_headers(
             cfg, target, self.key, model, stream=stream, path=path, length=len(new_body)
         )
-        return Forward(set_headers, remove, None if new_body is body else new_body, clear_route_cache=True)
+        forward = Forward(set_headers, remove, None if new_body is body else new_body, clear_route_cache=True)
+        if self.ROUTES_FALLBACK and endpoint.kind == GENERATE and model in cfg.models and cfg.models[model].fallback:
+            return self._fallback(forward, model, stream, head, body)
+        return forward
 
     def _resolve(self, cfg: Config, client: WireFormat, endpoint: Endpoint, model: str) -> routing.Target:
         return routing.resolve(cfg, client, endpoint, model, self.key)
 
-    def _fallback(self, model: str, stream: bool, head: dict[str, Any] | None, body: bytes) -> Forward:
-        """A model with several targets: Envoy tries them in turn, each attempt translated for its target by the
-        attempt filter (``attempt.Attempt``); the answer's handler is chosen when Envoy says who answered."""
-        client, endpoint, rec = self.client, self.endpoint, self.record
-        assert client is not None and endpoint is not None
-        routing.check_allowed(self.key, model)
+    def _fallback(
+        self, forward: Forward, model: str, stream: bool, head: dict[str, Any] | None, body: bytes
+    ) -> Forward:
+        """A model with several targets: the request, built for the primary target, goes to the model's fallback
+        route; Envoy tries the targets in turn, an attempt to another target built for it by the attempt filter
+        (``attempt.Attempt``); the answer's handler is chosen when Envoy says who answered (``fallback``)."""
+        client, endpoint, rec, target = self.client, self.endpoint, self.record, self.target
+        assert client is not None and endpoint is not None and target is not None and self.handler is not None
         rec.fallback = True
-        self.handler = fallback.FallbackHandler(rec, client, self.config, endpoint, model, stream, head, body)
-        context = fallback.attempt_context(rec.path, self.query, self.headers or {})
-        return fallback.forward(self.config, self.key, model, stream=stream, context=context)
+        label = f"{target.provider.name}/{target.model}"
+        self.handler = fallback.FallbackHandler(
+            rec, client, self.config, endpoint, model, stream, head, body, label, self.handler
+        )
+        path = f"{rec.path}?{self.query}" if self.query else rec.path
+        kept = fallback.client_headers(self.headers)
+        return fallback.prepare(
+            forward, model, label, target.provider.name, target.passthrough, client=client.NAME, path=path, kept=kept,
+            client_body=body, request_id=rec.request_id,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------------------------------------ response
     def on_response_headers(self, headers: dict[str, str], end_of_stream: bool = False) -> Forward:

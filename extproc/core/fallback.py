@@ -1,12 +1,17 @@
-"""Models with several targets, the router-level half (pure): send the request to the model's fallback route as the
-client wrote it, and handle whichever target answered.
+"""Models with several targets, the listener's half (pure): the request goes to the model's fallback route prepared
+for its primary target, and the answer is handled for whichever target gave it.
 
-Envoy retries such a request across the model's targets (``docs/fallback.md``); each attempt is translated for its
-own target by the attempt filter on the model's cluster (``attempt.Attempt``). Here, at the listener's ext_proc
-filter, the request only gets its route (``ROUTE_HEADER: model/<name>``), loses the client's credentials, and leaves
-the attempts their context in dynamic metadata. The answer arrives with Envoy's ``SERVED_BY_HEADER`` and
-``SERVED_FORMAT_HEADER`` naming the target that answered; ``FallbackHandler`` makes the usual handler for that target
-then (pass-through or translation, streamed or not) and hands it the rest.
+Envoy retries such a request across the model's targets (``docs/fallback.md``). Here, at the listener's ext_proc
+filter, the request is built exactly as a single-target request to the primary target would be (same translation,
+same handler), then sent to the route ``ROUTE_HEADER: model/<name>`` instead of the provider's. The attempts' context
+travels in dynamic metadata: the client's path, its own format headers, which target the body was built for and that
+target's header changes, and the client's body when the body sent differs from it. At the ext_proc filter on the
+model's cluster, an attempt to the primary only restores those headers; an attempt to another target builds that
+target's request from the client's body (``attempt.Attempt``).
+
+The answer arrives with Envoy's ``SERVED_BY_HEADER`` and ``SERVED_FORMAT_HEADER`` naming the target that answered:
+``FallbackHandler`` hands it to the primary's handler, or makes the usual handler for that target (pass-through or
+translation, streamed or not).
 """
 
 from __future__ import annotations
@@ -17,20 +22,22 @@ from typing import Any
 import orjson
 
 from extproc.core import routing
-from extproc.core.access import ANONYMOUS, GatewayKey
 from extproc.core.actions import CONTINUE, Forward
 from extproc.core.config import Config
 from extproc.core.contract import (
     ATTEMPT_CONTEXT_KEY,
     ATTEMPT_REPLY,
     ATTEMPTS_HEADER,
+    CLIENT_BODY_KEY,
     LOCAL_ERROR_HEADER,
     MODEL_ROUTE_PREFIX,
+    PREPARED_KEY,
     RATE_KEY_HEADER,
     RATE_MODEL_HEADER,
     ROUTE_HEADER,
     SERVED_BY_HEADER,
     SERVED_FORMAT_HEADER,
+    TARGET_HEADER,
     UPSTREAM_STATUS_HEADER,
 )
 from extproc.core.handlers import (
@@ -46,7 +53,11 @@ from extproc.translation.errors import type_for_status
 from extproc.translation.formats import registry
 from extproc.translation.formats.contract import Endpoint, StreamOptions, WireFormat
 
-_REMOVE = [*routing.STRIP_ALWAYS]
+# Headers an attempt never sends: the listener's routing and rate-limit headers (the route is chosen), the stream
+# deadline (the router read it already).
+_NOT_FOR_ATTEMPT = (ROUTE_HEADER, RATE_KEY_HEADER, RATE_MODEL_HEADER, "x-envoy-upstream-rq-timeout-ms")
+# Every format's own request headers: an attempt to another format must not inherit them from an earlier attempt.
+_FORMAT_HEADERS = tuple(dict.fromkeys(h for f in registry.FORMATS.values() for h, _ in f.EXTRA_HEADERS))
 
 
 def route_value(model: str) -> str:
@@ -54,26 +65,46 @@ def route_value(model: str) -> str:
     return MODEL_ROUTE_PREFIX + model
 
 
-def attempt_context(path: str, query: str, headers: dict[str, str]) -> str:
-    """What every attempt needs from the client's request besides its body: the path (with query) the client format
-    is read from (an earlier attempt changed ``:path``), and the client's own format headers (an attempt to another
-    format removes them; a later attempt to the client's format puts them back)."""
-    kept = {h: headers[h] for h in routing.STRIP_CROSS if h in headers}
-    ctx: dict[str, Any] = {"path": f"{path}?{query}" if query else path}
+def client_headers(headers: dict[str, str] | None) -> dict[str, str]:
+    """The client's own format headers (``anthropic-version``, ``anthropic-beta``): an attempt to another format
+    removes them, a later attempt to the client's format puts them back."""
+    return {h: headers[h] for h in routing.STRIP_CROSS if h in headers} if headers else {}
+
+
+def attempt_headers(
+    fwd: Forward, provider: str, passthrough: bool, kept: dict[str, str]
+) -> tuple[list[tuple[str, str]], list[str]]:
+    """A single-target request's header changes, made fit for an attempt. Envoy keeps one header map for all the
+    attempts of a request, so each attempt sets or removes every header an attempt may touch: the target's provider
+    (its credential injector matches it), the client's format headers for a same-format target, and removes
+    credentials and other formats' headers."""
+    set_headers = [(k, v) for k, v in fwd.set_headers if k not in _NOT_FOR_ATTEMPT]
+    set_headers.append((TARGET_HEADER, provider))
+    if passthrough:
+        set_headers += list(kept.items())
+    names = {k for k, _ in set_headers}
+    remove = [h for h in (*routing.STRIP_ALWAYS, *routing.STRIP_CROSS, *_FORMAT_HEADERS) if h not in names]
+    return set_headers, remove
+
+
+def prepare(
+    fwd: Forward, model: str, label: str, provider: str, passthrough: bool, *, client: str, path: str,
+    kept: dict[str, str], client_body: bytes, request_id: str | None,
+) -> Forward:  # fmt: skip
+    """The primary target's request, sent to the model's fallback route: ``ROUTE_HEADER`` names the route, and the
+    attempts' context goes along in dynamic metadata (the client's body too when the body sent is not it)."""
+    set_headers = [(ROUTE_HEADER, route_value(model)) if k == ROUTE_HEADER else (k, v) for k, v in fwd.set_headers]
+    prepared_set, prepared_remove = attempt_headers(fwd, provider, passthrough, kept)
+    context: dict[str, Any] = {
+        "client": client, "path": path, "model": model, "request_id": request_id, "prepared": label,
+        "set": prepared_set, "remove": prepared_remove,
+    }  # fmt: skip
     if kept:
-        ctx["headers"] = kept
-    return orjson.dumps(ctx).decode()
-
-
-def forward(cfg: Config, key: GatewayKey | None, model: str, *, stream: bool, context: str) -> Forward:
-    """The request goes to the model's fallback route unchanged but for the gateway's headers: the route, the
-    rate-limit headers, no client credentials; for a stream, no total deadline (per-try and idle timeouts remain)."""
-    set_headers: list[tuple[str, str]] = [(ROUTE_HEADER, route_value(model))]
-    if cfg.access.rate_limited:
-        set_headers += [(RATE_KEY_HEADER, key.name if key is not None else ANONYMOUS), (RATE_MODEL_HEADER, model)]
-    if stream:
-        set_headers.append(("x-envoy-upstream-rq-timeout-ms", "0"))
-    return Forward(set_headers, _REMOVE, None, clear_route_cache=True, metadata={ATTEMPT_CONTEXT_KEY: context})
+        context["headers"] = kept
+    metadata = {ATTEMPT_CONTEXT_KEY: orjson.dumps(context).decode(), PREPARED_KEY: label}
+    if fwd.body is not None:
+        metadata[CLIENT_BODY_KEY] = client_body.decode("utf-8", "replace")
+    return Forward(set_headers, fwd.remove_headers, fwd.body, clear_route_cache=True, metadata=metadata)
 
 
 @dataclass(slots=True)
@@ -85,10 +116,11 @@ class _Served:
 
 
 class FallbackHandler(Handler):
-    """The answer to a request on a fallback route. Envoy names the target that answered in the answer's headers;
-    the handler a single-target request to that target would have had is made then, and does the rest."""
+    """The answer to a request on a fallback route. Envoy names the target that answered in the answer's headers:
+    the primary's answer goes to the handler made with its request; another target's to the handler a
+    single-target request to it would have had."""
 
-    __slots__ = ("body", "cfg", "endpoint", "head", "inner", "model", "stream")
+    __slots__ = ("body", "cfg", "endpoint", "head", "inner", "model", "prepared", "primary", "stream")
 
     def __init__(
         self,
@@ -100,6 +132,8 @@ class FallbackHandler(Handler):
         stream: bool,
         head: dict[str, Any] | None,
         body: bytes,
+        prepared: str,
+        primary: Handler,
     ) -> None:
         super().__init__(record, client, None, None)
         self.cfg = cfg
@@ -108,6 +142,8 @@ class FallbackHandler(Handler):
         self.stream = stream
         self.head = head  # the request as peeked (None when the path names the model): streams re-read it
         self.body = body
+        self.prepared = prepared  # the label of the target the request was built for
+        self.primary = primary
         self.inner: Handler | None = None
 
     @property
@@ -128,12 +164,17 @@ class FallbackHandler(Handler):
             rec.served_by, rec.provider = served, provider_name
             if headers.get(LOCAL_ERROR_HEADER) == ATTEMPT_REPLY:
                 inner = _AttemptReply(rec, self.client)
+            elif served == self.prepared:
+                inner = self.primary
             else:
                 inner = self._handler(provider_name, registry.get(fmt_name), upstream)
         else:  # no target was reached (Envoy's own reply)
             inner = EnvoyReply(rec, self.client, None, None)
         self.inner = inner
-        return _merge(inner.on_headers(headers), real)
+        fwd = inner.on_headers(headers)
+        if 0 < inner.status < 400 and served:
+            rec.outcome = "success"  # the answering attempt, counted here (its own stream counts only failures)
+        return _merge(fwd, real)
 
     def on_body(self, body: bytes, end_of_stream: bool) -> Forward:
         assert self.inner is not None
@@ -176,14 +217,13 @@ class _AttemptReply(Handler):
 
 
 def _merge(fwd: Forward, status: str | None) -> Forward:
-    """The inner handler's answer plus what the fallback headers need: the internal format header removed, and the
-    provider's own status restored where Envoy was shown another."""
-    remove = [SERVED_FORMAT_HEADER, *fwd.remove_headers]
+    """The inner handler's answer plus the provider's own status restored where Envoy was shown another."""
+    if status is None:
+        return fwd
     set_headers = fwd.set_headers
-    if status is not None:
-        remove.append(UPSTREAM_STATUS_HEADER)
-        if not any(k == ":status" for k, _ in set_headers):
-            set_headers = [(":status", status), *set_headers]
+    if not any(k == ":status" for k, _ in set_headers):
+        set_headers = [(":status", status), *set_headers]
+    remove = [UPSTREAM_STATUS_HEADER, *fwd.remove_headers]
     if fwd is CONTINUE:
         return Forward(set_headers, remove)
     return Forward(set_headers, remove, fwd.body, fwd.clear_route_cache, fwd.response_body_mode, fwd.metadata)

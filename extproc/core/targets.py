@@ -51,8 +51,11 @@ class FallbackPolicy:
 
     per_try_timeout: float | None = None  # seconds an attempt may take to answer (headers) before the next is tried
     retry_after_cap: float = 2.0  # a 429/503 retry-after up to this many seconds is waited; a longer one is not
-    retry_budget_percent: float = 20.0  # retries in flight, as a share of requests in flight (Envoy retry budget)
-    min_retry_concurrency: int = 3  # retries always allowed in flight, whatever the budget says
+    # Retries in flight per fallback model: at most this many (Envoy's retry circuit breaker)...
+    max_concurrent_retries: int = 1000
+    # ... or, when set, a budget: a share (%) of the requests in flight, never fewer than min_retry_concurrency.
+    retry_budget_percent: float | None = None
+    min_retry_concurrency: int = 3
     cooldown: Cooldown = field(default_factory=Cooldown)
 
 
@@ -146,7 +149,10 @@ def parse_policy(raw: Any, fail: Fail, duration: Callable[[Any], float]) -> Fall
     """The top-level ``fallback`` mapping."""
     if not isinstance(raw, dict):
         raise fail("fallback", "expected a mapping (per_try_timeout, retry_after_cap, retry_budget, cooldown)")
-    known = ("per_try_timeout", "retry_after_cap", "retry_budget", "min_retry_concurrency", "cooldown")
+    known = (
+        "per_try_timeout", "retry_after_cap", "max_concurrent_retries", "retry_budget", "min_retry_concurrency",
+        "cooldown",
+    )  # fmt: skip
     for key in raw:
         if key not in known:
             raise fail("fallback", f"unknown field '{key}' (known: {', '.join(known)})")
@@ -160,19 +166,21 @@ def parse_policy(raw: Any, fail: Fail, duration: Callable[[Any], float]) -> Fall
         except ValueError as exc:
             raise fail(f"fallback.{key}", str(exc)) from None
 
-    budget = raw.get("retry_budget", base.retry_budget_percent)
-    if isinstance(budget, bool) or not isinstance(budget, int | float) or not 0 < budget <= 100:
+    budget = raw.get("retry_budget")
+    bad = isinstance(budget, bool) or not isinstance(budget, int | float) or not 0 < budget <= 100
+    if budget is not None and bad:
         raise fail("fallback.retry_budget", "expected a percentage greater than 0, at most 100")
-    min_conc = raw.get("min_retry_concurrency", base.min_retry_concurrency)
-    if not _positive_int(min_conc):
-        raise fail("fallback.min_retry_concurrency", "expected a whole number greater than zero")
+    for key in ("min_retry_concurrency", "max_concurrent_retries"):
+        if not _positive_int(raw.get(key, 1)):
+            raise fail(f"fallback.{key}", "expected a whole number greater than zero")
     cap = seconds("retry_after_cap", base.retry_after_cap)
     assert cap is not None
     return FallbackPolicy(
         per_try_timeout=seconds("per_try_timeout", None),
         retry_after_cap=cap,
-        retry_budget_percent=float(budget),
-        min_retry_concurrency=min_conc,
+        max_concurrent_retries=raw.get("max_concurrent_retries", base.max_concurrent_retries),
+        retry_budget_percent=float(budget) if budget is not None else None,
+        min_retry_concurrency=raw.get("min_retry_concurrency", base.min_retry_concurrency),
         cooldown=_parse_cooldown(raw.get("cooldown"), fail, duration),
     )
 

@@ -121,7 +121,10 @@ class Metrics:
             if a is not s:
                 self._dirty(a)
         status = rec.status or 0
-        if rec.upstream_path and not rec.fallback:  # one attempt, to the model's only target
+        if rec.fallback:  # the attempt that answered (the failed ones are counted by their own streams)
+            if rec.outcome == "success":
+                s.attempts["success"] = s.attempts.get("success", 0) + 1
+        elif rec.upstream_path:  # one attempt, to the model's only target
             key = outcome(status, rec.error_type)
             s.attempts[key] = s.attempts.get(key, 0) + 1
         s.requests[status] = s.requests.get(status, 0) + 1

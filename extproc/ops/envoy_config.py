@@ -20,6 +20,7 @@ from extproc.core.config import Config, Model, Provider
 from extproc.core.contract import (
     ATTEMPT_ATTRIBUTES,
     ATTEMPTS_HEADER,
+    CONTENT_LENGTH_KEY,
     HOST_ATTEMPT_KEY,
     HOST_FORMAT_KEY,
     HOST_TARGET_KEY,
@@ -318,17 +319,7 @@ def _fallback_cluster(
             "base_ejection_time": _duration(cool.duration),
             "max_ejection_percent": cool.max_percent,
         },
-        "circuit_breakers": {
-            "thresholds": [
-                {
-                    "priority": "DEFAULT",
-                    "retry_budget": {
-                        "budget_percent": {"value": policy.retry_budget_percent},
-                        "min_retry_concurrency": policy.min_retry_concurrency,
-                    },
-                }
-            ]
-        },
+        "circuit_breakers": {"thresholds": [_retry_limit(cfg)]},
         "load_assignment": {
             "cluster_name": name,
             "policy": {"overprovisioning_factor": _OVERPROVISIONED},
@@ -345,10 +336,27 @@ def _fallback_cluster(
     return cluster
 
 
+def _retry_limit(cfg: Config) -> dict[str, Any]:
+    """Retries in flight: Envoy's default (3 at once) would turn a failing primary under load into client errors.
+    A retry budget counts only requests being sent, not those waiting to retry: set one knowingly."""
+    policy = cfg.fallback
+    if policy.retry_budget_percent is None:
+        return {"priority": "DEFAULT", "max_retries": policy.max_concurrent_retries}
+    return {
+        "priority": "DEFAULT",
+        "retry_budget": {
+            "budget_percent": {"value": policy.retry_budget_percent},
+            "min_retry_concurrency": policy.min_retry_concurrency,
+        },
+    }
+
+
 def _attempt_filter(message_timeout: float) -> dict[str, Any]:
-    """ext_proc as an upstream filter: once per attempt, after Envoy chose the attempt's endpoint. Request headers
-    (with the endpoint's target and the request's context as attributes) and the client's body go to the service,
-    which answers with the target's request; the answer's headers too, to count how the attempt ended."""
+    """ext_proc as an upstream filter: once per attempt, after Envoy chose the attempt's endpoint. The request
+    headers go to the service with the endpoint's target, the request's context and (for a target the request was not
+    built for) the client's body as attributes; the service answers with that target's request (the new body in the
+    headers' answer, or the body asked for when Envoy holds the client's own). The answer's headers go too: how the
+    attempt ended."""
     return {
         "name": FALLBACK_ATTEMPT_FILTER,
         "typed_config": {
@@ -365,14 +373,15 @@ def _attempt_filter(message_timeout: float) -> dict[str, Any]:
             "processing_mode": {
                 "request_header_mode": "SEND",
                 "response_header_mode": "SEND",
-                "request_body_mode": "BUFFERED",
+                "request_body_mode": "NONE",
                 "response_body_mode": "NONE",
                 "request_trailer_mode": "SKIP",
                 "response_trailer_mode": "SKIP",
             },
-            # Headers and body in one go: one read and one write on the service's side instead of two.
-            "send_body_without_waiting_for_header_response": True,
+            "allow_mode_override": True,
             "request_attributes": list(ATTEMPT_ATTRIBUTES),
+            # The new body's length (the last filter sets content-length from it).
+            "metadata_options": {"receiving_namespaces": {"untyped": [METADATA_NAMESPACE]}},
             "message_timeout": _duration(message_timeout),
             "max_message_timeout": _duration(max(message_timeout, 60.0)),
         },
@@ -409,11 +418,26 @@ def _target_credential(p: Provider, credentials: CredentialFiles) -> dict[str, A
     }
 
 
+# Last before the codec: the target header goes, and content-length comes back when the attempt replaced the body
+# (Envoy drops it then; the attempt says the new length in its dynamic metadata).
 _STRIP_TARGET = {
-    "name": "ai_gateway.strip_target",
+    "name": "ai_gateway.attempt_done",
     "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
-        "mutations": {"request_mutations": [{"remove": TARGET_HEADER}]},
+        "mutations": {
+            "request_mutations": [
+                {"remove": TARGET_HEADER},
+                {
+                    "append": {
+                        "header": {
+                            "key": "content-length",
+                            "value": f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:{CONTENT_LENGTH_KEY})%",
+                        },
+                        "append_action": "ADD_IF_ABSENT",
+                    }
+                },
+            ]
+        },
     },
 }
 
