@@ -7,9 +7,10 @@ the client's own body. An attempt to that target only restores the headers it wa
 may have changed them: Envoy keeps one header map for all attempts). An attempt to another target builds that
 target's request from the client's body exactly as a single-target request to it would be built
 (``Exchange._forward``: pass-through or translation, media, headers) and answers the request headers with the whole
-new body. Then the attempt's answer headers say how it ended; a 429 is shown to Envoy as a 503, so that its outlier
-detection cools a rate-limited target down too. Envoy decides whether to try the next target; the listener's
-exchange handles the answer that reaches the client (``fallback.FallbackHandler``).
+new body. The attempt's answer does not come here: the cluster's Lua filter logs its status for the listener's
+exchange (and shows Envoy a 429 as a 503, so that outlier detection cools a rate-limited target down too). Envoy
+decides whether to try the next target; the listener's exchange handles the answer that reaches the client
+(``fallback.FallbackHandler``) and counts every attempt.
 """
 
 from __future__ import annotations
@@ -21,15 +22,8 @@ import orjson
 from extproc.core import fallback, routing
 from extproc.core.actions import CONTINUE, Forward, Reply
 from extproc.core.config import Config, Provider, Upstream
-from extproc.core.contract import (
-    ATTEMPT_ATTRIBUTES,
-    ATTEMPT_REPLY,
-    CONTENT_LENGTH_KEY,
-    LOCAL_ERROR_HEADER,
-    UPSTREAM_STATUS_HEADER,
-)
+from extproc.core.contract import ATTEMPT_ATTRIBUTES, ATTEMPT_REPLY, CONTENT_LENGTH_KEY, LOCAL_ERROR_HEADER
 from extproc.core.exchange import _ENDED, _NEW, _REQUEST_BODY, _RESPONSE_HEADERS, Exchange, ExchangeError, Gateway
-from extproc.core.record import outcome
 from extproc.translation import media
 from extproc.translation.errors import GatewayError
 from extproc.translation.formats import registry
@@ -109,7 +103,7 @@ class Attempt(Exchange):
         target = self.target
         assert target is not None
         kept = self.context.get("headers") or {}
-        set_headers, remove = fallback.attempt_headers(action, target.provider.name, target.passthrough, kept)
+        set_headers, remove = fallback.attempt_headers(action, target.passthrough, kept)
         new_body = body if action.body is None else action.body
         return Forward(set_headers, remove, new_body, metadata={CONTENT_LENGTH_KEY: str(len(new_body))})
 
@@ -120,21 +114,13 @@ class Attempt(Exchange):
         return action
 
     def on_response_headers(self, headers: dict[str, str], end_of_stream: bool = False) -> Forward:
-        """How the attempt ended (only ``:status`` is read). A 429 is shown to Envoy as a 503 (the provider's status
-        kept aside) when rate limits cool a target down: Envoy's outlier detection counts 5xx only."""
+        """Not sent by the bootstrap (the cluster's Lua filter logs each attempt's status); taken if it comes."""
         self._expect(_RESPONSE_HEADERS, _REQUEST_BODY, _NEW)
         self.phase = _ENDED
-        rec = self.record
-        status = headers.get(":status", "")
-        rec.status = int(status) if status.isdigit() else 0
-        rec.outcome = outcome(rec.status, None)
-        if rec.status == 429 and self.config.fallback.cooldown.rate_limited:
-            return Forward([(":status", "503"), (UPSTREAM_STATUS_HEADER, "429")])
         return CONTINUE
 
     def error_reply(self, err: GatewayError) -> Reply:
         """This attempt cannot be built for its target: the client gets the error (in its own format) at once."""
         reply = super().error_reply(err)
         reply.headers.append((LOCAL_ERROR_HEADER, ATTEMPT_REPLY))
-        self.record.outcome = "not_sent"
         return reply

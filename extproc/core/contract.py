@@ -22,16 +22,22 @@ METADATA_NAMESPACE = "ai_gateway"
 # target by the ext_proc filter on the model's cluster (the "attempt" filter).
 # ROUTE_HEADER value for such a model: its route retries across the targets (a provider name never has a "/").
 MODEL_ROUTE_PREFIX = "model/"
-# Set by the attempt on the request it sends: the target's provider, which selects that provider's credential
-# injector on the cluster. Removed by the cluster's last filter before the request leaves.
+# Set by Envoy on each attempt's request, from the endpoint's metadata: the target's provider (it selects that
+# provider's credential injector on the cluster) and its label (the attempt log's entry). Removed by the cluster's
+# last filter before the request leaves.
 TARGET_HEADER = "x-ai-gateway-target"
-# Answer headers Envoy adds on a fallback route, from the answering target's endpoint metadata: provider/model, its
-# wire format (the service translates from it), the number of attempts. The client gets them too.
+TARGET_LABEL_HEADER = "x-ai-gateway-target-label"
+# Answer headers Envoy adds on a fallback route: the answering target's provider/model and wire format (the service
+# translates from it), the number of attempts, and the attempt log: "provider/model=status" per attempt, in order,
+# ";"-separated, status empty when nothing came back (written by the cluster's Lua filter into dynamic metadata
+# ATTEMPT_LOG_KEY). The client gets them too.
 SERVED_BY_HEADER = "x-ai-gateway-served-by"
 SERVED_FORMAT_HEADER = "x-ai-gateway-served-format"
 ATTEMPTS_HEADER = "x-ai-gateway-attempts"
-# An attempt answered 429 turns it into a 503 for Envoy (its outlier detection counts 5xx only, and cools the target
-# down); the provider's own status travels here, and the service restores it for the client.
+ATTEMPT_LOG_HEADER = "x-ai-gateway-attempt-log"
+ATTEMPT_LOG_KEY = "attempt_log"
+# An attempt answered 429 is shown to Envoy as a 503 (its outlier detection counts 5xx only, and cools the target
+# down) by the cluster's Lua filter; the provider's own status travels here, and the service restores it.
 UPSTREAM_STATUS_HEADER = "x-ai-gateway-upstream-status"
 # LOCAL_ERROR_HEADER value on an attempt's own error reply: its body is already in the client's format.
 ATTEMPT_REPLY = "attempt"
@@ -45,9 +51,10 @@ CLIENT_BODY_KEY = "client_body"
 # Dynamic metadata an attempt that replaced the body sets for its own request: the new body's length (Envoy drops
 # content-length when an ext_proc filter replaces a body at the headers; the cluster's last filter puts it back).
 CONTENT_LENGTH_KEY = "content_length"
-# Endpoint metadata (METADATA_NAMESPACE) of each target in a fallback cluster: "provider/model", its wire format, and
-# what the attempt needs (JSON: [provider, format, path prefix, model]).
+# Endpoint metadata (METADATA_NAMESPACE) of each target in a fallback cluster: "provider/model", the provider, its
+# wire format, and what the attempt needs (JSON: [provider, format, path prefix, model]).
 HOST_TARGET_KEY = "target"
+HOST_PROVIDER_KEY = "provider"
 HOST_FORMAT_KEY = "format"
 HOST_ATTEMPT_KEY = "attempt"
 _NS = METADATA_NAMESPACE

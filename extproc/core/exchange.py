@@ -302,8 +302,8 @@ class Exchange:
         path = f"{rec.path}?{self.query}" if self.query else rec.path
         kept = fallback.client_headers(self.headers)
         return fallback.prepare(
-            forward, model, label, target.provider.name, target.passthrough, client=client.NAME, path=path, kept=kept,
-            client_body=body, request_id=rec.request_id,
+            forward, model, label, target.passthrough, client=client.NAME, path=path, kept=kept, client_body=body,
+            request_id=rec.request_id,
         )  # fmt: skip
 
     # ------------------------------------------------------------------------------------------------ response

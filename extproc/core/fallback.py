@@ -26,6 +26,7 @@ from extproc.core.actions import CONTINUE, Forward
 from extproc.core.config import Config
 from extproc.core.contract import (
     ATTEMPT_CONTEXT_KEY,
+    ATTEMPT_LOG_HEADER,
     ATTEMPT_REPLY,
     ATTEMPTS_HEADER,
     CLIENT_BODY_KEY,
@@ -37,7 +38,6 @@ from extproc.core.contract import (
     ROUTE_HEADER,
     SERVED_BY_HEADER,
     SERVED_FORMAT_HEADER,
-    TARGET_HEADER,
     UPSTREAM_STATUS_HEADER,
 )
 from extproc.core.handlers import (
@@ -71,15 +71,11 @@ def client_headers(headers: dict[str, str] | None) -> dict[str, str]:
     return {h: headers[h] for h in routing.STRIP_CROSS if h in headers} if headers else {}
 
 
-def attempt_headers(
-    fwd: Forward, provider: str, passthrough: bool, kept: dict[str, str]
-) -> tuple[list[tuple[str, str]], list[str]]:
+def attempt_headers(fwd: Forward, passthrough: bool, kept: dict[str, str]) -> tuple[list[tuple[str, str]], list[str]]:
     """A single-target request's header changes, made fit for an attempt. Envoy keeps one header map for all the
-    attempts of a request, so each attempt sets or removes every header an attempt may touch: the target's provider
-    (its credential injector matches it), the client's format headers for a same-format target, and removes
-    credentials and other formats' headers."""
+    attempts of a request, so each attempt sets or removes every header an attempt may touch: the client's format
+    headers for a same-format target; credentials and other formats' headers removed."""
     set_headers = [(k, v) for k, v in fwd.set_headers if k not in _NOT_FOR_ATTEMPT]
-    set_headers.append((TARGET_HEADER, provider))
     if passthrough:
         set_headers += list(kept.items())
     names = {k for k, _ in set_headers}
@@ -88,13 +84,13 @@ def attempt_headers(
 
 
 def prepare(
-    fwd: Forward, model: str, label: str, provider: str, passthrough: bool, *, client: str, path: str,
-    kept: dict[str, str], client_body: bytes, request_id: str | None,
+    fwd: Forward, model: str, label: str, passthrough: bool, *, client: str, path: str, kept: dict[str, str],
+    client_body: bytes, request_id: str | None,
 ) -> Forward:  # fmt: skip
     """The primary target's request, sent to the model's fallback route: ``ROUTE_HEADER`` names the route, and the
     attempts' context goes along in dynamic metadata (the client's body too when the body sent is not it)."""
     set_headers = [(ROUTE_HEADER, route_value(model)) if k == ROUTE_HEADER else (k, v) for k, v in fwd.set_headers]
-    prepared_set, prepared_remove = attempt_headers(fwd, provider, passthrough, kept)
+    prepared_set, prepared_remove = attempt_headers(fwd, passthrough, kept)
     context: dict[str, Any] = {
         "client": client, "path": path, "model": model, "request_id": request_id, "prepared": label,
         "set": prepared_set, "remove": prepared_remove,
@@ -105,6 +101,16 @@ def prepare(
     if fwd.body is not None:
         metadata[CLIENT_BODY_KEY] = client_body.decode("utf-8", "replace")
     return Forward(set_headers, fwd.remove_headers, fwd.body, clear_route_cache=True, metadata=metadata)
+
+
+def parse_attempt_log(text: str) -> list[tuple[str, int]]:
+    """``ATTEMPT_LOG_HEADER``: (target label, status) per attempt, 0 when nothing came back."""
+    out = []
+    for entry in text.split(";") if text else ():
+        label, _, status = entry.rpartition("=")
+        if label:
+            out.append((label, int(status) if status.isdigit() else 0))
+    return out
 
 
 @dataclass(slots=True)
@@ -154,6 +160,7 @@ class FallbackHandler(Handler):
         rec = self.record
         attempts = headers.get(ATTEMPTS_HEADER, "")
         rec.attempts = int(attempts) if attempts.isdigit() else 1
+        rec.attempt_log = parse_attempt_log(headers.get(ATTEMPT_LOG_HEADER, ""))
         served, fmt_name = headers.get(SERVED_BY_HEADER), headers.get(SERVED_FORMAT_HEADER)
         real = headers.get(UPSTREAM_STATUS_HEADER)
         if real is not None and real.isdigit():
@@ -171,10 +178,7 @@ class FallbackHandler(Handler):
         else:  # no target was reached (Envoy's own reply)
             inner = EnvoyReply(rec, self.client, None, None)
         self.inner = inner
-        fwd = inner.on_headers(headers)
-        if 0 < inner.status < 400 and served:
-            rec.outcome = "success"  # the answering attempt, counted here (its own stream counts only failures)
-        return _merge(fwd, real)
+        return _merge(inner.on_headers(headers), real)
 
     def on_body(self, body: bytes, end_of_stream: bool) -> Forward:
         assert self.inner is not None

@@ -28,13 +28,13 @@ class Record:
     usage: Usage | None = None
     error_type: str | None = None
     ttft: float | None = None  # seconds to the first content event of a stream
-    # Models with several targets: attempts Envoy made and the target (provider/model) that answered; on an
-    # attempt's own record (``attempt``), its target and how it ended.
+    # Models with several targets: attempts Envoy made, the target (provider/model) that answered, and every
+    # attempt's target and status; ``attempt``: the record of one attempt's own stream (not counted).
     fallback: bool = False  # sent to a fallback route (several targets)
     attempts: int = 0
     served_by: str | None = None
+    attempt_log: list[tuple[str, int]] | None = None  # (provider/model, status or 0) per attempt, from Envoy
     attempt: bool = False
-    outcome: str | None = None
 
     @property
     def counted(self) -> bool:
@@ -43,7 +43,7 @@ class Record:
         return bool(self.client) and self.client != GATEWAY and not self.attempt
 
 
-def outcome(status: int, error_type: str | None) -> str:
+def outcome(status: int, error_type: str | None = None) -> str:
     """How an upstream attempt ended, for ``proxy_upstream_attempts_total``: no_response (connect failure, reset,
     timeout: nothing came back), success, rate_limited, client_error, server_error."""
     if status == 0 or error_type in ("network", "timeout", "overloaded"):

@@ -93,26 +93,8 @@ def request_line(rec: Record, duration: float) -> dict[str, Any]:
     if rec.fallback:
         out["attempts"] = rec.attempts
         out["served_by"] = rec.served_by
+        out["attempt_log"] = [{"target": t, "status": code or None} for t, code in rec.attempt_log or ()]
     return out
-
-
-def attempt_line(rec: Record, duration: float, overhead: float) -> dict[str, Any]:
-    """One attempt of a request to a model with several targets (same ``request_id`` as the request's line)."""
-    status = rec.status or 0
-    how = rec.outcome or "no_response"
-    return {
-        "timestamp": _now(),
-        "level": "info" if how == "success" else "warn",
-        "request_id": rec.request_id,
-        "message": "upstream attempt",
-        "duration_ms": round(duration * 1000, 2),
-        "service_ms": round(overhead * 1000, 3),
-        "format": rec.client,
-        "model": rec.model,
-        "target": rec.served_by,
-        "status_code": status,
-        "outcome": how,
-    }
 
 
 class JSONFormatter(logging.Formatter):

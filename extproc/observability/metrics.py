@@ -74,7 +74,7 @@ class Metrics:
         self.attempts = Counter(
             "proxy_upstream_attempts_total",
             "Upstream attempts by client model, provider tried and outcome (success, rate_limited, client_error, "
-            "server_error, no_response, not_sent)",
+            "server_error, no_response)",
             ("model", "provider", "outcome"), registry=reg,
         )  # fmt: skip
         self.overhead = Histogram(
@@ -121,10 +121,14 @@ class Metrics:
             if a is not s:
                 self._dirty(a)
         status = rec.status or 0
-        if rec.fallback:  # the attempt that answered (the failed ones are counted by their own streams)
-            if rec.outcome == "success":
-                s.attempts["success"] = s.attempts.get("success", 0) + 1
-        elif rec.upstream_path:  # one attempt, to the model's only target
+        if rec.attempt_log:  # every attempt Envoy made for a fallback model, by target
+            for label, code in rec.attempt_log:
+                a = self._series(rec, label.partition("/")[0])
+                key = outcome(code)
+                a.attempts[key] = a.attempts.get(key, 0) + 1
+                if a is not s:
+                    self._dirty(a)
+        elif rec.upstream_path and not rec.fallback:  # one attempt, to the model's only target
             key = outcome(status, rec.error_type)
             s.attempts[key] = s.attempts.get(key, 0) + 1
         s.requests[status] = s.requests.get(status, 0) + 1
@@ -142,13 +146,6 @@ class Metrics:
             s.ttft.add(rec.ttft)
             if u is not None and u.output_tokens > 1:
                 s.tpot.add(max(duration - rec.ttft, 0.0) / (u.output_tokens - 1))
-        self._dirty(s)
-
-    def attempt(self, rec: Record) -> None:
-        """One attempt of a fallback request ended (``rec`` is the attempt's own record)."""
-        s = self._series(rec)
-        key = rec.outcome or outcome(rec.status, rec.error_type)
-        s.attempts[key] = s.attempts.get(key, 0) + 1
         self._dirty(s)
 
     def _dirty(self, s: _Series) -> None:

@@ -19,10 +19,13 @@ from extproc.core.address import Address
 from extproc.core.config import Config, Model, Provider
 from extproc.core.contract import (
     ATTEMPT_ATTRIBUTES,
+    ATTEMPT_LOG_HEADER,
+    ATTEMPT_LOG_KEY,
     ATTEMPTS_HEADER,
     CONTENT_LENGTH_KEY,
     HOST_ATTEMPT_KEY,
     HOST_FORMAT_KEY,
+    HOST_PROVIDER_KEY,
     HOST_TARGET_KEY,
     LOCAL_ERROR_HEADER,
     METADATA_NAMESPACE,
@@ -33,6 +36,8 @@ from extproc.core.contract import (
     SERVED_BY_HEADER,
     SERVED_FORMAT_HEADER,
     TARGET_HEADER,
+    TARGET_LABEL_HEADER,
+    UPSTREAM_STATUS_HEADER,
 )
 from extproc.core.fallback import route_value
 from extproc.ops.credentials import CredentialFiles, sds_path, secret_name
@@ -239,6 +244,7 @@ def _fallback_route(m: Model, cluster: str, cfg: Config) -> dict[str, Any]:
             _header(SERVED_BY_HEADER, f"%UPSTREAM_METADATA({METADATA_NAMESPACE}:{HOST_TARGET_KEY})%"),
             _header(SERVED_FORMAT_HEADER, f"%UPSTREAM_METADATA({METADATA_NAMESPACE}:{HOST_FORMAT_KEY})%"),
             _header(ATTEMPTS_HEADER, "%UPSTREAM_REQUEST_ATTEMPT_COUNT%"),
+            _header(ATTEMPT_LOG_HEADER, f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:{ATTEMPT_LOG_KEY})%"),
         ],
     }
 
@@ -263,6 +269,7 @@ def _fallback_cluster(
             meta: dict[str, Any] = {
                 METADATA_NAMESPACE: {
                     HOST_TARGET_KEY: t.label,
+                    HOST_PROVIDER_KEY: p.name,
                     HOST_FORMAT_KEY: p.format,
                     HOST_ATTEMPT_KEY: json.dumps([p.name, p.format, up.prefix, t.model], separators=(",", ":")),
                 }
@@ -295,9 +302,11 @@ def _fallback_cluster(
         "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
         **http_options,
         "http_filters": [
+            _ATTEMPT_TARGET,
+            _attempt_log(cool.rate_limited),
             _attempt_filter(message_timeout),
             *(_target_credential(p, credentials) for p in sorted(keyed, key=lambda p: p.name)),
-            _STRIP_TARGET,
+            _ATTEMPT_DONE,
             _UPSTREAM_CODEC,
         ],
     }
@@ -355,8 +364,8 @@ def _attempt_filter(message_timeout: float) -> dict[str, Any]:
     """ext_proc as an upstream filter: once per attempt, after Envoy chose the attempt's endpoint. The request
     headers go to the service with the endpoint's target, the request's context and (for a target the request was not
     built for) the client's body as attributes; the service answers with that target's request (the new body in the
-    headers' answer, or the body asked for when Envoy holds the client's own). The answer's headers go too: how the
-    attempt ended."""
+    headers' answer, or the body asked for when Envoy holds the client's own). Nothing of the answer: the Lua filter
+    logs it."""
     return {
         "name": FALLBACK_ATTEMPT_FILTER,
         "typed_config": {
@@ -372,7 +381,7 @@ def _attempt_filter(message_timeout: float) -> dict[str, Any]:
             "failure_mode_allow": False,
             "processing_mode": {
                 "request_header_mode": "SEND",
-                "response_header_mode": "SEND",
+                "response_header_mode": "SKIP",
                 "request_body_mode": "NONE",
                 "response_body_mode": "NONE",
                 "request_trailer_mode": "SKIP",
@@ -418,15 +427,74 @@ def _target_credential(p: Provider, credentials: CredentialFiles) -> dict[str, A
     }
 
 
-# Last before the codec: the target header goes, and content-length comes back when the attempt replaced the body
+# First on an attempt: the endpoint's provider (the credential injectors match it) and label (the attempt log's).
+_ATTEMPT_TARGET = {
+    "name": "ai_gateway.attempt_target",
+    "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+        "mutations": {
+            "request_mutations": [
+                {
+                    "append": {
+                        "header": {"key": h, "value": f"%UPSTREAM_METADATA({METADATA_NAMESPACE}:{key})%"},
+                        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                    }
+                }
+                for h, key in ((TARGET_HEADER, HOST_PROVIDER_KEY), (TARGET_LABEL_HEADER, HOST_TARGET_KEY))
+            ]
+        },
+    },
+}
+
+# Every attempt into the request's attempt log (dynamic metadata, read back by the route's ATTEMPT_LOG_HEADER):
+# "label=" when it is sent (synchronously, so an attempt that never gets an answer is logged too), its status when
+# the answer comes. With rate-limit cooldown, a 429 is shown to Envoy as a 503 (outlier detection counts 5xx only).
+_ATTEMPT_LOG_LUA = """
+function envoy_on_request(h)
+  local info = h:streamInfo():dynamicMetadata()
+  local md = info:get("{ns}")
+  local log = md and md["{key}"] or ""
+  if log ~= "" then log = log .. ";" end
+  info:set("{ns}", "{key}", log .. (h:headers():get("{label}") or "?") .. "=")
+end
+function envoy_on_response(h)
+  local info = h:streamInfo():dynamicMetadata()
+  local md = info:get("{ns}")
+  local status = h:headers():get(":status") or ""
+  info:set("{ns}", "{key}", (md and md["{key}"] or "") .. status)
+{rewrite}end
+"""
+_RATE_LIMIT_REWRITE = """  if status == "429" then
+    h:headers():replace(":status", "503")
+    h:headers():add("{upstream}", "429")
+  end
+"""
+
+
+def _attempt_log(rate_limited: bool) -> dict[str, Any]:
+    rewrite = _RATE_LIMIT_REWRITE.replace("{upstream}", UPSTREAM_STATUS_HEADER) if rate_limited else ""
+    code = _ATTEMPT_LOG_LUA
+    for k, v in (("{ns}", METADATA_NAMESPACE), ("{key}", ATTEMPT_LOG_KEY), ("{label}", TARGET_LABEL_HEADER)):
+        code = code.replace(k, v)
+    return {
+        "name": "ai_gateway.attempt_log",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+            "default_source_code": {"inline_string": code.replace("{rewrite}", rewrite)},
+        },
+    }
+
+
+# Last before the codec: the target headers go, and content-length comes back when the attempt replaced the body
 # (Envoy drops it then; the attempt says the new length in its dynamic metadata).
-_STRIP_TARGET = {
+_ATTEMPT_DONE = {
     "name": "ai_gateway.attempt_done",
     "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
         "mutations": {
             "request_mutations": [
                 {"remove": TARGET_HEADER},
+                {"remove": TARGET_LABEL_HEADER},
                 {
                     "append": {
                         "header": {

@@ -43,12 +43,6 @@ def make_recorder(metrics: Metrics):
     """What happens when an exchange ends: one metric update and one JSON log line (client requests only)."""
 
     def on_done(rec: Record, overhead: float, active: bool) -> None:
-        if rec.attempt:  # one attempt of a fallback request: a failed one is counted and logged here (the request's
-            if rec.outcome == "success":  # own line and counter say which target answered)
-                return
-            metrics.attempt(rec)
-            logs.write(logs.attempt_line(rec, time.monotonic() - rec.started, overhead))
-            return
         if not rec.counted:
             return
         duration = time.monotonic() - rec.started
