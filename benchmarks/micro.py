@@ -82,6 +82,9 @@ async def _drive(proc, msgs: list, n: int) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("-n", type=int, default=5000)
+    ap.add_argument(
+        "--no-capabilities", action="store_true", help="switch the capability catalog off (requests go unshaped)"
+    )
     args = ap.parse_args()
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="bench-prom-"))
     for k, v in {"OPENAI_API_KEY": "k", "ANTHROPIC_API_KEY": "k", "GEMINI_API_KEY": "k"}.items():
@@ -96,11 +99,13 @@ def main() -> int:
     from extproc.transport.servicer import ExtProc
 
     cfg_text = (Path(__file__).resolve().parent / "bench-config.yaml").read_text().replace("${SSE_PORT}", "9")
+    if args.no_capabilities:
+        cfg_text += "capabilities: {enabled: false}\n"
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
         f.write(cfg_text)
     gw = Gateway(load_config(f.name))
     metrics = Metrics()
-    full = ExtProc(gw, make_recorder(metrics, False), metrics)
+    full = ExtProc(gw, make_recorder(metrics), metrics)
     bare = ExtProc(gw, None, None)
     cases = build_cases(pb, HeaderValue, HeaderMap)
     devnull = open(os.devnull, "w")  # noqa: SIM115

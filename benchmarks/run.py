@@ -443,7 +443,7 @@ def smoke(sc: Scenario) -> None:
         sc.name.rsplit("-c", 1)[0]
     )
     if expect is None:
-        expect = '"content"' if sc.body.startswith("anthropic") else '"choices"'
+        expect = {"anthropic": '"content"', "responses": '"output_text"'}.get(sc.body.split("-")[0], '"choices"')
     if t.status != 200 or expect not in body:
         raise RuntimeError(f"smoke test of {sc.name} failed: {t.status} {body[:500]}")
 
@@ -577,6 +577,10 @@ def scenarios(stack: Stack, with_litellm: bool) -> list[Scenario]:
                      "/openai/v1/chat/completions", "openai-fb.json", c),
             Scenario(f"gw-fbretry-c{c}", "gateway", "OpenAI -> fallback model, 503 then Anthropic (2 attempts)", g,
                      "/openai/v1/chat/completions", "openai-fb-retry.json", c),
+            Scenario(f"gw-rs2an-c{c}", "gateway", "Responses -> Anthropic (translated, store: false)", g,
+                     "/openai/v1/responses", "responses-claude.json", c),
+            Scenario(f"gw-rs2an-store-c{c}", "gateway", "Responses -> Anthropic (translated, kept in the store)", g,
+                     "/openai/v1/responses", "responses-claude-store.json", c),
         ]  # fmt: skip
         if stack.base_port:
             o = stack.base_port
@@ -734,6 +738,9 @@ def ratios_and_targets(res: dict[str, Any]) -> tuple[dict[str, Any], list[dict[s
             r[f"{n}_minus_single_envoy_us_c{c}"] = round(
                 cur["cpu_us_per_req"]["envoy"] - single["cpu_us_per_req"]["envoy"], 1
             )
+    for c in (1, 32):  # the Responses API against Chat Completions, both translated to Anthropic, in the same run
+        r[f"responses_vs_chat_rps_c{c}"] = round(s[f"gw-rs2an-c{c}"]["rps"] / s[f"gw-oa2an-c{c}"]["rps"], 3)
+        r[f"responses_store_vs_chat_rps_c{c}"] = round(s[f"gw-rs2an-store-c{c}"]["rps"] / s[f"gw-oa2an-c{c}"]["rps"], 3)
     if "base-pass-c32" in s:  # this checkout against --baseline-root, same run: throughput ratio, CPU difference
         for n in ("pass", "oa2an", "an2ge"):
             for c in (1, 32):
@@ -775,6 +782,10 @@ def ratios_and_targets(res: dict[str, Any]) -> tuple[dict[str, Any], list[dict[s
         worst_b = min(r[f"{n}_vs_baseline_rps_c{c}"] for n in ("pass", "oa2an", "an2ge") for c in (1, 32))
         target("single-target throughput vs --baseline-root (same run)", ">= 0.95", f"{worst_b:.3f}",
                worst_b >= 0.95, "worst of pass-through and both cross pairs, c=1 and c=32")  # fmt: skip
+    rs = min(r["responses_vs_chat_rps_c1"], r["responses_vs_chat_rps_c32"])
+    kept = r["responses_store_vs_chat_rps_c32"]
+    target("Responses -> Anthropic throughput vs OpenAI Chat -> Anthropic", ">= 90%", f"{rs:.1%}", rs >= 0.90,
+           f"worse of c=1 and c=32, store: false; kept in the store: {kept:.1%} at c=32")  # fmt: skip
     if "gw_vs_litellm_rps_c32" in r:
         x = r["gw_vs_litellm_rps_c32"]
         target("throughput vs LiteLLM proxy (same cores), c=32", ">= 10x", f"{x:.1f}x", x >= 10,

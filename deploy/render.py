@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from extproc.core.config import Config, Provider, load_config  # noqa: E402
-from extproc.core.contract import ROUTE_HEADER  # noqa: E402
+from extproc.core.contract import LOCAL_ERROR_HEADER, ROUTE_HEADER  # noqa: E402
 from extproc.ops.envoy_config import EXTPROC_CLUSTER, dump, ext_proc_filter  # noqa: E402
 
 # The CA bundle inside envoyproxy/envoy (Ubuntu's ca-certificates); the bootstrap runs there, not where it is rendered.
@@ -271,6 +271,8 @@ def http_routes(cfg: Config) -> list[dict[str, Any]]:
                 "rewrite": {"authority": p.upstream.authority},
                 "route": [{"destination": {"host": host, "port": {"number": port}}}],
                 "timeout": f"{cfg.timeout:g}s",
+                # Only Envoy's local-reply mappers tag replies for the service: a provider's header of that name goes.
+                "headers": {"response": {"remove": [LOCAL_ERROR_HEADER]}},
             }
         )
     return routes

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from hypothesis import HealthCheck, settings
 
 from tests.mocks.providers import MockProvider
@@ -66,7 +67,26 @@ class Gateway:
         return self.log_path.read_text(errors="replace")
 
 
+# The tests' own model names match no catalog entry; the mocks accept anything for them (shape checks only), so the
+# test config declares them able to take every knob (models[].capabilities), as the old name guesses did.
+OPEN_CAPS = {
+    "openai": "{reasoning: [effort], efforts: [none, minimal, low, medium, high, xhigh, max]}",
+    "anthropic": "{reasoning: [adaptive, budget], efforts: [low, medium, high, xhigh, max], budget_max: 128000, "
+    "sampling: [temperature, top_p, top_k]}",
+    "gemini": "{reasoning: [level, budget], efforts: [minimal, low, medium, high], budget_min: 0, budget_max: 32768}",
+}
+# Real model names of each family (their catalog entries apply; the mocks check the families' real rules).
+FAMILY_MODELS = {
+    "openai": ("gpt-4o-mini", "gpt-5-mini"),
+    "anthropic": ("claude-haiku-4-5", "claude-opus-4-8"),
+    "gemini": ("gemini-2.5-flash", "gemini-3-flash-preview"),
+}
+
+
 def gateway_config(dead_port: int) -> str:
+    family = "".join(
+        f'  - name: "{name}"\n    provider: "{ptype}"\n' for ptype, names in FAMILY_MODELS.items() for name in names
+    )
     return f"""
 version: "1.0"
 timeout: "{TIMEOUT_S}s"
@@ -81,26 +101,46 @@ providers:
 models:
   - name: "{MODELS["openai"]}"
     provider: "openai"
+    capabilities: {OPEN_CAPS["openai"]}
   - name: "{MODELS["anthropic"]}"
     provider: "anthropic"
+    capabilities: {OPEN_CAPS["anthropic"]}
   - name: "{MODELS["gemini"]}"
     provider: "gemini"
+    capabilities: {OPEN_CAPS["gemini"]}
   - name: "alias-openai"
     provider: "openai"
     target_model: "gpt-upstream-name"
+    capabilities: {OPEN_CAPS["openai"]}
   - name: "alias-anthropic"
     provider: "anthropic"
     target_model: "claude-upstream-name"
+    capabilities: {OPEN_CAPS["anthropic"]}
   - name: "alias-gemini"
     provider: "gemini"
     target_model: "gemini-upstream-name"
+    capabilities: {OPEN_CAPS["gemini"]}
   - name: "no-key-model"
     provider: "needs-key"
   - name: "dead-model"
     provider: "dead"
   - name: "metrics-model"
     provider: "anthropic"
+    capabilities: {OPEN_CAPS["anthropic"]}
+{family}  - name: "gpt-4o-mini-uncatalogued"
+    provider: "openai"
+    target_model: "gpt-4o-mini"
+    capabilities: {{enabled: false}}
+  - name: "claude-haiku-4-5-uncatalogued"
+    provider: "anthropic"
+    target_model: "claude-haiku-4-5"
+    capabilities: {{enabled: false}}
 """
+
+
+def model_count(config_text: str) -> int:
+    """How many models a config names (what /health reports)."""
+    return len(yaml.safe_load(config_text)["models"])
 
 
 def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:

@@ -37,7 +37,7 @@ class AttemptError(ExchangeError):
 class Attempt(Exchange):
     """The request headers of one attempt (and its body, when Envoy must send it), then its answer headers."""
 
-    __slots__ = ("client_body", "context", "target", "target_format", "target_label", "target_model", "target_prefix")
+    __slots__ = ("client_body", "context", "target_label", "target_model", "target_provider")
 
     ROUTES_FALLBACK = False
 
@@ -46,14 +46,15 @@ class Attempt(Exchange):
         rec = self.record
         rec.attempt = True
         try:
-            name, fmt, prefix, model = orjson.loads(attributes[ATTEMPT_ATTRIBUTES[0]])
+            name, ptype, api, prefix, model = orjson.loads(attributes[ATTEMPT_ATTRIBUTES[0]])
             self.context: dict[str, Any] = orjson.loads(attributes[ATTEMPT_ATTRIBUTES[1]])
             path = self.context["path"]
-            registry.get(fmt)
+            provider = Provider(name, ptype, "", Upstream("", "", 0, prefix), None, api)
+            registry.get(provider.format)
         except (KeyError, ValueError, TypeError) as exc:
             raise AttemptError(f"attempt attributes missing or malformed: {exc!r}") from None
         self.client_body = attributes.get(ATTEMPT_ATTRIBUTES[2], "")
-        self.target_format, self.target_prefix, self.target_model = fmt, prefix, model
+        self.target_provider, self.target_model = provider, model
         self.target_label = rec.served_by = f"{name}/{model}"
         rec.provider = name
         rec.client = self.context.get("client", "")
@@ -88,13 +89,15 @@ class Attempt(Exchange):
             action.replace = True  # the new body goes with the headers' answer
         return action
 
+    def _scope(self) -> str:
+        """The request's gateway key (the attempt is not authenticated: the listener's exchange was)."""
+        return str(self.context.get("scope", ""))
+
     def _resolve(self, cfg: Config, client: WireFormat, endpoint: Endpoint, model: str) -> routing.Target:
         """The attempt's target, from Envoy (its endpoint's metadata), not from the config: a target list that
         changed on reload cannot send an attempt astray."""
-        fmt = registry.get(self.target_format)
-        assert self.record.provider is not None
-        provider = Provider(self.record.provider, self.target_format, "", Upstream("", "", 0, self.target_prefix), None)
-        return routing.Target(provider, fmt, self.target_model, passthrough=fmt is client)
+        fmt = registry.get(self.target_provider.format)
+        return routing.Target(self.target_provider, fmt, self.target_model, passthrough=fmt is client)
 
     def _forward(self, body: bytes, resumed: bool = False) -> Forward | media.FetchMedia:
         action = super()._forward(body, resumed)

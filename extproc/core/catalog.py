@@ -3,11 +3,15 @@
 ``GET /openai/v1/models[/{id}]``, ``GET /anthropic/v1/models[/{id}]`` and ``GET /gemini/{v1,v1beta}/models[/{name}]``
 list the configured model names (aliases included: they are what clients ask for), so each official SDK's
 ``models.list()`` / ``models.retrieve()`` / ``models.get()`` parses the answer. Unknown names that
-``default_provider`` would forward are not listed: the gateway cannot know them.
+``default_provider`` would forward are not listed: the gateway cannot know them. Limits, thinking and the release
+time come from the model's capabilities (``extproc.core.models``) where the catalog knows them; each format prints
+those its listing has fields for (Gemini ``inputTokenLimit``/``outputTokenLimit``/``thinking``, Anthropic
+``max_input_tokens``/``max_tokens``, OpenAI ``created``).
 """
 
 from __future__ import annotations
 
+from extproc.core import models
 from extproc.core.config import Config
 from extproc.translation.formats import registry
 from extproc.translation.formats.contract import ModelInfo
@@ -18,6 +22,9 @@ def model_infos(cfg: Config) -> list[ModelInfo]:
     out = []
     for m in cfg.models.values():
         provider = cfg.providers[m.provider]
+        caps = m.capabilities
+        if caps is None:  # the catalog switched off for it: what the config alone says
+            caps = models.catalog().lookup(provider.type, m.target_model)
         out.append(
             ModelInfo(
                 name=m.name,
@@ -25,6 +32,10 @@ def model_infos(cfg: Config) -> list[ModelInfo]:
                 target_model=m.target_model,
                 description=m.description,
                 can_count=registry.get(provider.format).COUNTS_TOKENS,
+                created=caps.released,
+                max_input_tokens=caps.context_window,
+                max_output_tokens=caps.max_output_tokens,
+                thinking=caps.thinks if caps.known else None,
             )
         )
     return out

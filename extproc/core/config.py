@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
 
-from extproc.core import access, targets
+from extproc.core import access, models, targets
 from extproc.core.access import AccessPolicy
+from extproc.core.conversations import StoreSettings
 from extproc.core.targets import FallbackPolicy, Level, ModelTarget
 from extproc.translation import media as _fetch
+from extproc.translation.capabilities import Capabilities, describe
 from extproc.translation.formats import registry
 from extproc.translation.media import FetchPolicy
 
@@ -33,8 +35,9 @@ BUILTINS: dict[str, tuple[str, str, str]] = {
 
 DEFAULT_TIMEOUT = 300.0  # seconds; LLM calls can be long
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+PROVIDER_APIS = ("chat", "responses")
 
 
 class ConfigError(Exception):
@@ -69,6 +72,7 @@ class Provider:
     # The environment variable holding its API key; None: the upstream needs no key (a local vLLM/Ollama). The
     # service never reads the key itself: Envoy injects it (``extproc.ops.credentials``).
     api_key_env: str | None
+    api: str = "chat"  # the OpenAI API an openai-type provider speaks: "chat" (Chat Completions) or "responses"
 
     @property
     def cluster(self) -> str:
@@ -76,8 +80,8 @@ class Provider:
 
     @property
     def format(self) -> str:
-        """The wire format it speaks (a registry name)."""
-        return self.type
+        """The wire format it speaks (a registry name): its type's, or the Responses API for ``api: responses``."""
+        return "responses" if self.api == "responses" else self.type
 
 
 @dataclass(slots=True)
@@ -86,6 +90,9 @@ class Model:
     provider: str  # the primary target's provider (the only one unless ``levels`` has more)
     target_model: str
     description: str = ""
+    # What the target accepts (the catalog's entry, with this model's ``capabilities`` override); None: the catalog
+    # is switched off (``capabilities: {enabled: false}``, for the gateway or this model), requests go as translated.
+    capabilities: Capabilities | None = None
     # Every target in fallback order (``targets``, ``fallbacks``); () means the one above.
     levels: tuple[Level, ...] = ()
 
@@ -112,6 +119,8 @@ class Config:
     passthrough_usage: bool = True  # read same-format answers (unchanged) for token metrics: one more gRPC message
     image_fetch: FetchPolicy = field(default_factory=FetchPolicy)
     access: AccessPolicy = field(default_factory=AccessPolicy)
+    capabilities_enabled: bool = True  # ``capabilities: {enabled: false}`` switches the catalog off
+    responses: StoreSettings = field(default_factory=StoreSettings)  # the Responses API conversation store
     fallback: FallbackPolicy = field(default_factory=FallbackPolicy)
 
     def resolve(self, model: str) -> tuple[Provider, str] | None:
@@ -122,6 +131,19 @@ class Config:
         if self.default_provider is not None:
             return self.providers[self.default_provider], model
         return None
+
+    def capabilities(self, model: str, provider: Provider, target: str) -> Capabilities | None:
+        """What the target of a client's model name accepts: the configured model's, else (a name forwarded by
+        ``default_provider``) the catalog's entry for ``target``; None with the catalog switched off."""
+        m = self.models.get(model)
+        if m is not None:
+            if m.capabilities is None or not m.fallback or (provider.name, target) == (m.provider, m.target_model):
+                return m.capabilities
+            # Another target of a model with several: the catalog's entry for it (the model's override describes the
+            # primary target).
+        elif not self.capabilities_enabled:
+            return None
+        return models.catalog().lookup(provider.type, target)
 
     def used_providers(self) -> list[Provider]:
         """Providers that a request can reach: those named by models (any target) or as default (each gets an Envoy
@@ -196,6 +218,8 @@ def build_config(data: Any, fname: str, env: dict[str, str]) -> Config:
         "passthrough_usage",
         "auth",
         "rate_limits",
+        "capabilities",
+        "responses",
         "fallback",
     }
     for key in data:
@@ -217,6 +241,7 @@ def build_config(data: Any, fname: str, env: dict[str, str]) -> Config:
         declared.add(prov.name)
         providers[prov.name] = prov
 
+    enabled = _parse_capabilities_switch(data.get("capabilities"), "capabilities", fail)
     raw_models = data.get("models")
     if raw_models is None:
         raw_models = []
@@ -231,7 +256,7 @@ def build_config(data: Any, fname: str, env: dict[str, str]) -> Config:
         if not isinstance(entry, dict):
             raise fail(where, "expected a mapping with 'name' and 'provider'")
         for key in entry:
-            if key not in ("name", "provider", "description", "target_model", "targets", "fallbacks"):
+            if key not in ("name", "provider", "description", "target_model", "capabilities", "targets", "fallbacks"):
                 raise fail(where, f"unknown field '{key}'")
         name = entry.get("name")
         if not isinstance(name, str) or not name.strip():
@@ -263,7 +288,8 @@ def build_config(data: Any, fname: str, env: dict[str, str]) -> Config:
                 raise fail(f"{where}.fallbacks", chain)
             fallbacks[name] = chain
         desc = entry.get("description") or ""
-        models[name] = Model(name, provider, target, str(desc))
+        caps = _model_capabilities(entry.get("capabilities"), enabled, providers[provider].type, target, where, fail)
+        models[name] = Model(name, provider, target, str(desc), caps)
         own_levels[name], wheres[name] = levels, where
     for name, levels in targets.flatten(own_levels, fallbacks, wheres, fail).items():
         if sum(len(level) for level in levels) > 1:
@@ -280,7 +306,7 @@ def build_config(data: Any, fname: str, env: dict[str, str]) -> Config:
         except ValueError as exc:
             raise fail("timeout", str(exc)) from None
 
-    cfg = Config(fname, str(version), models, providers, default, timeout)
+    cfg = Config(fname, str(version), models, providers, default, timeout, capabilities_enabled=enabled)
     for key in ("anthropic_default_max_tokens", "max_request_bytes"):
         if key in data:
             value = data[key]
@@ -293,6 +319,10 @@ def build_config(data: Any, fname: str, env: dict[str, str]) -> Config:
         cfg.passthrough_usage = data["passthrough_usage"]
     if data.get("image_fetch") is not None:
         cfg.image_fetch = _parse_image_fetch(data["image_fetch"], fail)
+    cfg.responses = _parse_responses(data.get("responses") or {}, fail)
+    if not os.path.isabs(cfg.responses.data_dir):  # relative to the config file, wherever the process runs
+        where = os.path.join(os.path.dirname(os.path.abspath(fname)), cfg.responses.data_dir)
+        cfg.responses = replace(cfg.responses, data_dir=os.path.normpath(where))
     cfg.access = access.parse(data.get("auth"), data.get("rate_limits"), env, fail)
     if data.get("fallback") is not None:
         cfg.fallback = targets.parse_policy(data["fallback"], fail, parse_duration)
@@ -300,6 +330,61 @@ def build_config(data: Any, fname: str, env: dict[str, str]) -> Config:
         if model not in models:
             raise fail(f"rate_limits.per_model.{model}", "not a configured model name")
     return cfg
+
+
+def _parse_capabilities_switch(raw: Any, where: str, fail: Any) -> bool:
+    """``capabilities: {enabled: true|false}`` (top level): whether requests are shaped to what targets accept."""
+    if raw is None:
+        return True
+    if not isinstance(raw, dict) or set(raw) - {"enabled"} or not isinstance(raw.get("enabled", True), bool):
+        raise fail(where, "expected {enabled: true|false}")
+    return bool(raw.get("enabled", True))
+
+
+def _model_capabilities(
+    raw: Any, enabled: bool, provider_type: str, target: str, where: str, fail: Any
+) -> Capabilities | None:
+    """``models[].capabilities``: fields overriding the catalog's entry for the target (``like: <entry>`` starts from
+    another entry; ``enabled: false`` switches shaping off for this model)."""
+    if raw is not None and not isinstance(raw, dict):
+        raise fail(f"{where}.capabilities", "expected a mapping of capabilities (see docs/capabilities.md)")
+    override = dict(raw or {})
+    on = override.pop("enabled", enabled)
+    if not isinstance(on, bool):
+        raise fail(f"{where}.capabilities.enabled", "expected true or false")
+    try:
+        caps = models.catalog().resolve(provider_type, target, override)
+    except ValueError as exc:
+        raise fail(f"{where}.capabilities", str(exc)) from None
+    return caps if on else None
+
+
+def _parse_responses(raw: Any, fail: Any) -> StoreSettings:
+    """``responses: {store, data_dir, retention, max_bytes}``: where and how long the gateway keeps conversations
+    of Responses API clients (``previous_response_id``) for providers that do not keep them."""
+    if not isinstance(raw, dict):
+        raise fail("responses", "expected a mapping (store, data_dir, retention, max_bytes)")
+    known = ("store", "data_dir", "retention", "max_bytes")
+    for key in raw:
+        if key not in known:
+            raise fail("responses", f"unknown field '{key}' (known: {', '.join(known)})")
+    out = StoreSettings()
+    enabled = raw.get("store", out.enabled)
+    if not isinstance(enabled, bool):
+        raise fail("responses.store", "expected true or false")
+    data_dir = raw.get("data_dir", out.data_dir)
+    if not isinstance(data_dir, str) or not data_dir.strip():
+        raise fail("responses.data_dir", "expected a directory path")
+    retention = out.retention
+    if raw.get("retention") is not None:
+        try:
+            retention = parse_duration(raw["retention"])
+        except ValueError as exc:
+            raise fail("responses.retention", str(exc)) from None
+    max_bytes = raw.get("max_bytes", out.max_bytes)
+    if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes <= 0:
+        raise fail("responses.max_bytes", "expected a positive integer")
+    return StoreSettings(enabled, data_dir, retention, max_bytes)
 
 
 def _parse_image_fetch(raw: Any, fail: Any) -> FetchPolicy:
@@ -348,7 +433,7 @@ def _parse_provider(entry: Any, i: int, env: dict[str, str], fail: Any) -> Provi
     if not isinstance(entry, dict):
         raise fail(where, "expected a mapping with 'name', 'type' and 'base_url'")
     for key in entry:
-        if key not in ("name", "type", "base_url", "api_key_env"):
+        if key not in ("name", "type", "base_url", "api_key_env", "api"):
             raise fail(where, f"unknown field '{key}'")
     name = entry.get("name")
     if not isinstance(name, str) or not _NAME_RE.match(name):
@@ -369,7 +454,12 @@ def _parse_provider(entry: Any, i: int, env: dict[str, str], fail: Any) -> Provi
     key_env = entry.get("api_key_env")
     if key_env is not None and (not isinstance(key_env, str) or not key_env):
         raise fail(where, "'api_key_env' must be the name of an environment variable")
-    return Provider(name, ptype, base_url, upstream, key_env)
+    api = entry.get("api", "chat")
+    if api not in PROVIDER_APIS:
+        raise fail(where, f"'api' must be one of {', '.join(PROVIDER_APIS)}")
+    if api != "chat" and ptype != "openai":
+        raise fail(where, "'api' applies to providers of type 'openai' only")
+    return Provider(name, ptype, base_url, upstream, key_env, api)
 
 
 def provider_keys(cfg: Config, env: dict[str, str]) -> dict[str, str]:
@@ -398,8 +488,20 @@ def summary(cfg: Config, env: dict[str, str] | None = None) -> str:
             continue
         alias = f" -> {m.target_model}" if m.target_model != m.name else ""
         lines.append(f"  model {m.name}{alias} via {m.provider}")
+        if m.capabilities is None:
+            lines.append("    capabilities: off (requests go as translated, unshaped)")
+        else:
+            lines.append(f"    capabilities: {describe(m.capabilities)}")
     if cfg.default_provider:
         lines.append(f"  unknown models go to {cfg.default_provider}")
+    r = cfg.responses
+    if r.enabled:
+        lines.append(
+            f"  Responses API answers kept in {os.path.join(r.data_dir, 'responses.sqlite3')} for {r.retention:g}s, "
+            f"up to {r.max_bytes} bytes"
+        )
+    else:
+        lines.append("  Responses API answers: not kept (responses.store is off)")
     if cfg.access.enabled:
         lines.append(f"  gateway keys: {', '.join(k.name for k in cfg.access.keys)}")
     else:
@@ -413,5 +515,6 @@ def summary(cfg: Config, env: dict[str, str] | None = None) -> str:
                 if env.get(p.api_key_env)
                 else f"{p.api_key_env} MISSING (requests will fail with auth)"
             )
-        lines.append(f"  provider {p.name} ({p.type}) at {p.base_url}: {key}")
+        kind = f"{p.type}, {p.api} API" if p.api != "chat" else p.type
+        lines.append(f"  provider {p.name} ({kind}) at {p.base_url}: {key}")
     return "\n".join(lines)

@@ -52,7 +52,7 @@ CLIENT_BODY_KEY = "client_body"
 # content-length when an ext_proc filter replaces a body at the headers; the cluster's last filter puts it back).
 CONTENT_LENGTH_KEY = "content_length"
 # Endpoint metadata (METADATA_NAMESPACE) of each target in a fallback cluster: "provider/model", the provider, its
-# wire format, and what the attempt needs (JSON: [provider, format, path prefix, model]).
+# wire format, and what the attempt needs (JSON: [provider, provider type, its API, path prefix, model]).
 HOST_TARGET_KEY = "target"
 HOST_PROVIDER_KEY = "provider"
 HOST_FORMAT_KEY = "format"

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from extproc.core import catalog, fallback, routing
-from extproc.core.access import GatewayKey
+from extproc.core.access import ANONYMOUS, GatewayKey
 from extproc.core.actions import CONTINUE, METRICS, Forward, Reply, ServeMetrics
 from extproc.core.config import Config
 from extproc.core.handlers import (
@@ -33,21 +33,28 @@ from extproc.core.handlers import (
 )
 from extproc.core.record import GATEWAY, Record
 from extproc.translation import canonical as c
+from extproc.translation import capabilities as caps_mod
 from extproc.translation import media
 from extproc.translation.errors import GatewayError, invalid
 from extproc.translation.formats import registry
 from extproc.translation.formats.contract import (
     COUNT_TOKENS,
     GENERATE,
+    LOCAL,
     MODELS,
+    AnswerStore,
     BuildOptions,
+    Conversation,
+    ConversationState,
     Endpoint,
     ModelInfo,
+    StreamEncoder,
     StreamOptions,
     WireFormat,
 )
 
 _JSON = "application/json"
+ADAPTED_HEADER = "x-ai-gateway-adapted"  # response header: parameters dropped/clamped for the target model
 _DEFAULT_ERRORS = registry.get(registry.names()[0])  # errors for paths no format claims
 
 # Phases: what the exchange expects next. _UNTOUCHED: a reply Envoy made before any filter ran (its connection manager
@@ -60,13 +67,15 @@ class ExchangeError(Exception):
 
 
 class Gateway:
-    """What every exchange shares: the loaded config (swapped whole on reload) and what derives from it."""
+    """What every exchange shares: the loaded config (swapped whole on reload) and what derives from it, and the
+    store of answers kept for stateful client formats (the Responses API; None when ``responses.store`` is off)."""
 
-    __slots__ = ("_build", "_config", "_models", "draining")
+    __slots__ = ("_build", "_config", "_models", "draining", "store")
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, store: AnswerStore | None = None) -> None:
         self.draining = False
         self.config = config
+        self.store = store
 
     @property
     def config(self) -> Config:
@@ -94,6 +103,7 @@ class Exchange:
         "client",
         "config",
         "endpoint",
+        "forced",
         "gateway",
         "handler",
         "headers",
@@ -119,6 +129,7 @@ class Exchange:
         self.query = ""
         self.handler: Handler | None = None
         self.headers: dict[str, str] | None = None  # the client's request headers
+        self.forced: routing.Target | None = None  # the target to plan for instead of the model's (``_plan_for``)
         self.target: routing.Target | None = None
         self.request: c.Request | None = None
         self.waiting_body: bytes | None = None  # the request body held while URL media are fetched (image_fetch)
@@ -182,6 +193,10 @@ class Exchange:
             return Reply(
                 200, fmt.list_models(self.gateway.models, endpoint.model_id, self.query), [("content-type", _JSON)]
             )
+        if endpoint.kind == LOCAL and fmt.STATE is not None:  # answered from the gateway's own store
+            body = fmt.STATE.serve(endpoint, self.query, self.gateway.store, self._scope())
+            rec.status = 200
+            return Reply(200, body, [("content-type", _JSON)])
         if endpoint.kind not in (GENERATE, COUNT_TOKENS):
             raise GatewayError("not_found", f"{path} is not served by this gateway", 404)
         if eos:
@@ -231,6 +246,21 @@ class Exchange:
         rec.provider = provider.name
         prefix = provider.upstream.prefix
         counting = endpoint.kind == COUNT_TOKENS
+        received = body  # what Envoy holds: replaced only when what goes upstream differs
+        conv: Conversation | None = None
+        if client.STATE is not None and endpoint.kind == GENERATE and head is not None:
+            # A stateful client (Responses): the conversation it continues, from the gateway's store
+            conv = client.STATE.expand(head, self.gateway.store, self._scope(), passthrough=target.passthrough)
+            if conv.changed:
+                head = conv.head
+                body = orjson.dumps(head)
+            limit = cfg.responses.max_bytes
+            if conv.keep and len(received) > limit:
+                raise invalid(
+                    f"this request ({len(received)} bytes) is larger than the gateway's store of kept answers allows "
+                    f"(responses.max_bytes = {limit}): send it with store: false",
+                    param="store",
+                )
         new_body: bytes
         if target.passthrough:
             new_body, filt = client.passthrough_body(body, head or {}, model=target.model, stream=stream)
@@ -260,30 +290,53 @@ class Exchange:
             assert req is not None
             req.stream = stream
             self.request = req
+            caps = cfg.capabilities(model, provider, target.model)
+            options = self.gateway.build_options
+            if caps is not None:
+                if not resumed:
+                    # What the target cannot take is adapted (or a 400 when the meaning would change): see
+                    # docs/capabilities.md; the adaptations go to the response header, the log and the metrics.
+                    rec.adaptations = caps_mod.shape(req, caps, target.model) or None
+                options = BuildOptions(options.default_max_tokens, caps)
             if not resumed:
                 urls = media.plan(req, fmt, cfg.image_fetch)  # a clear 400 unless fetching is enabled
                 if urls:
                     self.waiting_body = body
                     return media.FetchMedia(urls, cfg.image_fetch)
-            new_body = fmt.build_request(req, model=target.model, options=self.gateway.build_options)
+            new_body = fmt.build_request(req, model=target.model, options=options)
             path = prefix + fmt.upstream_path(model=target.model, stream=stream)
+            keeper = None
+            if conv is not None and conv.keep and self.gateway.store is not None and client.STATE is not None:
+                keeper = _Keeper(self.gateway.store, self._scope(), client.STATE, conv, req, model)
             if stream:
                 opts = StreamOptions(
-                    model=model, include_usage=req.include_usage, request_id=rec.request_id, endpoint=endpoint
+                    model=model,
+                    include_usage=req.include_usage,
+                    request_id=rec.request_id,
+                    endpoint=endpoint,
+                    request=req,
                 )
-                self.handler = TranslateStream(rec, client, fmt, provider, opts)
+                self.handler = TranslateStream(rec, client, fmt, provider, opts, keeper)
             else:
-                self.handler = Translate(rec, client, fmt, provider, model)
+                self.handler = Translate(rec, client, fmt, provider, model, req, keeper)
         rec.upstream_path = path
         set_headers, remove = routing.upstream_headers(
             cfg, target, self.key, model, stream=stream, path=path, length=len(new_body)
         )
-        forward = Forward(set_headers, remove, None if new_body is body else new_body, clear_route_cache=True)
-        if self.ROUTES_FALLBACK and endpoint.kind == GENERATE and model in cfg.models and cfg.models[model].fallback:
-            return self._fallback(forward, model, stream, head, body)
+        forward = Forward(set_headers, remove, None if new_body is received else new_body, clear_route_cache=True)
+        if self.forced is None and self.ROUTES_FALLBACK and endpoint.kind == GENERATE:
+            m = cfg.models.get(model)
+            if m is not None and m.fallback:
+                return self._fallback(forward, model, stream, head, received)
         return forward
 
+    def _scope(self) -> str:
+        """Whose kept answers a request may see: its gateway key's (everyone's the same without gateway keys)."""
+        return self.key.name if self.key is not None else ANONYMOUS
+
     def _resolve(self, cfg: Config, client: WireFormat, endpoint: Endpoint, model: str) -> routing.Target:
+        if self.forced is not None:
+            return self.forced
         return routing.resolve(cfg, client, endpoint, model, self.key)
 
     def _fallback(
@@ -297,14 +350,27 @@ class Exchange:
         rec.fallback = True
         label = f"{target.provider.name}/{target.model}"
         self.handler = fallback.FallbackHandler(
-            rec, client, self.config, endpoint, model, stream, head, body, label, self.handler
+            rec, client, self.config, endpoint, model, stream, head, body, label, self.handler, self._plan_for
         )
         path = f"{rec.path}?{self.query}" if self.query else rec.path
         kept = fallback.client_headers(self.headers)
         return fallback.prepare(
             forward, model, label, target.passthrough, client=client.NAME, path=path, kept=kept, client_body=body,
-            request_id=rec.request_id,
+            request_id=rec.request_id, scope=self._scope(),
         )  # fmt: skip
+
+    def _plan_for(self, target: routing.Target, body: bytes) -> Handler | None:
+        """The handler a single-target request to ``target`` would have had (for the answer of a fallback target):
+        the request is planned again for it, its body thrown away. None if that needs media fetched."""
+        saved, self.forced = self.handler, target
+        try:
+            action = self._forward(body)
+            planned = self.handler
+        except GatewayError:
+            return None
+        finally:
+            self.forced, self.handler = None, saved
+        return planned if isinstance(action, Forward) else None
 
     # ------------------------------------------------------------------------------------------------ response
     def on_response_headers(self, headers: dict[str, str], end_of_stream: bool = False) -> Forward:
@@ -317,6 +383,14 @@ class Exchange:
             self.handler = EnvoyReply(self.record, self.client, None, None)
         fwd = self.handler.on_headers(headers)
         self.phase = _ENDED if end_of_stream or fwd.response_body_mode == "NONE" else _RESPONSE_BODY
+        adapted = self.record.adaptations
+        if adapted:  # the client sees what its request was changed in (a new Forward: CONTINUE is shared)
+            header = (ADAPTED_HEADER, caps_mod.header_value(adapted))
+            fwd = Forward([*fwd.set_headers, header], fwd.remove_headers, fwd.body, fwd.clear_route_cache,
+                          fwd.response_body_mode)  # fmt: skip
+        elif ADAPTED_HEADER in headers:  # only the gateway says what it adapted, never a provider
+            fwd = Forward(fwd.set_headers, [*fwd.remove_headers, ADAPTED_HEADER], fwd.body, fwd.clear_route_cache,
+                          fwd.response_body_mode)  # fmt: skip
         return fwd
 
     def on_response_body(self, body: bytes, end_of_stream: bool = True) -> Forward:
@@ -373,6 +447,28 @@ class Exchange:
         if err.retry_after:
             headers.append(("retry-after", err.retry_after))
         return self._reply(Reply(err.status, body, headers))
+
+
+class _Keeper:
+    """Keeps a translated answer in the gateway's store (``handlers.Keeper``), as the client format shapes it."""
+
+    __slots__ = ("conv", "model", "request", "scope", "state", "store")
+
+    def __init__(
+        self, store: AnswerStore, scope: str, state: ConversationState, conv: Conversation, req: c.Request, model: str
+    ) -> None:
+        self.store, self.scope, self.state, self.conv, self.request, self.model = store, scope, state, conv, req, model
+
+    def answer(self, resp: c.Response) -> None:
+        self._put(self.state.kept(resp, model=self.model, request=self.request))
+
+    def stream(self, encoder: StreamEncoder) -> None:
+        kept = self.state.kept_stream(encoder)
+        if kept is not None:
+            self._put(kept)
+
+    def _put(self, answer: dict[str, Any]) -> None:
+        self.store.put(self.scope, answer, self.conv.own_items, self.conv.previous_id)
 
 
 __all__ = ["CONTINUE", "Exchange", "ExchangeError", "Forward", "Gateway", "Reply", "ServeMetrics"]

@@ -16,6 +16,7 @@ translation, streamed or not).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,14 +86,14 @@ def attempt_headers(fwd: Forward, passthrough: bool, kept: dict[str, str]) -> tu
 
 def prepare(
     fwd: Forward, model: str, label: str, passthrough: bool, *, client: str, path: str, kept: dict[str, str],
-    client_body: bytes, request_id: str | None,
+    client_body: bytes, request_id: str | None, scope: str,
 ) -> Forward:  # fmt: skip
     """The primary target's request, sent to the model's fallback route: ``ROUTE_HEADER`` names the route, and the
     attempts' context goes along in dynamic metadata (the client's body too when the body sent is not it)."""
     set_headers = [(ROUTE_HEADER, route_value(model)) if k == ROUTE_HEADER else (k, v) for k, v in fwd.set_headers]
     prepared_set, prepared_remove = attempt_headers(fwd, passthrough, kept)
     context: dict[str, Any] = {
-        "client": client, "path": path, "model": model, "request_id": request_id, "prepared": label,
+        "client": client, "path": path, "model": model, "request_id": request_id, "scope": scope, "prepared": label,
         "set": prepared_set, "remove": prepared_remove,
     }  # fmt: skip
     if kept:
@@ -126,7 +127,7 @@ class FallbackHandler(Handler):
     the primary's answer goes to the handler made with its request; another target's to the handler a
     single-target request to it would have had."""
 
-    __slots__ = ("body", "cfg", "endpoint", "head", "inner", "model", "prepared", "primary", "stream")
+    __slots__ = ("body", "cfg", "endpoint", "head", "inner", "model", "plan", "prepared", "primary", "stream")
 
     def __init__(
         self,
@@ -140,6 +141,7 @@ class FallbackHandler(Handler):
         body: bytes,
         prepared: str,
         primary: Handler,
+        plan: Callable[[routing.Target, bytes], Handler | None] | None = None,
     ) -> None:
         super().__init__(record, client, None, None)
         self.cfg = cfg
@@ -150,6 +152,7 @@ class FallbackHandler(Handler):
         self.body = body
         self.prepared = prepared  # the label of the target the request was built for
         self.primary = primary
+        self.plan = plan  # the exchange planning the request again for another target (``Exchange._plan_for``)
         self.inner: Handler | None = None
 
     @property
@@ -185,8 +188,15 @@ class FallbackHandler(Handler):
         return self.inner.on_body(body, end_of_stream)
 
     def _handler(self, provider_name: str, fmt: WireFormat, upstream: str) -> Handler:
+        """The handler of a single-target request to that target: planned by the exchange again (capabilities,
+        conversation keeping and all), or made here from what the answer needs when the exchange cannot."""
         rec, client, cfg = self.record, self.client, self.cfg
-        provider: Any = cfg.providers.get(provider_name) or _Served(provider_name)
+        known = cfg.providers.get(provider_name)
+        if known is not None and self.plan is not None and known.format == fmt.NAME:
+            planned = self.plan(routing.Target(known, fmt, upstream, passthrough=fmt is client), self.body)
+            if planned is not None:
+                return planned
+        provider: Any = known or _Served(provider_name)
         if fmt is client:
             if not self.stream:
                 return PassThrough(rec, client, provider, cfg.passthrough_usage)

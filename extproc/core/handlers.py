@@ -17,7 +17,7 @@ mappers), provider errors and answers that are not what they claim to be, each i
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -228,14 +228,34 @@ class PassThroughStream(Handler):
         return CONTINUE
 
 
+class Keeper(Protocol):
+    """Keeps a translated answer for a stateful client format (``WireFormat.STATE``): the exchange makes one when the
+    client asked for its answer to be kept."""
+
+    def answer(self, resp: c.Response) -> None: ...
+
+    def stream(self, encoder: StreamEncoder) -> None: ...
+
+
 class Translate(Handler):
     """Another format, not streamed: the provider's answer parsed and rebuilt for the client."""
 
-    __slots__ = ("model",)
+    __slots__ = ("keeper", "model", "request")
 
-    def __init__(self, record: Record, client: WireFormat, provider_fmt: WireFormat, provider: Any, model: str) -> None:
+    def __init__(
+        self,
+        record: Record,
+        client: WireFormat,
+        provider_fmt: WireFormat,
+        provider: Any,
+        model: str,
+        request: c.Request | None = None,
+        keeper: Keeper | None = None,
+    ) -> None:
         super().__init__(record, client, provider_fmt, provider)
         self.model = model  # the name the client asked for (answers carry it)
+        self.request = request  # the parsed client request (answers of some formats repeat it)
+        self.keeper = keeper
 
     def good(self, body: bytes) -> Forward:
         assert self.provider_fmt is not None
@@ -246,7 +266,9 @@ class Translate(Handler):
         self.record.usage = resp.usage
         if not resp.created:
             resp.created = int(time.time())  # when the gateway answered, for formats that carry it
-        out = self.client.build_response(resp, model=self.model)
+        out = self.client.build_response(resp, model=self.model, request=self.request)
+        if self.keeper is not None:
+            self.keeper.answer(resp)
         return Forward([("content-type", _JSON), ("content-length", str(len(out)))], body=out)
 
 
@@ -272,9 +294,15 @@ class TranslateStream(Translate):
     __slots__ = ("_streamed", "decoder", "encoder", "opts")
 
     def __init__(
-        self, record: Record, client: WireFormat, provider_fmt: WireFormat, provider: Any, opts: StreamOptions
+        self,
+        record: Record,
+        client: WireFormat,
+        provider_fmt: WireFormat,
+        provider: Any,
+        opts: StreamOptions,
+        keeper: Keeper | None = None,
     ) -> None:
-        super().__init__(record, client, provider_fmt, provider, opts.model)
+        super().__init__(record, client, provider_fmt, provider, opts.model, opts.request, keeper)
         self.opts = opts
         self.decoder: StreamDecoder | _Closed | None = None
         self.encoder: StreamEncoder | None = None
@@ -317,6 +345,8 @@ class TranslateStream(Translate):
             out.append(encoder.encode(ev))
         if end_of_stream and not isinstance(self.decoder, _Closed):
             out.append(encoder.finish())
+            if self.keeper is not None:
+                self.keeper.stream(encoder)
         return Forward(body=b"".join(out))
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from extproc.translation.canonical import Usage
+from extproc.translation.capabilities import Adaptation
 
 GATEWAY = "gateway"  # ``client`` of the gateway's own endpoints (/health, /metrics): not counted or logged
 
@@ -35,6 +36,7 @@ class Record:
     served_by: str | None = None
     attempt_log: list[tuple[str, int]] | None = None  # (provider/model, status or 0) per attempt, from Envoy
     attempt: bool = False
+    adaptations: list[Adaptation] | None = None  # what the request was changed in for its target (``shape``)
 
     @property
     def counted(self) -> bool:

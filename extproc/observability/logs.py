@@ -94,7 +94,25 @@ def request_line(rec: Record, duration: float) -> dict[str, Any]:
         out["attempts"] = rec.attempts
         out["served_by"] = rec.served_by
         out["attempt_log"] = [{"target": t, "status": code or None} for t, code in rec.attempt_log or ()]
+    if rec.adaptations:
+        out["adapted"] = ",".join(str(a) for a in rec.adaptations)
     return out
+
+
+def adaptation_line(rec: Record) -> dict[str, Any]:
+    """The debug line for a request changed for its target model: one entry per parameter, what was done."""
+    return {
+        "timestamp": _now(),
+        "level": "debug",
+        "request_id": rec.request_id,
+        "message": "request adapted to the target model",
+        "model": rec.model,
+        "provider": rec.provider,
+        "adaptations": [
+            {"parameter": a.parameter, "action": a.action, **({"value": a.value} if a.value is not None else {})}
+            for a in rec.adaptations or ()
+        ],
+    }
 
 
 class JSONFormatter(logging.Formatter):

@@ -27,6 +27,7 @@ class Metrics:
         "_pending",
         "_scheduled",
         "active",
+        "adaptations",
         "attempts",
         "duration",
         "errors",
@@ -81,6 +82,11 @@ class Metrics:
             "proxy_gateway_overhead_seconds", "Time spent in the extproc service per request, provider excluded",
             ("format", "provider"), buckets=_FAST_BUCKETS, registry=reg,
         )  # fmt: skip
+        self.adaptations = Counter(
+            "proxy_request_adaptations_total",
+            "Request parameters changed for the target model (docs/capabilities.md), by parameter and action",
+            ("model", "provider", "parameter", "action"), registry=reg,
+        )  # fmt: skip
         self._cache: dict[tuple[str, str, str], _Series] = {}
         self._pending: set[_Series] = set()
         self._scheduled = False
@@ -116,21 +122,21 @@ class Metrics:
         exchange was counted by ``started``; ``overhead``: seconds the service spent on it."""
         s = self._series(rec)
         if active:
-            a = self._active_series(rec) if rec.fallback else s
-            a.active -= 1
-            if a is not s:
-                self._dirty(a)
+            started = self._active_series(rec) if rec.fallback else s
+            started.active -= 1
+            if started is not s:
+                self._dirty(started)
         status = rec.status or 0
         if rec.attempt_log:  # every attempt Envoy made for a fallback model, by target
             for label, code in rec.attempt_log:
-                a = self._series(rec, label.partition("/")[0])
-                key = outcome(code)
-                a.attempts[key] = a.attempts.get(key, 0) + 1
-                if a is not s:
-                    self._dirty(a)
+                tried = self._series(rec, label.partition("/")[0])
+                how = outcome(code)
+                tried.attempts[how] = tried.attempts.get(how, 0) + 1
+                if tried is not s:
+                    self._dirty(tried)
         elif rec.upstream_path and not rec.fallback:  # one attempt, to the model's only target
-            key = outcome(status, rec.error_type)
-            s.attempts[key] = s.attempts.get(key, 0) + 1
+            how = outcome(status, rec.error_type)
+            s.attempts[how] = s.attempts.get(how, 0) + 1
         s.requests[status] = s.requests.get(status, 0) + 1
         s.duration.add(duration)
         s.overhead.add(overhead)
@@ -142,6 +148,10 @@ class Metrics:
             s.tokens[1] += u.output_tokens
             s.tokens[2] += u.cached_tokens
             s.tokens[3] += u.reasoning_tokens
+        if rec.adaptations:
+            for a in rec.adaptations:
+                key = (a.parameter, a.action)
+                s.adapted[key] = s.adapted.get(key, 0) + 1
         if rec.ttft is not None:
             s.ttft.add(rec.ttft)
             if u is not None and u.output_tokens > 1:
@@ -199,8 +209,8 @@ class _Series:
     """Pre-resolved label children for one (format, model, provider), and what accumulated since the last flush."""
 
     __slots__ = (
-        "active", "active_child", "attempts", "children", "duration", "errors", "key", "overhead", "requests",
-        "tokens", "tpot", "ttft",
+        "active", "active_child", "adapted", "attempts", "children", "duration", "errors", "key", "overhead",
+        "requests", "tokens", "tpot", "ttft",
     )  # fmt: skip
 
     def __init__(self, m: Metrics, fmt: str, model: str, provider: str) -> None:
@@ -209,6 +219,7 @@ class _Series:
         self.requests: dict[int, int] = {}
         self.errors: dict[str, int] = {}
         self.attempts: dict[str, int] = {}
+        self.adapted: dict[tuple[str, str], int] = {}  # (parameter, action) -> count
         self.tokens = [0, 0, 0, 0]  # input, output, cached, reasoning
         self.duration = _Hist(_DURATION_BUCKETS)
         self.overhead = _Hist(_FAST_BUCKETS)
@@ -236,6 +247,9 @@ class _Series:
         for how, n in self.attempts.items():
             m.attempts.labels(model, provider, how).inc(n)
         self.attempts.clear()
+        for (parameter, action), n in self.adapted.items():
+            m.adaptations.labels(model, provider, parameter, action).inc(n)
+        self.adapted.clear()
         for kind, n in zip(("input", "output", "cached", "reasoning"), self.tokens, strict=True):
             if n:
                 m.tokens.labels(model, provider, kind).inc(n)

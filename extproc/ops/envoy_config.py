@@ -81,6 +81,8 @@ def _provider_route(p: Provider, timeout: float) -> dict[str, Any]:
         },
         # The gateway's own headers never reach a provider.
         "request_headers_to_remove": [ROUTE_HEADER, RATE_KEY_HEADER, RATE_MODEL_HEADER],
+        # Only Envoy's local-reply mappers tag replies for the service: a provider's header of that name is dropped.
+        "response_headers_to_remove": [LOCAL_ERROR_HEADER],
     }
 
 
@@ -271,7 +273,7 @@ def _fallback_cluster(
                     HOST_TARGET_KEY: t.label,
                     HOST_PROVIDER_KEY: p.name,
                     HOST_FORMAT_KEY: p.format,
-                    HOST_ATTEMPT_KEY: json.dumps([p.name, p.format, up.prefix, t.model], separators=(",", ":")),
+                    HOST_ATTEMPT_KEY: json.dumps([p.name, p.type, p.api, up.prefix, t.model], separators=(",", ":")),
                 }
             }
             if up.tls:

@@ -69,11 +69,14 @@ class ToolResult:
 
 @dataclass(slots=True)
 class Thinking:
-    """Reasoning content. ``signature`` (Anthropic) must survive round trips; ``redacted`` holds opaque data."""
+    """Reasoning content. ``signature`` (Anthropic; an OpenAI Responses reasoning item's id and encrypted content,
+    packed by that format) must survive round trips; ``redacted`` holds opaque data. ``raw``: the model's own chain
+    of thought rather than a summary of it (Responses ``reasoning_text`` as opposed to ``summary_text``)."""
 
     text: str = ""
     signature: str | None = None
     redacted: str | None = None
+    raw: bool = False
 
 
 Part = Text | Image | Document | ToolCall | ToolResult | Thinking
@@ -93,6 +96,8 @@ class Tool:
     name: str
     description: str | None = None
     parameters: dict[str, Any] | None = None  # JSON Schema
+    strict: bool | None = None  # the client asked for strict schema adherence (OpenAI ``strict``)
+    namespace: str | None = None  # Responses ``namespace`` tools: ``name`` is then "{namespace}__{function name}"
 
 
 @dataclass(slots=True)
@@ -132,6 +137,11 @@ class Request:
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     user: str | None = None
+    verbosity: str | None = None  # "low" | "medium" | "high" (OpenAI ``verbosity`` / Responses ``text.verbosity``)
+    reasoning_summary: str | None = None  # "auto" | "concise" | "detailed" (Responses ``reasoning.summary``)
+    # The client format's own request facts its answer repeats (a Responses ``response`` echoes its id, tools,
+    # instructions, ...). Set by that format's ``parse_request``, read only by the same format's builders.
+    echo: dict[str, Any] | None = None
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -187,6 +197,7 @@ class ThinkingDelta:
     text: str = ""
     signature: str | None = None
     redacted: str | None = None
+    raw: bool = False  # see ``Thinking.raw``
 
 
 @dataclass(slots=True)

@@ -18,12 +18,13 @@ import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
 from extproc.core.address import Address
-from extproc.core.config import ConfigError, load_config
+from extproc.core.config import Config, ConfigError, load_config
 from extproc.core.exchange import Gateway
 from extproc.core.record import Record
 from extproc.observability import logs
 from extproc.observability.metrics import Metrics
 from extproc.transport.grpc_wire import Server
+from extproc.transport.response_store import SqliteStore
 from extproc.transport.servicer import ExternalProcessor, ExtProc
 
 log = logging.getLogger("extproc")
@@ -39,6 +40,11 @@ GRPC_OPTIONS = [
 ]
 
 
+def open_store(cfg: Config) -> SqliteStore | None:
+    """The Responses API conversation store the config asks for (opened lazily, on first use)."""
+    return SqliteStore.in_dir(cfg.responses) if cfg.responses.enabled else None
+
+
 def make_recorder(metrics: Metrics):
     """What happens when an exchange ends: one metric update and one JSON log line (client requests only)."""
 
@@ -47,6 +53,8 @@ def make_recorder(metrics: Metrics):
             return
         duration = time.monotonic() - rec.started
         metrics.done(rec, duration, overhead, active)
+        if rec.adaptations and log.isEnabledFor(logging.DEBUG):
+            logs.write(logs.adaptation_line(rec))
         logs.write(logs.request_line(rec, duration))
 
     return on_done
@@ -62,7 +70,7 @@ async def serve(config_path: str, listen: str, grace: float = 30.0, verbose: boo
     if transport not in TRANSPORTS:
         log.error("AI_GATEWAY_GRPC=%s: must be one of %s", transport, ", ".join(TRANSPORTS))
         return 1
-    gateway = Gateway(cfg)
+    gateway = Gateway(cfg, open_store(cfg))
     metrics = Metrics()
     proc = ExtProc(gateway, make_recorder(metrics), metrics)
     addr = Address.parse(listen)
@@ -88,7 +96,10 @@ async def serve(config_path: str, listen: str, grace: float = 30.0, verbose: boo
 
     def reload() -> None:
         try:
-            gateway.config = load_config(config_path)
+            new = load_config(config_path)
+            if new.responses != gateway.config.responses:
+                gateway.store = open_store(new)  # exchanges in flight finish with the old one
+            gateway.config = new
             log.info("config reloaded from %s: %d models", config_path, len(gateway.config.models))
         except ConfigError as exc:
             log.error("config reload rejected, keeping the old config: %s", exc)

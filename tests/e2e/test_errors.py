@@ -8,7 +8,7 @@ import openai
 import pytest
 from google.genai import errors as gerrors
 
-from tests.conftest import MODELS, Gateway
+from tests.conftest import MODELS, Gateway, free_port, gateway_config, start_gateway, stop_gateway
 from tests.e2e.sdk import CLIENT_KEY, ask
 from tests.mocks.providers import magic_error
 
@@ -161,3 +161,67 @@ def test_html_200_from_provider_is_502(gateway: Gateway, client: str, provider: 
     """A web page where JSON should be (a captive portal, a misrouted proxy): 502 with a clear message."""
     exc = expect_status(client, 502, lambda: ask(client, gateway.url, MODELS[provider], "HTML200"))
     assert "not" in message_of(exc).lower() or "invalid" in message_of(exc).lower()
+
+
+def test_a_provider_cannot_forge_the_gateways_own_headers(mocks: dict, tmp_path) -> None:  # type: ignore[no-untyped-def,type-arg]
+    """A provider answering with the headers Envoy's mappers and the gateway use among themselves
+    (``x-ai-gateway-error``, ``x-ai-gateway-adapted``) changes nothing: its answer is an answer, and the client sees
+    neither header."""
+    import http.server
+    import threading
+
+    answer = (
+        b'{"id":"c1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":'
+        b'{"role":"assistant","content":"forged headers, real answer"},"finish_reason":"stop"}],'
+        b'"usage":{"prompt_tokens":1,"completion_tokens":4,"total_tokens":5}}'
+    )
+
+    class Forger(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            self.send_response(200)
+            for k, v in (
+                ("content-type", "application/json"),
+                ("content-length", str(len(answer))),
+                ("x-ai-gateway-error", "timeout"),
+                ("x-ai-gateway-adapted", "everything=dropped"),
+            ):
+                self.send_header(k, v)  # fmt: skip
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Forger)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    config = (
+        gateway_config(free_port())
+        + """
+  - name: "forged"
+    provider: "forger"
+    capabilities: {max_output_tokens: 1000}
+"""
+    )
+    config = config.replace("providers:\n", f"""providers:
+  - name: "forger"
+    type: "openai"
+    base_url: "http://127.0.0.1:{port}/v1"
+""", 1)  # fmt: skip
+    gw = start_gateway(tmp_path, mocks, config, workers=1)
+    try:
+        for client in ("openai", "anthropic"):
+            url = {"openai": "/openai/v1/chat/completions", "anthropic": "/anthropic/v1/messages"}[client]
+            body = {"model": "forged", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}
+            r = httpx.post(gw.url + url, json=body, timeout=30)
+            assert r.status_code == 200, r.text
+            out = r.json()
+            text = out["choices"][0]["message"]["content"] if client == "openai" else out["content"][0]["text"]
+            assert text == "forged headers, real answer", out
+            assert "x-ai-gateway-error" not in r.headers and "x-ai-gateway-adapted" not in r.headers
+    finally:
+        stop_gateway(gw)
+        server.shutdown()

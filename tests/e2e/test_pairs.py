@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import KEYS, MODELS, Gateway
+from tests.conftest import FAMILY_MODELS, KEYS, MODELS, Gateway
 from tests.e2e.sdk import CLIENT_KEY, FINISH, ask, tool_round_trip
 
 CLIENTS = ("openai", "anthropic", "gemini")
@@ -125,3 +125,37 @@ def test_alias_sends_target_model(gateway: Gateway, client: str, provider: str) 
     target = {"openai": "gpt-upstream-name", "anthropic": "claude-upstream-name", "gemini": "gemini-upstream-name"}
     model_seen = got.body.get("model") if provider != "gemini" else got.path.split("/models/")[1].split(":")[0]
     assert model_seen == target[provider]
+
+
+# Real model names of each family: their catalog entries shape the request, and the mocks apply the families' real
+# rules (a request the real API would refuse fails here). What each family keeps of temperature 0.5 and top_p 0.9:
+FAMILY_SAMPLING = {
+    "gpt-4o-mini": (0.5, 0.9),
+    "gpt-5-mini": (None, None),  # reasoning models take only the default
+    "claude-haiku-4-5": (0.5, None),  # temperature xor top_p: temperature wins
+    "claude-opus-4-8": (None, None),  # Opus 4.7 and later take no sampling parameter
+    "gemini-2.5-flash": (0.5, 0.9),
+    "gemini-3-flash-preview": (0.5, 0.9),
+}
+FAMILY_PAIRS = [(c, p, m) for c in CLIENTS for p, models in FAMILY_MODELS.items() for m in models]
+
+
+@pytest.mark.parametrize(("client", "provider", "model"), FAMILY_PAIRS)
+def test_family_models(gateway: Gateway, client: str, provider: str, model: str) -> None:
+    mock = gateway.mocks[provider]
+    sampling = {"temperature": 0.5, "top_p": 0.9, "max_tokens": 100, "stop": ["END"]}
+    if client == provider and FAMILY_SAMPLING[model] != (0.5, 0.9):
+        # Same format: the client's own bytes go up unshaped (it speaks the provider's API), and get its answer.
+        with pytest.raises(Exception, match="temperature") as err:
+            ask(client, gateway.url, model, "hi there", system="You are terse.", **sampling)
+        assert getattr(err.value, "status_code", None) == 400
+        sampling = {"max_tokens": 100, "stop": ["END"]}
+    ans = ask(client, gateway.url, model, "hi there", system="You are terse.", **sampling)
+    assert ans.text == f"Hello from mock {provider}. You said: hi there"
+    got = received(provider, mock.last().body)
+    if "temperature" in sampling:
+        assert (got["temperature"], got["top_p"]) == FAMILY_SAMPLING[model]
+    assert (got["system"], got["max_tokens"], got["stop"]) == ("You are terse.", 100, ["END"])
+    first, second = tool_round_trip(client, gateway.url, model)
+    assert first.tool_calls == [("get_weather", {"city": "Paris"})]
+    assert "sunny in Paris" in second.text

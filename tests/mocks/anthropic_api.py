@@ -16,6 +16,7 @@ from typing import Any
 from anthropic.types import message_count_tokens_params, message_create_params
 from pydantic import TypeAdapter
 
+from tests.mocks import model_rules
 from tests.mocks.server import (
     COUNT_TOKENS,
     REASONING_TOKENS,
@@ -551,6 +552,8 @@ class AnthropicApi(ProviderApi):
         else:
             conv = _an_validate(body)
         _sdk_validate(endpoint, body)
+        if endpoint != "count_tokens":
+            model_rules.check_anthropic(body)
         return conv
 
     def error_body(self, e: ApiError, seq: int) -> dict:

@@ -16,6 +16,7 @@ import orjson
 from google.genai import types as gtypes
 from pydantic import BaseModel
 
+from tests.mocks import model_rules
 from tests.mocks.server import (
     COUNT_TOKENS,
     REASONING_TOKENS,
@@ -505,6 +506,7 @@ class GeminiApi(ProviderApi):
             return Conv(model=model, stream=False, count_tokens=True)
         conv = _ge_validate(body, model, action == "streamGenerateContent", rec)
         _sdk_validate(body)
+        model_rules.check_gemini(model, body)
         conv.sse = query.get("alt", [""])[0] == "sse"
         return conv
 

@@ -15,6 +15,7 @@ from typing import Any
 from openai.types.chat import completion_create_params
 from pydantic import TypeAdapter
 
+from tests.mocks import model_rules
 from tests.mocks.server import (
     REASONING_TOKENS,
     USAGE_IN,
@@ -545,6 +546,7 @@ class OpenAIApi(ProviderApi):
     def validate(self, endpoint: str, body: dict, query: dict[str, list[str]], rec: Received) -> Conv:
         conv = _oa_validate(body)
         _sdk_validate(body)
+        model_rules.check_openai(body)
         return conv
 
     def error_body(self, e: ApiError, seq: int) -> dict:

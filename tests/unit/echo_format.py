@@ -32,6 +32,7 @@ PATH_PREFIX = "/echo/"
 CREDENTIAL = CredentialHeader("x-echo-secret")
 EXTRA_HEADERS: list[tuple[str, str]] = [("x-echo-version", "1")]
 COUNTS_TOKENS = False
+STATE = None
 
 
 def route(method: str, path: str, query: str) -> Endpoint | None:
@@ -58,7 +59,7 @@ def parse_request(body: bytes | dict[str, Any], *, model: str | None = None, str
     return c.Request(model=model or data["model"], messages=[c.Message("user", [c.Text(prompt)])], stream=stream)
 
 
-def build_response(resp: c.Response, *, model: str) -> bytes:
+def build_response(resp: c.Response, *, model: str, request: c.Request | None = None) -> bytes:
     text = "".join(p.text for p in resp.parts if isinstance(p, c.Text))
     tokens = resp.usage.output_tokens if resp.usage else 0
     return orjson.dumps({"said": text, "model": model, "tokens": tokens})

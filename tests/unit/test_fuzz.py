@@ -60,6 +60,13 @@ FIELDS = {
         "thinkingConfig", "includeThoughts", "thinkingBudget", "thinkingLevel", "systemInstruction", "toolConfig",
         "functionCallingConfig", "mode", "allowedFunctionNames", "safetySettings", "model",
     ],
+    "responses": [
+        "model", "input", "instructions", "type", "role", "content", "text", "image_url", "file_data", "file_url",
+        "filename", "file_id", "detail", "call_id", "name", "namespace", "arguments", "output", "id", "summary",
+        "encrypted_content", "tools", "parameters", "strict", "description", "tool_choice", "mode",
+        "max_output_tokens", "temperature", "top_p", "reasoning", "effort", "text", "format", "schema", "verbosity",
+        "include", "store", "stream", "metadata", "previous_response_id", "parallel_tool_calls", "user",
+    ],
 }  # fmt: skip
 WORDS = [
     "user", "assistant", "system", "developer", "tool", "model", "function", "text", "image", "image_url",
@@ -222,6 +229,43 @@ SEEDS: dict[str, dict[str, Any]] = {
             "thinkingConfig": {"thinkingBudget": 5, "thinkingLevel": "LOW"},
         },
     },
+    "responses": {
+        "model": "m",
+        "instructions": "be brief",
+        "input": [
+            {"role": "developer", "content": [{"type": "input_text", "text": "and kind"}]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "input_text", "text": "look"},
+                    {"type": "input_image", "image_url": "data:image/png;base64,QUFB", "detail": "low"},
+                    {"type": "input_file", "file_data": "data:application/pdf;base64,JVBERi0=", "filename": "a"},
+                ],
+            },
+            {"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": "hmm"}]},
+            {"role": "assistant", "content": [{"type": "output_text", "text": "calling", "annotations": []}]},
+            {"type": "function_call", "call_id": "c1", "name": "f", "arguments": '{"a":1}'},
+            {"type": "function_call", "call_id": "c2", "name": "sub", "namespace": "ns", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "c1", "output": [{"type": "input_text", "text": "r"}]},
+            {"type": "function_call_output", "call_id": "c2", "output": "done"},
+            {"role": "user", "content": "and?"},
+        ],
+        "tools": [
+            {"type": "function", "name": "f", "description": "d", "parameters": {"type": "object"}, "strict": True},
+            {"type": "namespace", "name": "ns", "tools": [{"type": "function", "name": "sub", "parameters": {}}]},
+        ],
+        "tool_choice": {"type": "function", "name": "f"},
+        "parallel_tool_calls": False,
+        "max_output_tokens": 50,
+        "temperature": 0.5,
+        "top_p": 0.9,
+        "text": {"format": {"type": "json_schema", "name": "n", "schema": {"type": "object"}}, "verbosity": "low"},
+        "reasoning": {"effort": "low", "summary": "auto"},
+        "include": ["reasoning.encrypted_content"],
+        "store": False,
+        "stream": True,
+        "safety_identifier": "u",
+    },
 }
 
 
@@ -285,6 +329,12 @@ _outlined = {
                         _oa_messages),
     "anthropic": st.builds(lambda lead, msgs: {"model": "m", "max_tokens": 5, "messages": [*lead, *msgs]},
                            st.sampled_from([[], [_AN_TOOL_USE]]), _an_messages),
+    "responses": st.builds(lambda top, items: {"model": "m", "input": items, **top},
+                           st.dictionaries(st.sampled_from(FIELDS["responses"]), shaped_json["responses"], max_size=5),
+                           st.lists(st.dictionaries(st.sampled_from(["type", "role", "content", "call_id", "name",
+                                                                     "arguments", "output", "summary",
+                                                                     "encrypted_content", "id"]),
+                                                    shaped_json["responses"], max_size=5), max_size=4)),
     "gemini": st.builds(lambda contents: {"contents": contents},
                         st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "model", "", "x"]),
                                                         "parts": st.lists(shaped_json["gemini"], max_size=3)}),
@@ -387,6 +437,15 @@ def test_anthropic_client_request_is_a_request_or_a_400(body: bytes, stream: boo
 @example(body=b'{"contents": [}', stream=True)
 def test_gemini_client_request_is_a_request_or_a_400(body: bytes, stream: bool) -> None:
     _client_property("gemini", body, stream)
+
+
+@given(body=client_bodies("responses"), stream=st.booleans())
+@example(body=b'{"model": "m", "input": [{"type": "function_call_output", "call_id": null}]}', stream=False)
+@example(body=b'{"model": "m", "input": [{"type": "reasoning", "encrypted_content": "YWlndy1yMS57fQ"}]}',
+         stream=False)  # fmt: skip
+@example(body=b'{"model": "m", "input": [{"type": "item_reference", "id": "x"}]}', stream=False)
+def test_responses_client_request_is_a_request_or_a_400(body: bytes, stream: bool) -> None:
+    _client_property("responses", body, stream)
 
 
 @pytest.mark.parametrize("fmt", list(FORMATS))

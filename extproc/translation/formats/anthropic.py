@@ -49,12 +49,14 @@ from extproc.translation.canonical import (
     merge_usage,
     split_tool_id,
 )
+from extproc.translation.capabilities import ADAPTIVE, BUDGET, Capabilities
 from extproc.translation.errors import GatewayError, invalid
 from extproc.translation.formats.contract import (
     COUNT_TOKENS,
     GENERATE,
     MODELS,
     BuildOptions,
+    ConversationState,
     CredentialHeader,
     Endpoint,
     ModelInfo,
@@ -557,7 +559,7 @@ def _tool_use_block(call: ToolCall, input_obj: dict[str, Any]) -> dict[str, Any]
     return {"type": "tool_use", "id": tid, "name": call.name, "input": input_obj}
 
 
-def build_response(resp: Response, *, model: str) -> bytes:
+def build_response(resp: Response, *, model: str, request: Request | None = None) -> bytes:
     """A canonical Response -> an Anthropic ``Message`` object."""
     content: list[dict[str, Any]] = []
     has_tools = False
@@ -820,8 +822,9 @@ def upstream_path(*, model: str, stream: bool, kind: str = GENERATE) -> str:
 
 
 def _adaptive_model(model: str) -> bool:
-    """Claude 4.6 and later think adaptively (``thinking.type: adaptive`` + ``output_config.effort``); earlier
-    models need ``enabled`` with ``budget_tokens``. Names the gateway cannot read (aliases, mocks) count as new."""
+    """Without capabilities (the catalog switched off), a guess from the name: Claude 4.6 and later think adaptively
+    (``thinking.type: adaptive`` + ``output_config.effort``); earlier models need ``enabled`` with ``budget_tokens``.
+    Names the gateway cannot read (aliases, mocks) count as new."""
     m = _CLAUDE_VERSION.search(model)
     if m is None:
         return True
@@ -830,16 +833,23 @@ def _adaptive_model(model: str) -> bool:
     return (major, minor) >= (4, 6)
 
 
-def _thinking_plan(req: Request, model: str) -> tuple[str | None, int, str | None]:
-    """(thinking type or None, budget for ``enabled``, effort for ``output_config``) for this request and model."""
+def _thinking_plan(req: Request, model: str, caps: Capabilities | None) -> tuple[str | None, int, str | None]:
+    """(thinking type or None, budget for ``enabled``, effort for ``output_config``) for this request and model.
+    With capabilities (the request already shaped to them) the model's first knob decides adaptive or enabled; a
+    model that takes no budget is never sent ``disabled`` either (it is off unless asked, and refuses the type)."""
     effort = req.reasoning_effort
     budget = req.thinking_budget
-    adaptive = _adaptive_model(model)
+    if caps is not None:
+        adaptive = bool(caps.reasoning) and caps.reasoning[0] == ADAPTIVE
+        off = "disabled" if BUDGET in caps.reasoning else None
+    else:
+        adaptive = _adaptive_model(model)
+        off = "disabled"
     if effort == "none":
-        return "disabled", 0, None
+        return off, 0, None
     out_effort = _EFFORTS_OUT.get(effort or "") if adaptive else None
     if budget == 0:
-        return "disabled", 0, out_effort
+        return off, 0, out_effort
     if budget is not None and budget > 0:
         return "enabled", max(budget, 1024), out_effort
     if budget == -1 or effort:
@@ -870,7 +880,8 @@ def build_request(
         default_max_tokens = options.default_max_tokens if options is not None else 4096
     if req.n is not None and req.n > 1:
         raise invalid("Anthropic models return one answer per request: several candidates (n > 1) are refused")
-    kind, budget, effort = _thinking_plan(req, model)
+    caps = options.capabilities if options is not None else None
+    kind, budget, effort = _thinking_plan(req, model, caps)
     if kind in ("enabled", "adaptive") and _tool_turn_without_thinking(req.messages):
         kind = None  # the client lost the signed thinking of the turn it continues: continue without thinking
     if kind == "enabled" and req.max_tokens is not None and budget >= req.max_tokens:
@@ -883,6 +894,10 @@ def build_request(
     if max_tokens is None:
         # Anthropic requires max_tokens, and budget_tokens < max_tokens: with no cap set, leave room for the answer.
         max_tokens = budget + default_max_tokens if budget >= default_max_tokens else default_max_tokens
+        limit = caps.max_output_tokens if caps is not None else None
+        if limit is not None and max_tokens > limit:  # the gateway's own default, never above the model's limit
+            max_tokens = limit
+            budget = min(budget, limit - 1)
     out: dict[str, Any] = {"model": model, "max_tokens": max_tokens}
     system = "\n\n".join(p.text for p in req.system if isinstance(p, Text) and p.text)
     if system:
@@ -1290,6 +1305,7 @@ class StreamDecoder:
 # ---------------------------------------------------------------------------------------------------------------------
 PATH_PREFIX = "/anthropic/"
 COUNTS_TOKENS = True
+STATE: ConversationState | None = None  # nothing is kept between requests
 _MESSAGES = "/anthropic/v1/messages"
 _COUNT = "/anthropic/v1/messages/count_tokens"
 _MODELS = "/anthropic/v1/models"

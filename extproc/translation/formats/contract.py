@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from extproc.translation import canonical as c
+from extproc.translation.capabilities import Capabilities
 from extproc.translation.errors import GatewayError
 
 # Endpoint kinds every format may route to (a format may define more for itself; the exchange knows these).
@@ -66,6 +67,9 @@ class BuildOptions:
     """Everything a provider-side ``build_request`` may need besides the request and the upstream model name."""
 
     default_max_tokens: int = 4096  # for formats that require a max (Anthropic)
+    # What the target model accepts (the request was already shaped to it); the format picks its reasoning knob from
+    # it. None: the catalog is switched off, the format falls back to its own guess from the model name.
+    capabilities: Capabilities | None = None
 
 
 @dataclass(slots=True)
@@ -77,6 +81,7 @@ class StreamOptions:
     created: int = 0  # unix time the gateway started answering
     request_id: str | None = None
     endpoint: Endpoint | None = None  # the client's endpoint (Gemini: SSE or JSON array)
+    request: c.Request | None = None  # the parsed client request, for answers that repeat it (Responses)
 
 
 class StreamEncoder(Protocol):
@@ -110,6 +115,71 @@ class PassThroughStream(Protocol):
     def close(self) -> bytes: ...
 
 
+class HistoryMissing(Exception):
+    """A stored answer a conversation goes through is gone (expired, deleted, another key's, or never kept)."""
+
+    def __init__(self, answer_id: str) -> None:
+        super().__init__(answer_id)
+        self.answer_id = answer_id
+
+
+class AnswerStore(Protocol):
+    """Where the gateway keeps answers for formats whose clients expect the server to (OpenAI's Responses API:
+    ``store``, ``previous_response_id``). Every method is scoped by the gateway key's name, so keys never see each
+    other's answers. Implemented in ``extproc.core.conversations`` (in memory) and ``extproc.transport.response_store``
+    (SQLite, shared by the workers)."""
+
+    def put(
+        self, scope: str, answer: dict[str, Any], input_items: list[dict[str, Any]], previous_id: str | None
+    ) -> None:
+        """Keep an answer (with its output items), the input items of its request and the answer it continued."""
+        ...
+
+    def get(self, scope: str, answer_id: str) -> dict[str, Any] | None: ...
+
+    def input_items(self, scope: str, answer_id: str) -> list[dict[str, Any]] | None: ...
+
+    def history(self, scope: str, answer_id: str) -> list[dict[str, Any]]:
+        """Every input and output item of the chain ending in ``answer_id``, oldest first (``HistoryMissing``)."""
+        ...
+
+    def items(self, scope: str, item_ids: list[str]) -> dict[str, dict[str, Any]]: ...
+
+    def delete(self, scope: str, answer_id: str) -> bool: ...
+
+
+@dataclass(slots=True)
+class Conversation:
+    """A request made whole from the store (``ConversationState.expand``)."""
+
+    head: dict[str, Any]  # the request to send on (the client's own when nothing changed)
+    changed: bool  # ``head`` differs from what the client sent: the body must be re-serialised
+    own_items: list[dict[str, Any]]  # this request's own input items (what ``AnswerStore.put`` keeps)
+    keep: bool  # the client wants the answer kept (``store``)
+    previous_id: str | None = None
+
+
+class ConversationState(Protocol):
+    """The pure pieces a stateful format gives the gateway's store (a format's ``STATE``; None when stateless)."""
+
+    def expand(self, head: dict[str, Any], store: AnswerStore | None, scope: str, *, passthrough: bool) -> Conversation:
+        """The request with the stored conversation it continues and the stored items it refers to put in. Towards
+        a provider of the same format (which keeps its own), only what only the gateway holds is put in."""
+        ...
+
+    def kept(self, resp: c.Response, *, model: str, request: c.Request) -> dict[str, Any]:
+        """The answer object to keep for a translated non-streamed answer."""
+        ...
+
+    def kept_stream(self, encoder: StreamEncoder) -> dict[str, Any] | None:
+        """The answer object to keep once a translated stream ended (None: nothing to keep, e.g. it failed)."""
+        ...
+
+    def serve(self, endpoint: Endpoint, query: str, store: AnswerStore | None, scope: str) -> bytes:
+        """A ``LOCAL`` endpoint answered from the store (``GatewayError`` 404 for an unknown id)."""
+        ...
+
+
 class WireFormat(Protocol):
     """One wire format, both directions. Implemented by a module; see the module docstrings for each format's API."""
 
@@ -118,6 +188,7 @@ class WireFormat(Protocol):
     CREDENTIAL: CredentialHeader  # where a provider of this format takes its key
     EXTRA_HEADERS: list[tuple[str, str]]  # set on requests translated into this format (e.g. anthropic-version)
     COUNTS_TOKENS: bool  # a provider of this format counts tokens (``build_count_request`` works)
+    STATE: ConversationState | None  # the server keeps answers its clients continue (Responses); None: stateless
 
     # ---- client side
     def route(self, method: str, path: str, query: str) -> Endpoint | None:
@@ -140,7 +211,9 @@ class WireFormat(Protocol):
         """A client request into the canonical model; ``GatewayError`` (400) for anything the real API refuses."""
         ...
 
-    def build_response(self, resp: c.Response, *, model: str) -> bytes: ...
+    def build_response(self, resp: c.Response, *, model: str, request: c.Request | None = None) -> bytes:
+        """The client's answer; ``request`` is the parsed client request, for formats whose answers repeat it."""
+        ...
 
     def build_error(self, err: GatewayError, *, request_id: str | None) -> bytes: ...
 

@@ -61,12 +61,14 @@ from extproc.translation.canonical import (
     UsageUpdate,
     merge_usage,
 )
+from extproc.translation.capabilities import BUDGET
 from extproc.translation.errors import GatewayError, invalid, type_for_status
 from extproc.translation.formats.contract import (
     COUNT_TOKENS,
     GENERATE,
     MODELS,
     BuildOptions,
+    ConversationState,
     CredentialHeader,
     Endpoint,
     ModelInfo,
@@ -727,13 +729,16 @@ def build_request(req: Request, *, model: str, options: BuildOptions | None = No
             else:
                 fcc = {"mode": "AUTO"}
             body["toolConfig"] = {"functionCallingConfig": fcc}
-    gen = _build_generation_config(req, model)
+    caps = options.capabilities if options is not None else None
+    # thinkingBudget (Gemini 1.x/2.x) or thinkingLevel (3 and later): the model's own knob, else a guess by name
+    legacy = BUDGET in caps.reasoning[:1] if caps is not None else bool(_LEGACY_THINKING_MODEL.search(model))
+    gen = _build_generation_config(req, legacy)
     if gen:
         body["generationConfig"] = gen
     return orjson.dumps(body)
 
 
-def _build_generation_config(req: Request, model: str) -> dict[str, Any]:
+def _build_generation_config(req: Request, legacy: bool) -> dict[str, Any]:
     gen: dict[str, Any] = {}
     if req.temperature is not None:
         gen["temperature"] = req.temperature
@@ -766,13 +771,13 @@ def _build_generation_config(req: Request, model: str) -> dict[str, Any]:
         if req.thinking_budget != 0:
             thinking["includeThoughts"] = True
     elif req.reasoning_effort == "none":
-        if _LEGACY_THINKING_MODEL.search(model):
+        if legacy:
             thinking["thinkingBudget"] = 0
         else:
             thinking["thinkingLevel"] = "MINIMAL"  # Gemini 3 cannot switch thinking off
     elif req.reasoning_effort:
         effort = _EFFORTS_OUT.get(req.reasoning_effort.lower(), "medium")
-        if _LEGACY_THINKING_MODEL.search(model):
+        if legacy:
             thinking["thinkingBudget"] = _BUDGET_BY_EFFORT[effort]
         else:
             thinking["thinkingLevel"] = effort.upper()
@@ -1066,7 +1071,7 @@ def _usage_out(u: Usage) -> dict[str, Any]:
     return meta
 
 
-def build_response(resp: Response, *, model: str) -> bytes:
+def build_response(resp: Response, *, model: str, request: Request | None = None) -> bytes:
     """A canonical Response as a generateContent body (``model`` is the name the client asked for)."""
     answers = [Candidate(resp.parts, resp.finish_reason, resp.stop_sequence), *resp.candidates]
     cands: list[dict[str, Any]] = []
@@ -1377,6 +1382,7 @@ class StreamDecoder:
 # ---------------------------------------------------------------------------------------------------------------------
 PATH_PREFIX = "/gemini/"
 COUNTS_TOKENS = True
+STATE: ConversationState | None = None  # nothing is kept between requests
 _LISTING = re.compile(r"^/gemini/(v1|v1beta)/models(?:/([^:]+))?$")
 _LISTED_METHODS = ("generateContent", "streamGenerateContent")
 

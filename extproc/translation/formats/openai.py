@@ -53,6 +53,7 @@ from extproc.translation.formats.contract import (
     GENERATE,
     MODELS,
     BuildOptions,
+    ConversationState,
     CredentialHeader,
     Endpoint,
     ModelInfo,
@@ -561,7 +562,7 @@ def _message_out(parts: list[Part]) -> dict[str, Any]:
     return message
 
 
-def build_response(resp: Response, *, model: str) -> bytes:
+def build_response(resp: Response, *, model: str, request: Request | None = None) -> bytes:
     """A complete ``chat.completion`` object as the SDK's ``ChatCompletion`` model expects it. Reasoning goes in
     ``reasoning_content``; signed reasoning (Anthropic) also in ``thinking_blocks``, to be echoed back."""
     answers = [Candidate(resp.parts, resp.finish_reason, resp.stop_sequence), *resp.candidates]
@@ -1210,6 +1211,7 @@ class UsageStripper:
 # ---------------------------------------------------------------------------------------------------------------------
 PATH_PREFIX = "/openai/"
 COUNTS_TOKENS = False
+STATE: ConversationState | None = None  # nothing is kept between requests
 _CHAT = "/openai/v1/chat/completions"
 _MODELS = "/openai/v1/models"
 

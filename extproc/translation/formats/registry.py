@@ -7,12 +7,13 @@ against the contract, and ``tests/unit/test_registry.py`` exercises every entry 
 from __future__ import annotations
 
 from extproc.translation.errors import GatewayError
-from extproc.translation.formats import anthropic, gemini, openai
+from extproc.translation.formats import anthropic, gemini, openai, responses
 from extproc.translation.formats.contract import Endpoint, WireFormat
 
 # Order matters only among formats sharing a path prefix: the first one's error shape answers unknown paths there.
 FORMATS: dict[str, WireFormat] = {
     "openai": openai,
+    "responses": responses,  # shares /openai/ with Chat Completions (whose error shape answers unknown paths there)
     "anthropic": anthropic,
     "gemini": gemini,
 }
