@@ -934,6 +934,10 @@ def _json_access_log() -> dict[str, Any]:
         "input_tokens": f"%DYNAMIC_METADATA({ns}:input_tokens)%",
         "output_tokens": f"%DYNAMIC_METADATA({ns}:output_tokens)%",
         "error_type": f"%DYNAMIC_METADATA({ns}:error_type)%",
+        # Models with several targets (docs/fallback.md): how many attempts Envoy made, and each one's target and
+        # status ("provider/model=status;...", written by the model cluster's Lua filter).
+        "attempts": "%UPSTREAM_REQUEST_ATTEMPT_COUNT%",
+        "attempt_log": f"%DYNAMIC_METADATA({ns}:{ATTEMPT_LOG_KEY})%",
     }
     return {
         "name": "envoy.access_loggers.stdout",
