@@ -118,8 +118,11 @@ def call(client: str, url: str, model: str, text: str) -> tuple[str, dict[str, s
         )
         r = raw.parse()
         usage = r.usage
-        return r.choices[0].message.content or "", dict(raw.headers), usage and usage.prompt_tokens, (
-            usage and usage.completion_tokens
+        return (
+            r.choices[0].message.content or "",
+            dict(raw.headers),
+            usage and usage.prompt_tokens,
+            (usage and usage.completion_tokens),
         )
     if client == "anthropic":
         araw = anthropic_client(url).messages.with_raw_response.create(
@@ -265,8 +268,9 @@ def test_weighted_deployments_split_eject_and_return(gw: Gateway, fb_mocks: dict
 
 
 # ----------------------------------------------------------------------------------------------- under load
-def test_primary_failing_30_percent_at_c32_gives_no_client_error(gw: Gateway,
-                                                                 fb_mocks: dict[str, MockProvider]) -> None:  # fmt: skip
+def test_primary_failing_30_percent_at_c32_gives_no_client_error(
+    gw: Gateway, fb_mocks: dict[str, MockProvider]
+) -> None:
     fb_mocks["anthropic"].set_fault(Fault(status=503, rate=0.3))
     statuses: Counter[int] = Counter()
     served: Counter[str] = Counter()
@@ -275,8 +279,8 @@ def test_primary_failing_30_percent_at_c32_gives_no_client_error(gw: Gateway,
     def worker(n: int) -> None:
         with httpx.Client(timeout=20) as cl:
             for i in range(n):
-                r = cl.post(gw.url + "/openai/v1/chat/completions",
-                            json={"model": "fb-load", "messages": [{"role": "user", "content": f"load {i}"}]})  # fmt: skip
+                body = {"model": "fb-load", "messages": [{"role": "user", "content": f"load {i}"}]}
+                r = cl.post(gw.url + "/openai/v1/chat/completions", json=body)
                 with lock:
                     statuses[r.status_code] += 1
                     served[r.headers.get("x-ai-gateway-served-by", "")] += 1
