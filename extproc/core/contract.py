@@ -27,6 +27,9 @@ MODEL_ROUTE_PREFIX = "model/"
 # last filter before the request leaves.
 TARGET_HEADER = "x-ai-gateway-target"
 TARGET_LABEL_HEADER = "x-ai-gateway-target-label"
+# Set by the cluster's Lua filter on each attempt: "1" when it is the request's first attempt and goes to the target
+# the request was built for (nothing to do: the attempt filter is skipped), else "0". Removed before it leaves.
+PREPARED_HEADER = "x-ai-gateway-prepared"
 # Answer headers Envoy adds on a fallback route: the answering target's provider/model and wire format (the service
 # translates from it), the number of attempts, and the attempt log: "provider/model=status" per attempt, in order,
 # ";"-separated, status empty when nothing came back (written by the cluster's Lua filter into dynamic metadata

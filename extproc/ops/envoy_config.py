@@ -30,6 +30,8 @@ from extproc.core.contract import (
     LOCAL_ERROR_HEADER,
     METADATA_NAMESPACE,
     NO_CREDENTIAL,
+    PREPARED_HEADER,
+    PREPARED_KEY,
     RATE_KEY_HEADER,
     RATE_MODEL_HEADER,
     ROUTE_HEADER,
@@ -306,7 +308,7 @@ def _fallback_cluster(
         "http_filters": [
             _ATTEMPT_TARGET,
             _attempt_log(cool.rate_limited),
-            _attempt_filter(message_timeout),
+            _skip_when_prepared(_attempt_filter(message_timeout)),
             *(_target_credential(p, credentials) for p in sorted(keyed, key=lambda p: p.name)),
             _ATTEMPT_DONE,
             _UPSTREAM_CODEC,
@@ -399,34 +401,53 @@ def _attempt_filter(message_timeout: float) -> dict[str, Any]:
     }
 
 
-def _target_credential(p: Provider, credentials: CredentialFiles) -> dict[str, Any]:
-    """The provider's credential injector, run only for attempts to it (``TARGET_HEADER`` names the provider)."""
-    not_this = {
-        "not_matcher": {
-            "single_predicate": {
-                "input": {
-                    "name": "target",
-                    "typed_config": {
-                        "@type": "type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput",
-                        "header_name": TARGET_HEADER,
-                    },
+def _header_is(header: str, value: str) -> dict[str, Any]:
+    return {
+        "single_predicate": {
+            "input": {
+                "name": header,
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput",
+                    "header_name": header,
                 },
-                "value_match": {"exact": p.name},
-            }
+            },
+            "value_match": {"exact": value},
         }
     }
-    skip = {
-        "name": "skip",
-        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.common.matcher.action.v3.SkipFilter"},
-    }
+
+
+_SKIP_FILTER = {
+    "name": "skip",
+    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.common.matcher.action.v3.SkipFilter"},
+}
+
+
+def _skipped_when(predicate: dict[str, Any], name: str, inner: dict[str, Any]) -> dict[str, Any]:
+    """An upstream filter that Envoy skips for a request matching ``predicate`` (``match_delegate``)."""
     return {
-        "name": f"ai_gateway.credential.{p.name}",
+        "name": name,
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcher",
-            "extension_config": _credential_injector(p, credentials),
-            "xds_matcher": {"matcher_list": {"matchers": [{"predicate": not_this, "on_match": {"action": skip}}]}},
+            "extension_config": inner,
+            "xds_matcher": {
+                "matcher_list": {"matchers": [{"predicate": predicate, "on_match": {"action": _SKIP_FILTER}}]}
+            },
         },
     }
+
+
+def _skip_when_prepared(attempt: dict[str, Any]) -> dict[str, Any]:
+    """The attempt filter, skipped for the first attempt to the target the request was built for (the Lua filter
+    marks it with ``PREPARED_HEADER``)."""
+    return _skipped_when(
+        _header_is(PREPARED_HEADER, "1"), attempt["name"], {**attempt, "name": "envoy.filters.http.ext_proc"}
+    )
+
+
+def _target_credential(p: Provider, credentials: CredentialFiles) -> dict[str, Any]:
+    """The provider's credential injector, run only for attempts to it (``TARGET_HEADER`` names the provider)."""
+    not_this = {"not_matcher": _header_is(TARGET_HEADER, p.name)}
+    return _skipped_when(not_this, f"ai_gateway.credential.{p.name}", _credential_injector(p, credentials))
 
 
 # First on an attempt: the endpoint's provider (the credential injectors match it) and label (the attempt log's).
@@ -451,13 +472,21 @@ _ATTEMPT_TARGET = {
 # Every attempt into the request's attempt log (dynamic metadata, read back by the route's ATTEMPT_LOG_HEADER):
 # "label=" when it is sent (synchronously, so an attempt that never gets an answer is logged too), its status when
 # the answer comes. With rate-limit cooldown, a 429 is shown to Envoy as a 503 (outlier detection counts 5xx only).
+# The first attempt of a request, to the target the request was built for, is marked: the attempt filter skips it
+# (the request is ready as it is: no message to the service).
 _ATTEMPT_LOG_LUA = """
 function envoy_on_request(h)
   local info = h:streamInfo():dynamicMetadata()
   local md = info:get("{ns}")
   local log = md and md["{key}"] or ""
+  local label = h:headers():get("{label}") or "?"
+  if log == "" and md and md["{prepared_key}"] == label then
+    h:headers():replace("{prepared}", "1")
+  else
+    h:headers():replace("{prepared}", "0")
+  end
   if log ~= "" then log = log .. ";" end
-  info:set("{ns}", "{key}", log .. (h:headers():get("{label}") or "?") .. "=")
+  info:set("{ns}", "{key}", log .. label .. "=")
 end
 function envoy_on_response(h)
   local info = h:streamInfo():dynamicMetadata()
@@ -476,7 +505,10 @@ _RATE_LIMIT_REWRITE = """  if status == "429" then
 def _attempt_log(rate_limited: bool) -> dict[str, Any]:
     rewrite = _RATE_LIMIT_REWRITE.replace("{upstream}", UPSTREAM_STATUS_HEADER) if rate_limited else ""
     code = _ATTEMPT_LOG_LUA
-    for k, v in (("{ns}", METADATA_NAMESPACE), ("{key}", ATTEMPT_LOG_KEY), ("{label}", TARGET_LABEL_HEADER)):
+    for k, v in (
+        ("{ns}", METADATA_NAMESPACE), ("{key}", ATTEMPT_LOG_KEY), ("{label}", TARGET_LABEL_HEADER),
+        ("{prepared_key}", PREPARED_KEY), ("{prepared}", PREPARED_HEADER),
+    ):  # fmt: skip
         code = code.replace(k, v)
     return {
         "name": "ai_gateway.attempt_log",
@@ -497,6 +529,7 @@ _ATTEMPT_DONE = {
             "request_mutations": [
                 {"remove": TARGET_HEADER},
                 {"remove": TARGET_LABEL_HEADER},
+                {"remove": PREPARED_HEADER},
                 {
                     "append": {
                         "header": {

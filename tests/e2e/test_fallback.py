@@ -31,7 +31,7 @@ CLIENTS = ("openai", "anthropic", "gemini")
 KEY_B = "sk-test-openai-key-b-000"
 PER_TRY = 1.0
 COOLDOWN = 3.0
-CHAIN = ("fb-429", "fb-500", "fb-503", "fb-hang", "fb-refused", "fb-400", "fb-all", "fb-stream", "fb-drop")
+CHAIN = ("fb-429", "fb-500", "fb-503", "fb-hang", "fb-refused", "fb-400", "fb-all", "fb-stream", "fb-drop", "fb-cost")
 
 
 def config(dead_port: int, openai_b: str) -> str:
@@ -357,6 +357,26 @@ def test_attempts_counted_per_target_and_listed_in_the_logs(gw: Gateway, fb_mock
     ]
     assert access["attempts"] == 2
     assert access["attempt_log"] == f"anthropic/{MODELS['anthropic']}=503;openai/{MODELS['openai']}=200"
+
+
+def attempt_streams(gw: Gateway, model: str) -> tuple[int, int]:
+    """Envoy's count of the attempt filter's streams and messages on the model's cluster."""
+    text = httpx.get(f"{gw.admin}/stats?filter=^cluster\\.fallback_{model}\\.ext_proc\\.", timeout=5).text
+    stats = dict(line.split(": ") for line in text.strip().splitlines())
+    prefix = f"cluster.fallback_{model}.ext_proc."
+    return int(stats[prefix + "streams_started"]), int(stats[prefix + "stream_msgs_sent"])
+
+
+def test_first_attempt_to_the_primary_costs_no_attempt_message(gw: Gateway, fb_mocks: dict[str, MockProvider]) -> None:
+    # The request was built for the primary: its first attempt needs nothing from the service.
+    streams, msgs = attempt_streams(gw, "fb-cost")
+    for i in range(5):
+        assert call("openai", gw.url, "fb-cost", f"first time {i}")[0].startswith("Hello from mock anthropic")
+    assert attempt_streams(gw, "fb-cost") == (streams, msgs)
+    # An attempt to another target: one stream, one message (the request headers; its body goes in the answer).
+    fb_mocks["anthropic"].set_fault(Fault(status=503, times=1))
+    assert call("openai", gw.url, "fb-cost", "second target")[0].startswith("Hello from mock openai")
+    assert attempt_streams(gw, "fb-cost") == (streams + 1, msgs + 1)
 
 
 def test_single_target_model_is_not_a_fallback_route(gw: Gateway, fb_mocks: dict[str, MockProvider]) -> None:

@@ -17,6 +17,8 @@ from extproc.core.contract import (
     ATTEMPT_ATTRIBUTES,
     ATTEMPT_LOG_HEADER,
     ATTEMPTS_HEADER,
+    PREPARED_HEADER,
+    PREPARED_KEY,
     ROUTE_HEADER,
     SERVED_BY_HEADER,
     SERVED_FORMAT_HEADER,
@@ -140,9 +142,17 @@ def test_fallback_cluster_filters_translate_each_attempt_and_inject_each_key(tmp
         "ai_gateway.attempt_done",
         "envoy.filters.http.upstream_codec",
     ]
-    ext = filters[2]["typed_config"]
+    wrapped = filters[2]["typed_config"]
+    ext = wrapped["extension_config"]["typed_config"]
     assert ext["request_attributes"] == list(ATTEMPT_ATTRIBUTES)
     assert ext["processing_mode"]["request_body_mode"] == "NONE" and not ext["failure_mode_allow"]
+    # Skipped for the first attempt to the target the request was built for (the Lua filter marks it).
+    skip = wrapped["xds_matcher"]["matcher_list"]["matchers"][0]
+    assert skip["predicate"]["single_predicate"]["input"]["typed_config"]["header_name"] == PREPARED_HEADER
+    assert skip["predicate"]["single_predicate"]["value_match"] == {"exact": "1"}
+    assert skip["on_match"]["action"]["name"] == "skip"
+    lua = filters[1]["typed_config"]["default_source_code"]["inline_string"]
+    assert f'"{PREPARED_HEADER}", "1"' in lua and f'md["{PREPARED_KEY}"] == label' in lua
     # Each provider's injector runs only for an attempt to it.
     cred = filters[6]["typed_config"]
     pred = cred["xds_matcher"]["matcher_list"]["matchers"][0]["predicate"]["not_matcher"]["single_predicate"]
