@@ -243,7 +243,9 @@ def _fallback_route(m: Model, cluster: str, cfg: Config) -> dict[str, Any]:
             "retry_policy": retry,
         },
         "request_headers_to_remove": [ROUTE_HEADER, RATE_KEY_HEADER, RATE_MODEL_HEADER],
-        # Which target answered, and after how many attempts (the service reads them; the client keeps two).
+        # As on provider routes: only Envoy's local-reply mappers (and an attempt's own reply) tag replies.
+        "response_headers_to_remove": [LOCAL_ERROR_HEADER],
+        # Which target answered, and after how many attempts (the service reads them; the client gets them too).
         "response_headers_to_add": [
             _header(SERVED_BY_HEADER, f"%UPSTREAM_METADATA({METADATA_NAMESPACE}:{HOST_TARGET_KEY})%"),
             _header(SERVED_FORMAT_HEADER, f"%UPSTREAM_METADATA({METADATA_NAMESPACE}:{HOST_FORMAT_KEY})%"),

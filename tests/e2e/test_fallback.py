@@ -66,6 +66,10 @@ models:{models}
     targets:
       - {{provider: "anthropic", model: "{MODELS["anthropic"]}"}}
       - {{provider: "openai", model: "{MODELS["openai"]}"}}
+  - name: "fb-gemfile"
+    targets:
+      - {{provider: "gemini", model: "{MODELS["gemini"]}"}}
+      - {{provider: "openai", model: "{MODELS["openai"]}"}}
   - name: "balanced"
     targets:
       - balance:
@@ -224,6 +228,24 @@ def test_stream_failing_after_its_first_byte_is_not_retried(gw: Gateway, fb_mock
     with pytest.raises(Exception):  # noqa: B017 (each SDK raises its own error for a cut stream)
         stream(client, gw.url, "fb-drop", "DROPSTREAM after the first byte")
     assert counts(fb_mocks) == {"openai": 0, "anthropic": 1, "gemini": 0, "openai-b": 0}
+
+
+def test_a_target_that_cannot_take_the_request_answers_at_once(gw: Gateway, fb_mocks: dict[str, MockProvider]) -> None:
+    # A Gemini File API URI: the primary (Gemini) reads it; when it fails, the OpenAI target cannot take the request,
+    # and the client gets that 400 in its own format at once.
+    fb_mocks["gemini"].set_fault(Fault(status=503))
+    url = "https://generativelanguage.googleapis.com/v1beta/files/abc-123"
+    content: list[Any] = [
+        {"type": "text", "text": "what is this"},
+        {"type": "image", "source": {"type": "url", "url": url}},
+    ]
+    with pytest.raises(anthropic.BadRequestError) as exc:
+        anthropic_client(gw.url).messages.create(
+            model="fb-gemfile", max_tokens=64, messages=[{"role": "user", "content": content}]
+        )
+    assert "Gemini" in exc.value.message and exc.value.response.headers["x-ai-gateway-attempts"] == "2"
+    assert counts(fb_mocks)["gemini"] == 1 and counts(fb_mocks)["openai"] == 0
+    assert fb_mocks["gemini"].last().body["contents"][0]["parts"][1]["fileData"]["fileUri"] == url  # type: ignore[index]
 
 
 # ----------------------------------------------------------------------------------------------- load balancing
