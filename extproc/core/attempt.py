@@ -21,13 +21,12 @@ import orjson
 
 from extproc.core import fallback, routing
 from extproc.core.actions import CONTINUE, Forward, Reply
-from extproc.core.config import Config, Provider, Upstream
+from extproc.core.config import Provider, Upstream
 from extproc.core.contract import ATTEMPT_ATTRIBUTES, ATTEMPT_REPLY, CONTENT_LENGTH_KEY, LOCAL_ERROR_HEADER
 from extproc.core.exchange import _ENDED, _NEW, _REQUEST_BODY, _RESPONSE_HEADERS, Exchange, ExchangeError, Gateway
 from extproc.translation import media
 from extproc.translation.errors import GatewayError
 from extproc.translation.formats import registry
-from extproc.translation.formats.contract import Endpoint, WireFormat
 
 
 class AttemptError(ExchangeError):
@@ -38,8 +37,6 @@ class Attempt(Exchange):
     """The request headers of one attempt (and its body, when Envoy must send it), then its answer headers."""
 
     __slots__ = ("client_body", "context", "target_label", "target_model", "target_provider")
-
-    ROUTES_FALLBACK = False
 
     def __init__(self, gateway: Gateway, attributes: dict[str, str]) -> None:
         super().__init__(gateway)
@@ -80,6 +77,10 @@ class Attempt(Exchange):
             raise AttemptError(f"attempt for a path no format serves: {rec.path}")
         self.client, self.endpoint = routed
         rec.client = self.client.NAME
+        # The attempt's target, from Envoy (its endpoint's metadata), not from the config: a target list that changed
+        # on reload cannot send an attempt astray.
+        fmt = registry.get(self.target_provider.format)
+        self.forced = routing.Target(self.target_provider, fmt, self.target_model, passthrough=fmt is self.client)
         if not self.client_body:  # the body Envoy holds is the client's own: have Envoy send it
             self.phase = _REQUEST_BODY
             return Forward(request_body_mode="BUFFERED")
@@ -92,12 +93,6 @@ class Attempt(Exchange):
     def _scope(self) -> str:
         """The request's gateway key (the attempt is not authenticated: the listener's exchange was)."""
         return str(self.context.get("scope", ""))
-
-    def _resolve(self, cfg: Config, client: WireFormat, endpoint: Endpoint, model: str) -> routing.Target:
-        """The attempt's target, from Envoy (its endpoint's metadata), not from the config: a target list that
-        changed on reload cannot send an attempt astray."""
-        fmt = registry.get(self.target_provider.format)
-        return routing.Target(self.target_provider, fmt, self.target_model, passthrough=fmt is client)
 
     def _forward(self, body: bytes, resumed: bool = False) -> Forward | media.FetchMedia:
         action = super()._forward(body, resumed)

@@ -95,15 +95,13 @@ class Model:
     capabilities: Capabilities | None = None
     # Every target in fallback order (``targets``, ``fallbacks``); () means the one above.
     levels: tuple[Level, ...] = ()
+    # More than one target: Envoy retries across them, each attempt translated for its target (set with ``levels``;
+    # a field, not computed: the request path reads it).
+    fallback: bool = False
 
     @property
     def targets(self) -> tuple[Level, ...]:
         return self.levels or ((ModelTarget(self.provider, self.target_model),),)
-
-    @property
-    def fallback(self) -> bool:
-        """More than one target: Envoy retries across them, each attempt translated for its target."""
-        return sum(len(level) for level in self.levels) > 1
 
 
 @dataclass(slots=True)
@@ -293,7 +291,7 @@ def build_config(data: Any, fname: str, env: dict[str, str]) -> Config:
         own_levels[name], wheres[name] = levels, where
     for name, levels in targets.flatten(own_levels, fallbacks, wheres, fail).items():
         if sum(len(level) for level in levels) > 1:
-            models[name].levels = levels
+            models[name].levels, models[name].fallback = levels, True
 
     default = data.get("default_provider")
     if default is not None and default not in providers:

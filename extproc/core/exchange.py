@@ -116,8 +116,6 @@ class Exchange:
         "waiting_body",
     )
 
-    ROUTES_FALLBACK = True  # a model with several targets goes to its fallback route (``fallback``); attempts: no
-
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
         self.config = gateway.config  # one config for the whole exchange, even across a reload
@@ -241,7 +239,8 @@ class Exchange:
         rec.stream = stream
         if model in cfg.models:
             rec.model_label = model
-        target = self.target = self._resolve(cfg, client, endpoint, model)
+        forced = self.forced  # a target given (an attempt's, or ``_plan_for``'s) instead of the model's
+        target = self.target = forced or routing.resolve(cfg, client, endpoint, model, self.key)
         provider, fmt = target.provider, target.fmt
         rec.provider = provider.name
         prefix = provider.upstream.prefix
@@ -324,7 +323,7 @@ class Exchange:
             cfg, target, self.key, model, stream=stream, path=path, length=len(new_body)
         )
         forward = Forward(set_headers, remove, None if new_body is received else new_body, clear_route_cache=True)
-        if self.forced is None and self.ROUTES_FALLBACK and endpoint.kind == GENERATE:
+        if forced is None and endpoint.kind == GENERATE:
             m = cfg.models.get(model)
             if m is not None and m.fallback:
                 return self._fallback(forward, model, stream, head, received)
@@ -333,11 +332,6 @@ class Exchange:
     def _scope(self) -> str:
         """Whose kept answers a request may see: its gateway key's (everyone's the same without gateway keys)."""
         return self.key.name if self.key is not None else ANONYMOUS
-
-    def _resolve(self, cfg: Config, client: WireFormat, endpoint: Endpoint, model: str) -> routing.Target:
-        if self.forced is not None:
-            return self.forced
-        return routing.resolve(cfg, client, endpoint, model, self.key)
 
     def _fallback(
         self, forward: Forward, model: str, stream: bool, head: dict[str, Any] | None, body: bytes

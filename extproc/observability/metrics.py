@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 from extproc.core.record import Record, outcome
 
+_NO_RESPONSE = frozenset(("network", "timeout", "overloaded"))  # Envoy's own replies: no provider answered
 FALLBACK_PROVIDER = "(fallback)"  # provider label of fallback requests in flight (not known until one answers)
 _DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 180, 300, 600)
 _FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1)
@@ -97,7 +98,7 @@ class Metrics:
             multiprocess.MultiProcessCollector(self.registry)
 
     def started(self, rec: Record) -> None:
-        s = self._active_series(rec)
+        s = self._series(rec, FALLBACK_PROVIDER if rec.fallback else None)
         s.active += 1
         self._dirty(s)
 
@@ -134,9 +135,9 @@ class Metrics:
                 tried.attempts[how] = tried.attempts.get(how, 0) + 1
                 if tried is not s:
                     self._dirty(tried)
-        elif rec.upstream_path and not rec.fallback:  # one attempt, to the model's only target
-            how = outcome(status, rec.error_type)
-            s.attempts[how] = s.attempts.get(how, 0) + 1
+        elif rec.upstream_path and not rec.fallback:  # one attempt, to the model's only target (its outcome at flush)
+            code = 0 if rec.error_type in _NO_RESPONSE else status
+            s.upstream[code] = s.upstream.get(code, 0) + 1
         s.requests[status] = s.requests.get(status, 0) + 1
         s.duration.add(duration)
         s.overhead.add(overhead)
@@ -210,7 +211,7 @@ class _Series:
 
     __slots__ = (
         "active", "active_child", "adapted", "attempts", "children", "duration", "errors", "key", "overhead",
-        "requests", "tokens", "tpot", "ttft",
+        "requests", "tokens", "tpot", "ttft", "upstream",
     )  # fmt: skip
 
     def __init__(self, m: Metrics, fmt: str, model: str, provider: str) -> None:
@@ -218,7 +219,8 @@ class _Series:
         self.active = 0
         self.requests: dict[int, int] = {}
         self.errors: dict[str, int] = {}
-        self.attempts: dict[str, int] = {}
+        self.attempts: dict[str, int] = {}  # outcome -> count (attempts of fallback requests)
+        self.upstream: dict[int, int] = {}  # status (0: no answer) -> count (single-target requests' one attempt)
         self.adapted: dict[tuple[str, str], int] = {}  # (parameter, action) -> count
         self.tokens = [0, 0, 0, 0]  # input, output, cached, reasoning
         self.duration = _Hist(_DURATION_BUCKETS)
@@ -244,6 +246,10 @@ class _Series:
             m.errors.labels(*self.key, etype).inc(n)
         self.errors.clear()
         _, model, provider = self.key
+        for code, n in self.upstream.items():
+            how = outcome(code)
+            self.attempts[how] = self.attempts.get(how, 0) + n
+        self.upstream.clear()
         for how, n in self.attempts.items():
             m.attempts.labels(model, provider, how).inc(n)
         self.attempts.clear()
