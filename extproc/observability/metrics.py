@@ -236,12 +236,11 @@ class _Series:
         )
 
     def write(self, m: Metrics) -> None:
+        """Everything accumulated, into the worker's files. ``proxy_requests_total`` goes last: a scrape that counts a
+        request (the files are read while another worker writes) also sees its errors, tokens and durations."""
         if self.active:
             self.active_child.inc(self.active)
             self.active = 0
-        for status, n in self.requests.items():
-            m.requests.labels(*self.key, str(status)).inc(n)
-        self.requests.clear()
         for etype, n in self.errors.items():
             m.errors.labels(*self.key, etype).inc(n)
         self.errors.clear()
@@ -262,3 +261,6 @@ class _Series:
         self.tokens = [0, 0, 0, 0]
         for hist, child in zip((self.duration, self.overhead, self.ttft, self.tpot), self.children, strict=True):
             hist.write(child)
+        for status, n in self.requests.items():
+            m.requests.labels(*self.key, str(status)).inc(n)
+        self.requests.clear()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -599,6 +600,38 @@ def ext_proc_filter(cluster_name: str = EXTPROC_CLUSTER, message_timeout: float 
     }
 
 
+@dataclass(slots=True, frozen=True)
+class ExtprocTls:
+    """mTLS from Envoy to the extproc service: Envoy's client certificate chain and key, the CA the service's
+    certificate must chain to, and the name Envoy sends as SNI and requires among the certificate's DNS SANs."""
+
+    cert: str
+    key: str
+    ca: str
+    sni: str
+
+
+def _extproc_tls_socket(tls: ExtprocTls) -> dict[str, Any]:
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "sni": tls.sni,
+            "common_tls_context": {
+                "alpn_protocols": ["h2"],
+                "tls_params": {"tls_minimum_protocol_version": "TLSv1_2"},
+                "tls_certificates": [
+                    {"certificate_chain": {"filename": tls.cert}, "private_key": {"filename": tls.key}}
+                ],
+                "validation_context": {
+                    "trusted_ca": {"filename": tls.ca},
+                    "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": tls.sni}}],
+                },
+            },
+        },
+    }
+
+
 def render(
     cfg: Config,
     *,
@@ -607,6 +640,7 @@ def render(
     extproc: list[Address],
     credentials: CredentialFiles,
     access_log: bool = True,
+    extproc_tls: ExtprocTls | None = None,
 ) -> dict[str, Any]:
     """The bootstrap as a dict (``dump`` turns it into YAML)."""
     providers = cfg.used_providers()
@@ -718,6 +752,8 @@ def render(
             "endpoints": [{"lb_endpoints": [{"endpoint": {"address": a.envoy()}} for a in extproc]}],
         },
     }
+    if extproc_tls is not None:  # (the TCP health checks go over the same TLS)
+        extproc_cluster["transport_socket"] = _extproc_tls_socket(extproc_tls)
     clusters = [extproc_cluster] + [_provider_cluster(p, credentials) for p in providers]
     for c in clusters[1:]:
         c["per_connection_buffer_limit_bytes"] = cfg.max_request_bytes

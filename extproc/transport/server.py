@@ -3,6 +3,9 @@
 ``ai-gateway extproc`` runs this alone (docker-compose, meshes); the launcher runs one per worker. SIGTERM drains:
 ``/health`` turns 503, streams in flight finish (up to the grace period), then the process exits 0. SIGUSR1 only
 marks the worker as draining (the launcher sends it while Envoy drains). SIGHUP reloads the config.
+
+Both transports get the same resource limits (``grpc_wire.Limits``; grpc.aio the subset it has options for) and,
+with ``TlsFiles``, mTLS: the service's certificate, and client certificates required, checked against a CA.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import logging
 import os
 import signal
 import time
+from dataclasses import dataclass, replace
 
 import grpc
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
@@ -23,7 +27,7 @@ from extproc.core.exchange import Gateway
 from extproc.core.record import Record
 from extproc.observability import logs
 from extproc.observability.metrics import Metrics
-from extproc.transport.grpc_wire import Server
+from extproc.transport.grpc_wire import Limits, Server, server_tls
 from extproc.transport.response_store import SqliteStore
 from extproc.transport.servicer import ExternalProcessor, ExtProc
 
@@ -32,12 +36,67 @@ log = logging.getLogger("extproc")
 # "wire": grpc_wire, this project's HTTP/2 server (the default: ~6x less CPU per request, benchmarks/README.md);
 # "grpcio": grpc.aio, kept as a reference implementation and fallback.
 TRANSPORTS = ("wire", "grpcio")
-GRPC_OPTIONS = [
-    ("grpc.max_receive_message_length", 128 * 1024 * 1024),
-    ("grpc.max_send_message_length", 128 * 1024 * 1024),
-    ("grpc.so_reuseport", 0),
-    ("grpc.http2.max_pings_without_data", 0),
-]
+MiB = 1024 * 1024
+# what a message may add to the largest body it carries (headers, protobuf framing)
+MESSAGE_OVERHEAD = 1 * MiB
+
+
+@dataclass(slots=True, frozen=True)
+class TlsFiles:
+    """PEM files for mTLS on the service's port: its certificate chain and key, and the CA client certificates must
+    chain to."""
+
+    cert: str
+    key: str
+    client_ca: str
+
+
+def limits_for(max_request_bytes: int, base: Limits | None = None) -> Limits:
+    """The transport limits for a config: a message holds a body of up to ``max_request_bytes`` plus overhead, and a
+    connection may buffer at least three such messages. ``base`` (the operator's overrides) wins where it is larger."""
+    base = base if base is not None else Limits()
+    message = max(base.max_message, max_request_bytes + MESSAGE_OVERHEAD)
+    return replace(base, max_message=message, max_buffered_in=max(base.max_buffered_in, 3 * message))
+
+
+def grpc_options(limits: Limits) -> list[tuple[str, int]]:
+    """grpc.aio's nearest equivalents of ``limits`` (it has none for buffered bytes, CONTINUATION frames, SETTINGS
+    or resets; ``docs/transport.md`` compares the two under attack)."""
+    ms = lambda seconds: int(seconds * 1000)  # noqa: E731
+    options = [
+        ("grpc.max_receive_message_length", limits.max_message),
+        ("grpc.max_send_message_length", 128 * MiB),
+        ("grpc.so_reuseport", 0),
+        ("grpc.max_concurrent_streams", limits.max_concurrent_streams),
+        ("grpc.max_metadata_size", limits.max_header_list),
+        # client PINGs: more than one a second without data in between is a strike; the third strike is a GOAWAY
+        # ENHANCE_YOUR_CALM (grpc's default interval, 5 minutes, would strike an Envoy configured with keepalive)
+        ("grpc.http2.min_ping_interval_without_data_ms", 1000),
+        ("grpc.http2.max_ping_strikes", 2),
+    ]
+    if limits.handshake_timeout:
+        options.append(("grpc.server_handshake_timeout_ms", ms(limits.handshake_timeout)))
+    if limits.idle_timeout:
+        options.append(("grpc.max_connection_idle_ms", ms(limits.idle_timeout)))
+    if limits.keepalive_interval:
+        options.append(("grpc.keepalive_time_ms", ms(limits.keepalive_interval)))
+        options.append(("grpc.keepalive_timeout_ms", ms(limits.keepalive_timeout)))
+        options.append(("grpc.keepalive_permit_without_calls", 1))
+    return options
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _check_readable(tls: TlsFiles) -> None:
+    """Name the file that cannot be read (``ssl`` and grpc only say that one could not)."""
+    for flag, path in (("--tls-cert", tls.cert), ("--tls-key", tls.key), ("--tls-client-ca", tls.client_ca)):
+        try:
+            _read(path)
+        except OSError as exc:
+            raise OSError(f"{flag} {path}: {exc.strerror or exc}") from None
 
 
 def open_store(cfg: Config) -> SqliteStore | None:
@@ -60,7 +119,14 @@ def make_recorder(metrics: Metrics):
     return on_done
 
 
-async def serve(config_path: str, listen: str, grace: float = 30.0, verbose: bool = False) -> int:
+async def serve(
+    config_path: str,
+    listen: str,
+    grace: float = 30.0,
+    verbose: bool = False,
+    limits: Limits | None = None,
+    tls: TlsFiles | None = None,
+) -> int:
     try:
         cfg = load_config(config_path)
     except ConfigError as exc:
@@ -74,19 +140,35 @@ async def serve(config_path: str, listen: str, grace: float = 30.0, verbose: boo
     metrics = Metrics()
     proc = ExtProc(gateway, make_recorder(metrics), metrics)
     addr = Address.parse(listen)
+    limits = limits_for(cfg.max_request_bytes, limits)
     server: Server | grpc.aio.Server
-    if transport == "grpcio":
-        server = grpc.aio.server(options=GRPC_OPTIONS)
-        pb_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(proc), server)
-        if addr.path:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(addr.path)
-        server.add_insecure_port(addr.grpc_target())
-        await server.start()
-    else:
-        server = Server(proc)
-        await server.listen(addr.host, addr.port, addr.path)
-    log.info("extproc worker %d serving on %s (%s, %d models)", os.getpid(), addr, transport, len(cfg.models))
+    try:
+        if tls is not None:
+            _check_readable(tls)
+        if transport == "grpcio":
+            server = grpc.aio.server(options=grpc_options(limits))
+            pb_grpc.add_ExternalProcessorServicer_to_server(ExternalProcessor(proc), server)
+            if addr.path:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(addr.path)
+            if tls is None:
+                server.add_insecure_port(addr.grpc_target())
+            else:
+                pair = [(_read(tls.key), _read(tls.cert))]
+                creds = grpc.ssl_server_credentials(pair, _read(tls.client_ca), require_client_auth=True)
+                server.add_secure_port(addr.grpc_target(), creds)
+            await server.start()
+        else:
+            server = Server(proc, limits)
+            context = server_tls(tls.cert, tls.key, tls.client_ca) if tls is not None else None
+            await server.listen(addr.host, addr.port, addr.path, ssl=context)
+    except (OSError, ValueError) as exc:  # unreadable or mismatched TLS files, address in use
+        log.error("extproc worker cannot serve on %s: %s", addr, exc)
+        return 1
+    log.info(
+        "extproc worker %d serving on %s (%s, %s, %d models)",
+        os.getpid(), addr, transport, "mTLS" if tls is not None else "no TLS", len(cfg.models),
+    )  # fmt: skip
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -117,5 +199,12 @@ async def serve(config_path: str, listen: str, grace: float = 30.0, verbose: boo
     return 0
 
 
-def run(config_path: str, listen: str, grace: float = 30.0, verbose: bool = False) -> int:
-    return asyncio.run(serve(config_path, listen, grace, verbose))
+def run(
+    config_path: str,
+    listen: str,
+    grace: float = 30.0,
+    verbose: bool = False,
+    limits: Limits | None = None,
+    tls: TlsFiles | None = None,
+) -> int:
+    return asyncio.run(serve(config_path, listen, grace, verbose, limits, tls))
