@@ -65,7 +65,8 @@ def top_level_spans(body: bytes, key: str) -> list[tuple[int, int]]:
 def replace_top_level(body: bytes, key: str, value: bytes) -> bytes:
     """``body`` with every top-level ``key`` value replaced by the JSON text ``value``; the key is added first in the
     object when it is missing. Raises a 400 if ``body`` is not a JSON object."""
-    spans = top_level_spans(body, key)
+    absent = b"\\u" not in body and orjson.dumps(key) not in body  # then no key of that name, at any depth
+    spans = [] if absent else top_level_spans(body, key)
     if not spans:
         stripped = body.lstrip()
         if not stripped.startswith(b"{"):
@@ -84,9 +85,21 @@ def replace_top_level(body: bytes, key: str, value: bytes) -> bytes:
     return bytes(out)
 
 
+_MODEL_VALUE = re.compile(rb'"model"\s*:\s*("(?:[^"\\]|\\.)*")')
+
+
 def rewrite_model(body: bytes, model: str, current: str | None = None) -> bytes:
     """The client's bytes with the top-level ``model`` set to ``model``. Unchanged (the same object) when it already
-    says exactly that once (``current`` is what the gateway read)."""
+    says exactly that once (``current`` is what the gateway read from the top-level object).
+
+    The usual body names ``"model"`` once and has no ``\\u`` escape that could spell another key of that name: then
+    that one occurrence is the top-level key (the gateway read one), found without tokenising the body."""
+    if b"\\u" not in body and body.count(b'"model"') == 1:
+        if current == model:
+            return body
+        m = _MODEL_VALUE.search(body)
+        if m is not None:
+            return body[: m.start(1)] + orjson.dumps(model) + body[m.end(1) :]
     spans = top_level_spans(body, "model")
     if len(spans) == 1 and current == model:
         return body

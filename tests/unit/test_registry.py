@@ -172,3 +172,13 @@ def test_a_new_format_gets_its_envoy_pieces(with_echo: None) -> None:
         in m["filter"].get("and_filter", {}).get("filters", [])
     ]  # fmt: skip
     assert echo_mappers and all("oops" in m["body_format_override"]["json_format"] for m in echo_mappers)
+
+
+def test_a_remembered_route_is_dropped_with_its_format(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Routing remembers request lines; once a format is unregistered, its remembered lines route nowhere."""
+    with monkeypatch.context() as m:
+        m.setitem(registry.FORMATS, "echo", echo_format)
+        found = registry.route("POST", "/echo/v1/say", "")
+        assert found is not None and found[0] is echo_format
+        assert registry.route("POST", "/echo/v1/say", "") == found  # from memory
+    assert registry.route("POST", "/echo/v1/say", "") is None

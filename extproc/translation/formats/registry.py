@@ -36,9 +36,28 @@ def for_prefix(path: str) -> WireFormat | None:
     return None
 
 
+# Request lines seen, and where they went: clients repeat the same few, and routing them again costs microseconds
+# on every request. Bounded; an entry is used only while its format is still the registered one.
+_SEEN: dict[tuple[str, str, str], tuple[WireFormat, Endpoint]] = {}
+_SEEN_MAX = 1024
+
+
 def route(method: str, path: str, query: str) -> tuple[WireFormat, Endpoint] | None:
     """The client format and endpoint a request line names. ``None``: no format has that path prefix. A path under a
     known prefix that no format routes is a 404 in the prefix's error shape (raised as ``RoutingError``)."""
+    key = (method, path, query)
+    seen = _SEEN.get(key)
+    if seen is not None and FORMATS.get(seen[0].NAME) is seen[0]:
+        return seen
+    found = _route(method, path, query)
+    if found is not None and len(path) + len(query) <= 512:  # long query strings are routed each time, not kept
+        if len(_SEEN) >= _SEEN_MAX:
+            _SEEN.clear()
+        _SEEN[key] = found
+    return found
+
+
+def _route(method: str, path: str, query: str) -> tuple[WireFormat, Endpoint] | None:
     first = for_prefix(path)
     if first is None:
         return None
