@@ -1,7 +1,8 @@
 """Envoy bootstraps for the benchmark: the zero-delay provider and the bare Envoy (the floor).
 
 * provider: ``direct_response`` answers for the three JSON APIs (OpenAI ``chat.completion`` at /v1/chat/completions,
-  Anthropic ``message`` at /v1/messages, Gemini ``generateContent`` at /v1beta/models/...:generateContent), behind a
+  Anthropic ``message`` at /v1/messages, Gemini ``generateContent`` at /v1beta/models/...:generateContent; a 503 for
+  everything under /fail/, the provider that is down in the fallback scenarios), behind a
   buffer filter so every request body is read before the answer (like a real provider; without it Envoy answers
   before the body arrived and closes connections early).
 * bare: a plain router, no ext_proc, no access log: ``/sse/...`` goes to the SSE server (prefix stripped), everything
@@ -62,6 +63,9 @@ GEMINI_RESPONSE = {
 }
 
 
+FAIL_RESPONSE = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+
+
 def _addr(port: int) -> dict[str, Any]:
     return {"socket_address": {"address": "127.0.0.1", "port_value": port}}
 
@@ -118,6 +122,12 @@ def provider(port: int, admin: int) -> dict[str, Any]:
         _direct({"path": "/v1/chat/completions"}, OPENAI_RESPONSE),
         _direct({"path": "/v1/messages"}, ANTHROPIC_RESPONSE),
         _direct({"safe_regex": {"regex": r"/v1beta/models/[^/:]+:generateContent"}}, GEMINI_RESPONSE),
+        # A provider that is down: every request under /fail/ gets an Anthropic overloaded 503 (fallback scenarios).
+        {
+            "match": {"prefix": "/fail/"},
+            "direct_response": {"status": 503, "body": {"inline_string": json.dumps(FAIL_RESPONSE)}},
+            "response_headers_to_add": _JSON_HEADER,
+        },
         {"match": {"prefix": "/"}, "direct_response": {"status": 404, "body": {"inline_string": "no such path"}}},
     ]
     buffer = {

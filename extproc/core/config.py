@@ -18,9 +18,10 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from extproc.core import access, models
+from extproc.core import access, models, targets
 from extproc.core.access import AccessPolicy
 from extproc.core.conversations import StoreSettings
+from extproc.core.targets import FallbackPolicy, Level, ModelTarget
 from extproc.translation import media as _fetch
 from extproc.translation.capabilities import Capabilities, describe
 from extproc.translation.formats import registry
@@ -159,12 +160,21 @@ class Provider:
 @dataclass(slots=True)
 class Model:
     name: str
-    provider: str
+    provider: str  # the primary target's provider (the only one unless ``levels`` has more)
     target_model: str
     description: str = ""
     # What the target accepts (the catalog's entry, with this model's ``capabilities`` override); None: the catalog
     # is switched off (``capabilities: {enabled: false}``, for the gateway or this model), requests go as translated.
     capabilities: Capabilities | None = None
+    # Every target in fallback order (``targets``, ``fallbacks``); () means the one above.
+    levels: tuple[Level, ...] = ()
+    # More than one target: Envoy retries across them, each attempt translated for its target (set with ``levels``;
+    # a field, not computed: the request path reads it).
+    fallback: bool = False
+
+    @property
+    def targets(self) -> tuple[Level, ...]:
+        return self.levels or ((ModelTarget(self.provider, self.target_model),),)
 
 
 @dataclass(slots=True)
@@ -182,6 +192,7 @@ class Config:
     access: AccessPolicy = field(default_factory=AccessPolicy)
     capabilities_enabled: bool = True  # ``capabilities: {enabled: false}`` switches the catalog off
     responses: StoreSettings = field(default_factory=StoreSettings)  # the Responses API conversation store
+    fallback: FallbackPolicy = field(default_factory=FallbackPolicy)
 
     def resolve(self, model: str) -> tuple[Provider, str] | None:
         """The provider and upstream model name for a client's model name, or None if unknown."""
@@ -197,14 +208,18 @@ class Config:
         ``default_provider``) the catalog's entry for ``target``; None with the catalog switched off."""
         m = self.models.get(model)
         if m is not None:
-            return m.capabilities
-        if not self.capabilities_enabled:
+            if m.capabilities is None or not m.fallback or (provider.name, target) == (m.provider, m.target_model):
+                return m.capabilities
+            # Another target of a model with several: the catalog's entry for it (the model's override describes the
+            # primary target).
+        elif not self.capabilities_enabled:
             return None
         return models.catalog().lookup(provider.family(target), target)
 
     def used_providers(self) -> list[Provider]:
-        """Providers that a request can reach: those named by models or as default (each gets an Envoy cluster)."""
-        names = {m.provider for m in self.models.values()}
+        """Providers that a request can reach: those named by models (any target) or as default (each gets an Envoy
+        cluster)."""
+        names = {t.provider for m in self.models.values() for level in m.targets for t in level}
         if self.default_provider:
             names.add(self.default_provider)
         return [self.providers[n] for n in sorted(names)]
@@ -276,6 +291,7 @@ def build_config(data: Any, fname: str, env: dict[str, str]) -> Config:
         "rate_limits",
         "capabilities",
         "responses",
+        "fallback",
     }
     for key in data:
         if key not in known:
@@ -303,12 +319,15 @@ def build_config(data: Any, fname: str, env: dict[str, str]) -> Config:
     if not isinstance(raw_models, list):
         raise fail("models", "expected a list")
     models: dict[str, Model] = {}
+    own_levels: dict[str, tuple[Level, ...]] = {}
+    fallbacks: dict[str, tuple[str, ...]] = {}
+    wheres: dict[str, str] = {}
     for i, entry in enumerate(raw_models):
         where = f"models[{i}]"
         if not isinstance(entry, dict):
             raise fail(where, "expected a mapping with 'name' and 'provider'")
         for key in entry:
-            if key not in ("name", "provider", "description", "target_model", "capabilities"):
+            if key not in ("name", "provider", "description", "target_model", "capabilities", "targets", "fallbacks"):
                 raise fail(where, f"unknown field '{key}'")
         name = entry.get("name")
         if not isinstance(name, str) or not name.strip():
@@ -316,21 +335,38 @@ def build_config(data: Any, fname: str, env: dict[str, str]) -> Config:
         where = f"models[{i}] ({name})"
         if any(c in name for c in "\r\n\0"):
             raise fail(where, "'name' contains a control character")
-        provider = entry.get("provider")
-        if not isinstance(provider, str) or not provider:
-            raise fail(where, "'provider' is missing")
-        if provider not in providers:
-            raise fail(where, f"unknown provider '{provider}' (known: {', '.join(sorted(providers))})")
         if name in models:
             raise fail(where, "duplicate model name")
-        target = entry.get("target_model", name)
-        if not isinstance(target, str) or not target:
-            raise fail(where, "'target_model' must be a non-empty string")
+        if "targets" in entry:
+            if "provider" in entry or "target_model" in entry:
+                raise fail(where, "give either 'provider' (and 'target_model') or 'targets', not both")
+            levels = targets.parse_targets(entry["targets"], where, name, providers, fail)
+            provider, target = levels[0][0].provider, levels[0][0].model
+        else:
+            raw_provider = entry.get("provider")
+            if not isinstance(raw_provider, str) or not raw_provider:
+                raise fail(where, "'provider' is missing (or give 'targets')")
+            provider = raw_provider
+            if provider not in providers:
+                raise fail(where, f"unknown provider '{provider}' (known: {', '.join(sorted(providers))})")
+            target = entry.get("target_model", name)
+            if not isinstance(target, str) or not target:
+                raise fail(where, "'target_model' must be a non-empty string")
+            levels = ((ModelTarget(provider, target),),)
+        if "fallbacks" in entry:
+            chain = targets.parse_fallbacks(entry["fallbacks"], where)
+            if isinstance(chain, str):
+                raise fail(f"{where}.fallbacks", chain)
+            fallbacks[name] = chain
         desc = entry.get("description") or ""
         caps = _model_capabilities(
             entry.get("capabilities"), enabled, providers[provider].family(target), target, where, fail
         )
         models[name] = Model(name, provider, target, str(desc), caps)
+        own_levels[name], wheres[name] = levels, where
+    for name, levels in targets.flatten(own_levels, fallbacks, wheres, fail).items():
+        if sum(len(level) for level in levels) > 1:
+            models[name].levels, models[name].fallback = levels, True
 
     default = data.get("default_provider")
     if default is not None and default not in providers:
@@ -361,6 +397,8 @@ def build_config(data: Any, fname: str, env: dict[str, str]) -> Config:
         where = os.path.join(os.path.dirname(os.path.abspath(fname)), cfg.responses.data_dir)
         cfg.responses = replace(cfg.responses, data_dir=os.path.normpath(where))
     cfg.access = access.parse(data.get("auth"), data.get("rate_limits"), env, fail)
+    if data.get("fallback") is not None:
+        cfg.fallback = targets.parse_policy(data["fallback"], fail, parse_duration)
     for model in cfg.access.per_model_rpm:
         if model not in models:
             raise fail(f"rate_limits.per_model.{model}", "not a configured model name")
@@ -628,6 +666,11 @@ def summary(
     env = dict(os.environ) if env is None else env
     lines = [f"config {cfg.path}: version {cfg.version}, {len(cfg.models)} models, timeout {cfg.timeout:g}s"]
     for m in cfg.models.values():
+        if m.fallback:
+            order = " then ".join(" or ".join(f"{t.label} ({t.weight})" if len(lv) > 1 else t.label for t in lv)
+                                  for lv in m.targets)  # fmt: skip
+            lines.append(f"  model {m.name} via {order}")
+            continue
         alias = f" -> {m.target_model}" if m.target_model != m.name else ""
         lines.append(f"  model {m.name}{alias} via {m.provider}")
         if m.capabilities is None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from extproc.core import catalog, routing
+from extproc.core import catalog, fallback, routing
 from extproc.core.access import ANONYMOUS, GatewayKey
 from extproc.core.actions import CONTINUE, METRICS, Forward, Reply, ServeMetrics
 from extproc.core.config import Config
@@ -106,8 +106,10 @@ class Exchange:
         "client",
         "config",
         "endpoint",
+        "forced",
         "gateway",
         "handler",
+        "headers",
         "key",
         "phase",
         "query",
@@ -127,6 +129,8 @@ class Exchange:
         self.key: GatewayKey | None = None
         self.query = ""
         self.handler: Handler | None = None
+        self.headers: dict[str, str] | None = None  # the client's request headers
+        self.forced: routing.Target | None = None  # the target to plan for instead of the model's (``_plan_for``)
         self.target: routing.Target | None = None
         self.request: c.Request | None = None
         self.waiting_body: bytes | None = None  # the request body held while URL media are fetched (image_fetch)
@@ -144,6 +148,7 @@ class Exchange:
         self._expect(_NEW)
         rec = self.record
         rec.request_id = headers.get("x-request-id")
+        self.headers = headers
         method = headers.get(":method", "GET")
         path, _, self.query = headers.get(":path", "/").partition("?")
         rec.path = path
@@ -237,7 +242,8 @@ class Exchange:
         rec.stream = stream
         if model in cfg.models:
             rec.model_label = model
-        target = self.target = routing.resolve(cfg, client, endpoint, model, self.key)
+        forced = self.forced  # a target given (an attempt's, or ``_plan_for``'s) instead of the model's
+        target = self.target = forced or routing.resolve(cfg, client, endpoint, model, self.key)
         provider, fmt = target.provider, target.fmt
         rec.provider = provider.name
         counting = endpoint.kind == COUNT_TOKENS
@@ -335,11 +341,49 @@ class Exchange:
         set_headers, remove = routing.upstream_headers(
             cfg, target, self.key, model, stream=stream, path=path, length=len(new_body)
         )
-        return Forward(set_headers, remove, None if new_body is received else new_body, clear_route_cache=True)
+        forward = Forward(set_headers, remove, None if new_body is received else new_body, clear_route_cache=True)
+        if forced is None and endpoint.kind == GENERATE:
+            m = cfg.models.get(model)
+            if m is not None and m.fallback:
+                return self._fallback(forward, model, stream, head, received)
+        return forward
 
     def _scope(self) -> str:
         """Whose kept answers a request may see: its gateway key's (everyone's the same without gateway keys)."""
         return self.key.name if self.key is not None else ANONYMOUS
+
+    def _fallback(
+        self, forward: Forward, model: str, stream: bool, head: dict[str, Any] | None, body: bytes
+    ) -> Forward:
+        """A model with several targets: the request, built for the primary target, goes to the model's fallback
+        route; Envoy tries the targets in turn, an attempt to another target built for it by the attempt filter
+        (``attempt.Attempt``); the answer's handler is chosen when Envoy says who answered (``fallback``)."""
+        client, endpoint, rec, target = self.client, self.endpoint, self.record, self.target
+        assert client is not None and endpoint is not None and target is not None and self.handler is not None
+        rec.fallback = True
+        label = f"{target.provider.name}/{target.model}"
+        self.handler = fallback.FallbackHandler(
+            rec, client, self.config, endpoint, model, stream, head, body, label, self.handler, self._plan_for
+        )
+        path = f"{rec.path}?{self.query}" if self.query else rec.path
+        kept = fallback.client_headers(self.headers)
+        return fallback.prepare(
+            forward, model, label, target.passthrough, client=client.NAME, path=path, kept=kept, client_body=body,
+            request_id=rec.request_id, scope=self._scope(),
+        )  # fmt: skip
+
+    def _plan_for(self, target: routing.Target, body: bytes) -> Handler | None:
+        """The handler a single-target request to ``target`` would have had (for the answer of a fallback target):
+        the request is planned again for it, its body thrown away. None if that needs media fetched."""
+        saved, self.forced = self.handler, target
+        try:
+            action = self._forward(body)
+            planned = self.handler
+        except GatewayError:
+            return None
+        finally:
+            self.forced, self.handler = None, saved
+        return planned if isinstance(action, Forward) else None
 
     # ------------------------------------------------------------------------------------------------ response
     def on_response_headers(self, headers: dict[str, str], end_of_stream: bool = False) -> Forward:

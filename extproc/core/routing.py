@@ -96,10 +96,15 @@ def resolve(cfg: Config, client: WireFormat, endpoint: Endpoint, model: str, key
     if resolved is None:
         raise GatewayError("unknown_model", f"model '{model}' is not configured on this gateway", 404, param="model")
     provider, upstream = resolved
-    if key is not None and not key.allows(model):
-        raise GatewayError("permission", f"gateway key '{key.name}' may not use model '{model}'", 403)
+    check_allowed(key, model)
     fmt = registry.provider(provider.format)
     return Target(provider, fmt, upstream, passthrough=registry.passes_through(fmt, client))
+
+
+def check_allowed(key: GatewayKey | None, model: str) -> None:
+    """403 unless the gateway key (if any) may use this model."""
+    if key is not None and not key.allows(model):
+        raise GatewayError("permission", f"gateway key '{key.name}' may not use model '{model}'", 403)
 
 
 def upstream_headers(

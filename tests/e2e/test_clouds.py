@@ -25,7 +25,7 @@ from tests.mocks.bedrock_api import BedrockApi, BedrockMock, SigV4Verifier
 from tests.mocks.embeddings import GeminiEmbedApi, OpenAIEmbedApi
 from tests.mocks.oauth import MockOAuth
 from tests.mocks.providers import MockProvider
-from tests.mocks.server import MockServer
+from tests.mocks.server import Fault, MockServer
 from tests.mocks.vertex_api import VertexAnthropicApi, VertexGeminiApi
 
 CLIENTS = ("openai", "anthropic", "gemini")
@@ -171,6 +171,16 @@ models:
   - name: "azure-old-gpt"
     provider: "azure-old"
     target_model: "{DEPLOYMENT}"
+  - name: "fb-bedrock-azure"
+    targets: [{{provider: "bedrock", model: "{NOVA}"}}, {{provider: "azure", model: "{DEPLOYMENT}"}}]
+  - name: "fb-azure-vertex"
+    targets: [{{provider: "azure", model: "{DEPLOYMENT}"}}, {{provider: "vertex", model: "{VERTEX_GEMINI}"}}]
+  - name: "fb-vertex-bedrock"
+    targets:
+      - {{provider: "vertex", model: "{VERTEX_GEMINI}"}}
+      - {{provider: "bedrock-claude", model: "{INVOKE_CLAUDE}"}}
+fallback:
+  cooldown: {{failures: 1000}}  # every test fails its primary on purpose: none may be ejected
 """
 
 
@@ -733,3 +743,65 @@ def test_stream_cut_midway(clouds: Clouds, client: str, cloud: str) -> None:
     except Exception:  # each SDK raises its own (a broken stream, an in-stream error event)
         return
     assert not got.finish, f"a cut stream ended cleanly: {got}"
+
+
+# ------------------------------------------------------------------------------------------- fallback across clouds
+FALLBACKS = {  # a model with two cloud targets -> (its primary, the cloud that answers when the primary fails)
+    "fb-bedrock-azure": ("bedrock", "azure"),
+    "fb-azure-vertex": ("azure", "vertex"),
+    "fb-vertex-bedrock": ("vertex", "bedrock-claude"),
+}
+
+
+def _assert_cloud_request(cl: Clouds, cloud: str, *, stream: bool) -> None:
+    if cloud.startswith("azure"):
+        _assert_azure_request(cl, cloud)
+    elif cloud.startswith("vertex"):
+        _assert_vertex_request(cl, cloud, stream=stream)
+    else:
+        _assert_bedrock_request(cl, cloud, stream=stream)
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["answer", "stream"])
+@pytest.mark.parametrize("client", CLIENTS)
+@pytest.mark.parametrize("model", list(FALLBACKS))
+def test_fallback_between_clouds(clouds: Clouds, model: str, client: str, streamed: bool) -> None:
+    """The primary cloud answers 503: the attempt to the next cloud is built, credentialed (api-key, a minted
+    token or Envoy's SigV4 over that attempt's body) and placed (deployment and api-version, project and location,
+    region and operation) for that cloud, and carries nothing of the primary's credential."""
+    primary, second = FALLBACKS[model]
+    pm, sm = clouds.models[primary].mock, clouds.models[second].mock
+    pm.clear()
+    sm.clear()
+    pm.set_fault(Fault(status=503))
+    try:
+        if streamed:
+            got = stream(client, clouds.gw.url, model, "fall over")
+            text, finish, usage = got.text, got.finish, (got.input_tokens, got.output_tokens)
+        else:
+            ans = ask(client, clouds.gw.url, model, "fall over")
+            text, finish, usage = ans.text, ans.finish, (ans.input_tokens, ans.output_tokens)
+    finally:
+        pm.set_fault(None)
+    assert text == f"Hello from mock {clouds.models[second].kind}. You said: fall over"
+    assert finish == FINISH[client]["stop"] and usage == (11, 7)
+    # One attempt each; the primary's was well-formed for it (its mock checks paths, tokens and signatures first).
+    assert len(pm.requests) == 1 and len(sm.requests) == 1
+    _assert_cloud_request(clouds, second, stream=streamed)
+    # Nothing of the primary's credential on the attempt to the next cloud (Envoy keeps one header map per request).
+    amz = {"x-amz-date", "x-amz-security-token", "x-amz-content-sha256"}
+    foreign = {"azure": {"api-key"}, "bedrock": amz, "vertex": set()}[primary] - {"bedrock-claude": amz}.get(
+        second, set()
+    )
+    assert not foreign & set(sm.last().headers), "a credential of the primary reached the next target"
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_fallback_model_whose_cloud_primary_answers(clouds: Clouds, client: str) -> None:
+    """The first attempt goes to the primary as built by the listener (no attempt message): Envoy still signs it."""
+    clouds.bedrock.clear()
+    clouds.azure.clear()
+    ans = ask(client, clouds.gw.url, "fb-bedrock-azure", "first time")
+    assert ans.text == "Hello from mock bedrock. You said: first time"
+    assert len(clouds.bedrock.requests) == 1 and not clouds.azure.requests
+    _assert_bedrock_request(clouds, "bedrock", stream=False)

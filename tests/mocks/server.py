@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import random
 import re
 import socket
 import threading
@@ -49,6 +50,20 @@ class Received:
     stream_started_at: float | None = None  # time.monotonic() when the first stream event was written
     stream_finished_at: float | None = None  # time.monotonic() after the last event (or the drop)
     thought_signatures: list[str] = field(default_factory=list)  # Gemini: thoughtSignature values of the request
+
+
+@dataclass
+class Fault:
+    """A failure the test makes this mock show, whatever the request says (``MockServer.set_fault``): after the
+    request is received and checked, sleep ``sleep`` seconds, then cut the connection (``drop``) or answer ``status``
+    with the provider's own error (as the ERROR magic word does; 429 adds retry-after: 7), else answer normally. Each
+    request is hit with probability ``rate``; ``times`` limits how many are (None: until cleared)."""
+
+    status: int | None = None
+    sleep: float = 0.0
+    drop: bool = False
+    rate: float = 1.0
+    times: int | None = None
 
 
 class ApiError(Exception):
@@ -405,6 +420,8 @@ class MockServer:
         self._lock = threading.Lock()
         self._seq = 0
         self._drop_gates: list[threading.Event] = []
+        self._fault: Fault | None = None
+        self._random = random.Random(1234)
         self._server: _Server | None = _Server(self)
         self.port: int = self._server.server_address[1]
         self._thread: threading.Thread | None = None
@@ -449,6 +466,22 @@ class MockServer:
     def clear(self) -> None:
         with self._lock:
             self.requests.clear()
+
+    def set_fault(self, fault: Fault | None) -> None:
+        """Fail the requests that follow as ``fault`` says (None: answer normally again)."""
+        with self._lock:
+            self._fault = fault
+
+    def _take_fault(self) -> Fault | None:
+        with self._lock:
+            f = self._fault
+            if f is None or (f.rate < 1.0 and self._random.random() >= f.rate):
+                return None
+            if f.times is not None:
+                f.times -= 1
+                if f.times <= 0:
+                    self._fault = None
+            return f
 
     def hold_drop(self) -> threading.Event:
         """The next DROPSTREAM stream stops after its first text event and waits, connection open, until the returned
@@ -532,6 +565,15 @@ class MockServer:
         return Answer(f"Hello from mock {self.kind}. You said: {text}", [], finish)
 
     def _answer(self, h: _Handler, rec: Received, conv: Conv, seq: int) -> None:
+        fault = self._take_fault()
+        if fault is not None:
+            if fault.sleep:
+                time.sleep(fault.sleep)  # a provider that hangs: the behaviour under test
+            if fault.drop:
+                h.drop()
+                return
+            if fault.status is not None:
+                raise self.api.magic_error(fault.status, conv.model)
         text = conv.last_user_text
         m = _MAGIC_SLEEP.search(text)
         if m:  # a provider slow to answer: the sleep is the behaviour under test

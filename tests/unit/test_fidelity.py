@@ -20,7 +20,8 @@ from extproc.translation.errors import GatewayError
 from extproc.translation.formats import anthropic, gemini, openai, registry
 from extproc.transport import fetch
 
-FORMATS = {"openai": openai, "anthropic": anthropic, "gemini": gemini}
+# The formats these fidelity cases are written for.
+FORMATS = {name: registry.get(name) for name in ("openai", "anthropic", "gemini")}
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 8).decode()
 
 

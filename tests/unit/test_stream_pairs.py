@@ -14,10 +14,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from extproc.translation import canonical as c
-from extproc.translation.formats import anthropic, gemini, openai
+from extproc.translation.formats import registry
 from tests.golden.harness import recorded_bytes
 
-FORMATS = {"openai": openai, "anthropic": anthropic, "gemini": gemini}
+# The client formats whose output this test reads back with its own readers (below).
+FORMATS = {name: registry.get(name) for name in ("openai", "anthropic", "gemini")}
 _IDS = re.compile(rb"call_[0-9a-f]{32}|msg_[0-9a-f]{24}|chatcmpl-[0-9a-f]{32}|\"responseId\":\"[0-9a-f]{24}\"")
 
 
