@@ -43,11 +43,15 @@ class Attempt(Exchange):
         rec = self.record
         rec.attempt = True
         try:
-            name, ptype, api, prefix, model = orjson.loads(attributes[ATTEMPT_ATTRIBUTES[0]])
+            name, ptype, api, prefix, model, *cloud = orjson.loads(attributes[ATTEMPT_ATTRIBUTES[0]])
             self.context: dict[str, Any] = orjson.loads(attributes[ATTEMPT_ATTRIBUTES[1]])
             path = self.context["path"]
-            provider = Provider(name, ptype, "", Upstream("", "", 0, prefix), None, api)
-            registry.get(provider.format)
+            # A cloud's placement (api_version, project, location, region): its path and envelope depend on it.
+            api_version, project, location, region = (cloud + [None] * 4)[:4]
+            provider = Provider(
+                name, ptype, "", Upstream("", "", 0, prefix), None, api, api_version, project, location, region
+            )
+            registry.provider(provider.format)
         except (KeyError, ValueError, TypeError) as exc:
             raise AttemptError(f"attempt attributes missing or malformed: {exc!r}") from None
         self.client_body = attributes.get(ATTEMPT_ATTRIBUTES[2], "")
@@ -79,8 +83,9 @@ class Attempt(Exchange):
         rec.client = self.client.NAME
         # The attempt's target, from Envoy (its endpoint's metadata), not from the config: a target list that changed
         # on reload cannot send an attempt astray.
-        fmt = registry.get(self.target_provider.format)
-        self.forced = routing.Target(self.target_provider, fmt, self.target_model, passthrough=fmt is self.client)
+        fmt = registry.provider(self.target_provider.format)
+        passthrough = registry.passes_through(fmt, self.client)
+        self.forced = routing.Target(self.target_provider, fmt, self.target_model, passthrough=passthrough)
         if not self.client_body:  # the body Envoy holds is the client's own: have Envoy send it
             self.phase = _REQUEST_BODY
             return Forward(request_body_mode="BUFFERED")

@@ -14,6 +14,7 @@ a gRPC error: no translation, no header mutation for it).
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -29,6 +30,7 @@ from extproc.core.handlers import (
     PassThroughStream,
     Translate,
     TranslateCount,
+    TranslateEmbed,
     TranslateStream,
 )
 from extproc.core.record import GATEWAY, Record
@@ -39,6 +41,7 @@ from extproc.translation.errors import GatewayError, invalid
 from extproc.translation.formats import registry
 from extproc.translation.formats.contract import (
     COUNT_TOKENS,
+    EMBED,
     GENERATE,
     LOCAL,
     MODELS,
@@ -195,7 +198,7 @@ class Exchange:
             body = fmt.STATE.serve(endpoint, self.query, self.gateway.store, self._scope())
             rec.status = 200
             return Reply(200, body, [("content-type", _JSON)])
-        if endpoint.kind not in (GENERATE, COUNT_TOKENS):
+        if endpoint.kind not in (GENERATE, COUNT_TOKENS, EMBED):
             raise GatewayError("not_found", f"{path} is not served by this gateway", 404)
         if eos:
             raise invalid("request body is required")
@@ -243,8 +246,8 @@ class Exchange:
         target = self.target = forced or routing.resolve(cfg, client, endpoint, model, self.key)
         provider, fmt = target.provider, target.fmt
         rec.provider = provider.name
-        prefix = provider.upstream.prefix
         counting = endpoint.kind == COUNT_TOKENS
+        embedding = endpoint.kind == EMBED
         received = body  # what Envoy holds: replaced only when what goes upstream differs
         conv: Conversation | None = None
         if client.STATE is not None and endpoint.kind == GENERATE and head is not None:
@@ -261,14 +264,30 @@ class Exchange:
                     param="store",
                 )
         new_body: bytes
-        if target.passthrough:
-            new_body, filt = client.passthrough_body(body, head or {}, model=target.model, stream=stream)
-            path = prefix + client.passthrough_path(endpoint, model=target.model, path=rec.path, query=self.query)
+        # Token counts and embeddings to a cloud's variant of the client's format are rebuilt (their envelopes are
+        # not a model call's); to the client's own format they pass through.
+        if target.passthrough and (fmt is client or endpoint.kind == GENERATE):
+            # The provider's format adapts the client's bytes (the same format, or a cloud's variant of it).
+            new_body, filt = fmt.passthrough_body(body, head or {}, model=target.model, stream=stream)
+            if stream != endpoint.stream:  # the body said so (a cloud's variant may have a path of its own for it)
+                endpoint = replace(endpoint, stream=stream)
+            path = provider.path(fmt.passthrough_path(endpoint, model=target.model, path=rec.path, query=self.query))
             if stream:
                 opts = StreamOptions(model=model, request_id=rec.request_id, endpoint=endpoint)
-                self.handler = PassThroughStream(rec, client, provider, opts, filt, cfg.passthrough_usage)
+                self.handler = PassThroughStream(rec, client, provider, opts, filt, cfg.passthrough_usage, fmt)
             else:
-                self.handler = PassThrough(rec, client, provider, cfg.passthrough_usage)
+                self.handler = PassThrough(rec, client, provider, cfg.passthrough_usage, fmt, embeddings=embedding)
+        elif embedding:
+            if not fmt.EMBEDS:
+                raise invalid(
+                    f"embeddings for model '{model}' are not available: it is served by a provider of type "
+                    f"'{provider.type}' ({fmt.NAME}), which has no embeddings endpoint",
+                    param="model",
+                )
+            ereq = client.parse_embed_request(head if head is not None else body, model=model)
+            new_body = fmt.build_embed_request(ereq, model=target.model)
+            path = provider.path(fmt.upstream_path(model=target.model, stream=False, kind=EMBED))
+            self.handler = TranslateEmbed(rec, client, fmt, provider, model, ereq)
         elif counting:
             if not fmt.COUNTS_TOKENS:
                 raise invalid(
@@ -278,7 +297,7 @@ class Exchange:
                 )
             counted = client.parse_count_request(head if head is not None else body, model=model)
             new_body = fmt.build_count_request(counted, model=target.model)
-            path = prefix + fmt.upstream_path(model=target.model, stream=False, kind=COUNT_TOKENS)
+            path = provider.path(fmt.upstream_path(model=target.model, stream=False, kind=COUNT_TOKENS))
             self.handler = TranslateCount(rec, client, fmt, provider)
         else:
             req = (
@@ -303,7 +322,7 @@ class Exchange:
                     self.waiting_body = body
                     return media.FetchMedia(urls, cfg.image_fetch)
             new_body = fmt.build_request(req, model=target.model, options=options)
-            path = prefix + fmt.upstream_path(model=target.model, stream=stream)
+            path = provider.path(fmt.upstream_path(model=target.model, stream=stream))
             keeper = None
             if conv is not None and conv.keep and self.gateway.store is not None and client.STATE is not None:
                 keeper = _Keeper(self.gateway.store, self._scope(), client.STATE, conv, req, model)

@@ -52,12 +52,13 @@ from extproc.core.handlers import (
 from extproc.core.record import Record
 from extproc.translation.errors import type_for_status
 from extproc.translation.formats import registry
-from extproc.translation.formats.contract import Endpoint, StreamOptions, WireFormat
+from extproc.translation.formats.contract import Endpoint, ProviderFormat, StreamOptions, WireFormat
 
 # Headers an attempt never sends: the listener's routing and rate-limit headers (the route is chosen), the stream
 # deadline (the router read it already).
 _NOT_FOR_ATTEMPT = (ROUTE_HEADER, RATE_KEY_HEADER, RATE_MODEL_HEADER, "x-envoy-upstream-rq-timeout-ms")
 # Every format's own request headers: an attempt to another format must not inherit them from an earlier attempt.
+_PROVIDER_FORMATS = frozenset(registry.provider_names())
 _FORMAT_HEADERS = tuple(dict.fromkeys(h for f in registry.FORMATS.values() for h, _ in f.EXTRA_HEADERS))
 
 
@@ -169,7 +170,7 @@ class FallbackHandler(Handler):
         if real is not None and real.isdigit():
             headers[":status"] = real  # the provider's own status (a 429 Envoy was shown as 503)
         inner: Handler
-        if served and fmt_name in registry.FORMATS:
+        if served and fmt_name in _PROVIDER_FORMATS:
             provider_name, _, upstream = served.partition("/")
             rec.served_by, rec.provider = served, provider_name
             if headers.get(LOCAL_ERROR_HEADER) == ATTEMPT_REPLY:
@@ -177,7 +178,7 @@ class FallbackHandler(Handler):
             elif served == self.prepared:
                 inner = self.primary
             else:
-                inner = self._handler(provider_name, registry.get(fmt_name), upstream)
+                inner = self._handler(provider_name, registry.provider(fmt_name), upstream)
         else:  # no target was reached (Envoy's own reply)
             inner = EnvoyReply(rec, self.client, None, None)
         self.inner = inner
@@ -187,13 +188,14 @@ class FallbackHandler(Handler):
         assert self.inner is not None
         return self.inner.on_body(body, end_of_stream)
 
-    def _handler(self, provider_name: str, fmt: WireFormat, upstream: str) -> Handler:
+    def _handler(self, provider_name: str, fmt: ProviderFormat, upstream: str) -> Handler:
         """The handler of a single-target request to that target: planned by the exchange again (capabilities,
         conversation keeping and all), or made here from what the answer needs when the exchange cannot."""
         rec, client, cfg = self.record, self.client, self.cfg
         known = cfg.providers.get(provider_name)
         if known is not None and self.plan is not None and known.format == fmt.NAME:
-            planned = self.plan(routing.Target(known, fmt, upstream, passthrough=fmt is client), self.body)
+            passthrough = registry.passes_through(fmt, client)
+            planned = self.plan(routing.Target(known, fmt, upstream, passthrough=passthrough), self.body)
             if planned is not None:
                 return planned
         provider: Any = known or _Served(provider_name)

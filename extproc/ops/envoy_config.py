@@ -17,7 +17,7 @@ import orjson
 import yaml
 
 from extproc.core.address import Address
-from extproc.core.config import Config, Model, Provider
+from extproc.core.config import Config, Model, Provider, credential_header
 from extproc.core.contract import (
     ATTEMPT_ATTRIBUTES,
     ATTEMPT_LOG_HEADER,
@@ -110,8 +110,10 @@ def _provider_cluster(p: Provider, credentials: CredentialFiles) -> dict[str, An
         "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
         **http_options,
     }
-    if p.api_key_env:
+    if p.secret_file:
         options["http_filters"] = [_credential_injector(p, credentials), _UPSTREAM_CODEC]
+    elif p.credentials == "aws":
+        options["http_filters"] = [_aws_request_signing(p), _UPSTREAM_CODEC]
     cluster["typed_extension_protocol_options"] = {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": options}
     return cluster
 
@@ -143,7 +145,8 @@ _UPSTREAM_CODEC = {
 def _credential_injector(p: Provider, credentials: CredentialFiles) -> dict[str, Any]:
     """Envoy puts the provider's key on every attempt, in the provider format's own header, from an SDS secret that
     follows its key file (``extproc.ops.credentials``). Without the file, Envoy answers 401 (the service translates)."""
-    cred = registry.get(p.format).CREDENTIAL
+    cred = credential_header(p)
+    assert cred is not None
     generic: dict[str, Any] = {
         "@type": "type.googleapis.com/envoy.extensions.http.injected_credentials.generic.v3.Generic",
         "credential": {
@@ -168,6 +171,38 @@ def _credential_injector(p: Provider, credentials: CredentialFiles) -> dict[str,
             "credential": {"name": "envoy.http.injected_credentials.generic", "typed_config": generic},
         },
     }
+
+
+# Headers Envoy or the gateway add on the way that a provider never sees as the request's own: not signed. (The
+# gateway's own headers may still be on the request when the signer runs, and be removed after it, as on a model's
+# fallback cluster.)
+_UNSIGNED_HEADERS = [
+    {"prefix": "x-envoy"},
+    {"prefix": "x-ai-gateway-"},
+    {"exact": "x-request-id"},
+    {"exact": "x-forwarded-proto"},
+]
+
+
+def _aws_request_signing(p: Provider) -> dict[str, Any]:
+    """AWS SigV4 over the final request (the body the service built, after every mutation), computed by Envoy on each
+    attempt from the standard AWS credential chain in Envoy's environment (variables, the shared config and
+    credentials files and ``AWS_PROFILE``, web identity / IRSA, container credentials, instance metadata), which
+    refreshes itself off the request path: the service never holds an AWS credential. An attempt without
+    credentials goes unsigned and the provider refuses it (its 403 becomes the client's auth error)."""
+    cfg: dict[str, Any] = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.aws_request_signing.v3.AwsRequestSigning",
+        "service_name": "bedrock",
+        "region": p.region,
+        "use_unsigned_payload": False,  # the body's SHA-256 is signed (Envoy buffers it, up to max_request_bytes)
+        "match_excluded_headers": _UNSIGNED_HEADERS,
+    }
+    if p.aws_profile:  # that profile of the shared credentials file only, not the rest of the chain
+        cfg["credential_provider"] = {
+            "custom_credential_provider_chain": True,
+            "credentials_file_provider": {"profile": p.aws_profile},
+        }
+    return {"name": "envoy.filters.http.aws_request_signing", "typed_config": cfg}
 
 
 # ------------------------------------------------------------------------------------------------------- fallback
@@ -278,7 +313,10 @@ def _fallback_cluster(
                     HOST_TARGET_KEY: t.label,
                     HOST_PROVIDER_KEY: p.name,
                     HOST_FORMAT_KEY: p.format,
-                    HOST_ATTEMPT_KEY: json.dumps([p.name, p.type, p.api, up.prefix, t.model], separators=(",", ":")),
+                    HOST_ATTEMPT_KEY: json.dumps(
+                        [p.name, p.type, p.api, up.prefix, t.model, p.api_version, p.project, p.location, p.region],
+                        separators=(",", ":"),
+                    ),
                 }
             }
             if up.tls:
@@ -304,7 +342,8 @@ def _fallback_cluster(
         http_options: dict[str, Any] = {"auto_config": {"http2_protocol_options": {}, "http_protocol_options": {}}}
     else:
         http_options = {"explicit_http_config": {"http_protocol_options": {}}}
-    keyed = [p for p in providers.values() if p.api_key_env]
+    keyed = [p for p in providers.values() if p.secret_file]
+    signed = [p for p in providers.values() if p.secret_file is None and p.credentials == "aws"]
     options: dict[str, Any] = {
         "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
         **http_options,
@@ -313,6 +352,7 @@ def _fallback_cluster(
             _attempt_log(cool.rate_limited),
             _skip_when_prepared(_attempt_filter(message_timeout)),
             *(_target_credential(p, credentials) for p in sorted(keyed, key=lambda p: p.name)),
+            *(_target_signing(p) for p in sorted(signed, key=lambda p: p.name)),
             _ATTEMPT_DONE,
             _UPSTREAM_CODEC,
         ],
@@ -451,6 +491,16 @@ def _target_credential(p: Provider, credentials: CredentialFiles) -> dict[str, A
     """The provider's credential injector, run only for attempts to it (``TARGET_HEADER`` names the provider)."""
     not_this = {"not_matcher": _header_is(TARGET_HEADER, p.name)}
     return _skipped_when(not_this, f"ai_gateway.credential.{p.name}", _credential_injector(p, credentials))
+
+
+def _target_signing(p: Provider) -> dict[str, Any]:
+    """AWS SigV4 for attempts to that Bedrock target only, over the attempt's final body (after the attempt filter)."""
+    not_this = {"not_matcher": _header_is(TARGET_HEADER, p.name)}
+    signing = _aws_request_signing(p)
+    # The route's auto_host_rewrite takes the endpoint's hostname only when the connection is ready, after the
+    # upstream filters: the signer must sign (and send) that host itself.
+    signing["typed_config"]["host_rewrite"] = p.upstream.authority
+    return _skipped_when(not_this, f"ai_gateway.sign.{p.name}", signing)
 
 
 # First on an attempt: the endpoint's provider (the credential injectors match it) and label (the attempt log's).

@@ -106,6 +106,7 @@ class Conv:
     forced_tool: str | None = None  # the tool the request forces
     n: int = 1  # candidates asked for
     count_tokens: bool = False
+    embed: Any = None  # an embeddings request: what tests/mocks/embeddings.py answers
 
 
 @dataclass
@@ -259,6 +260,7 @@ class ProviderApi:
 
     kind = ""
     stop_sequence_finish = False  # does the API report "stopped at a stop sequence" as its own finish reason?
+    stream_content_type = "text/event-stream"  # what a streamed answer says it is (Bedrock: an AWS event stream)
 
     def base_url(self, port: int) -> str:
         return f"http://127.0.0.1:{port}"
@@ -287,6 +289,10 @@ class ProviderApi:
         raise NotImplementedError
 
     def count_tokens_body(self) -> dict:
+        raise NotImplementedError
+
+    def embed_body(self, conv: Conv) -> dict:
+        """The answer to an embeddings request (``conv.embed``)."""
         raise NotImplementedError
 
     def full(self, conv: Conv, ans: Answer, seq: int) -> dict:
@@ -368,9 +374,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(head + body)
         self.wfile.flush()
 
-    def start_stream(self, headers: dict[str, str]) -> None:
+    def start_stream(self, headers: dict[str, str], content_type: str = "text/event-stream") -> None:
         self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Content-Type", content_type)
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Transfer-Encoding", "chunked")
         for k, v in headers.items():
@@ -591,6 +597,10 @@ class MockServer:
             rec.status = 200
             h.send_body(200, dumps(self.api.count_tokens_body()), "application/json", self.api.id_headers(seq))
             return
+        if conv.embed is not None:
+            rec.status = 200
+            h.send_body(200, dumps(self.api.embed_body(conv)), "application/json", self.api.id_headers(seq))
+            return
         ans = self._decide(conv)
         rec.status = 200
         if not conv.stream:
@@ -610,7 +620,7 @@ class MockServer:
         slow = flag(text, "SLOWSTREAM")
         long_stream = flag(text, "LONGSTREAM")
         cut_after = self.api.first_text_event(events) if flag(text, "DROPSTREAM") else None
-        h.start_stream(self.api.id_headers(seq))
+        h.start_stream(self.api.id_headers(seq), self.api.stream_content_type)
         try:
             for i, ev in enumerate(events):
                 if i and slow:

@@ -113,7 +113,9 @@ def test_fallback_cluster_endpoints_priorities_weights_tls(tmp_path: Path) -> No
         (2, 1, "generativelanguage.googleapis.com", "gemini/gemini-2.5-pro"),
     ]
     meta = eps[2]["lb_endpoints"][0]["metadata"]["filter_metadata"]
-    assert json.loads(meta["ai_gateway"]["attempt"]) == ["openai-b", "openai", "chat", "/openai/v1", "gpt-4.1"]
+    # name, type, api, path prefix, target model; a cloud's api_version, project, location, region (none here)
+    attempt = ["openai-b", "openai", "chat", "/openai/v1", "gpt-4.1", None, None, None, None]
+    assert json.loads(meta["ai_gateway"]["attempt"]) == attempt
     assert meta["envoy.transport_socket_match"] == {"tls_host": "eu.example.com"}
     # Every target's own SNI and certificate name.
     tls = {m["match"]["tls_host"]: m["transport_socket"]["typed_config"] for m in c["transport_socket_matches"]}
