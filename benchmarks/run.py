@@ -47,6 +47,13 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 MASTER_KEY = "sk-bench-master-key"
 STREAM_EVENTS = 20
 KEYS = {"OPENAI_API_KEY": "sk-bench-openai", "ANTHROPIC_API_KEY": "sk-ant-bench", "GEMINI_API_KEY": "AIza-bench"}
+# The clouds' credentials (fake; the provider Envoy checks none): Azure's key, and the AWS chain Envoy signs with.
+CLOUD_ENV = {
+    "AZURE_OPENAI_API_KEY": "azure-bench-key",
+    "AWS_ACCESS_KEY_ID": "AKIDBENCH",
+    "AWS_SECRET_ACCESS_KEY": "bench-secret",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
 
 sys.path.insert(0, str(ROOT))
 
@@ -449,6 +456,24 @@ def smoke(sc: Scenario) -> None:
 
 
 # ------------------------------------------------------------------------------------------------------- start-up
+def throwaway_service_account(token_uri: str) -> dict[str, str]:
+    """A Google service account with a fresh RSA key: the refresher signs its JWT and asks ``token_uri``."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return {
+        "type": "service_account",
+        "project_id": "bench-project",
+        "private_key_id": "bench",
+        "private_key": pem.decode(),
+        "client_email": "bench@bench-project.iam.gserviceaccount.com",
+        "client_id": "1",
+        "token_uri": token_uri,
+    }
+
+
 def start_stack(args: argparse.Namespace, procs: Procs, envoy_bin: str, tmp: Path) -> Stack:
     stack = Stack(*(free_port() for _ in range(7)))
     prov = tmp / "provider.yaml"
@@ -474,12 +499,20 @@ def start_stack(args: argparse.Namespace, procs: Procs, envoy_bin: str, tmp: Pat
     extra = yaml.safe_load(
         Template((BENCH / "bench-fallback.yaml").read_text()).substitute(PROVIDER_PORT=stack.provider_port)
     )
-    base["providers"] = [*(base.get("providers") or []), *extra["providers"]]
-    base["models"] = [*base["models"], *extra["models"]]
+    sa_file = tmp / "bench-service-account.json"
+    sa_file.write_text(json.dumps(throwaway_service_account(f"http://127.0.0.1:{stack.provider_port}/token")))
+    clouds = yaml.safe_load(
+        Template((BENCH / "bench-clouds.yaml").read_text()).substitute(
+            PROVIDER_PORT=stack.provider_port, SA_FILE=sa_file
+        )
+    )
+    base["providers"] = [*(base.get("providers") or []), *extra["providers"], *clouds["providers"]]
+    base["models"] = [*base["models"], *extra["models"], *clouds["models"]]
     base["fallback"] = extra["fallback"]
     fb_cfg.write_text(yaml.safe_dump(base, sort_keys=False))
     env = {k: v for k, v in os.environ.items() if not k.endswith(("_API_KEY", "_BASE_URL"))}
     env.update(KEYS)
+    env.update(CLOUD_ENV)
     env.update(
         OPENAI_BASE_URL=f"{provider_url}/v1",
         ANTHROPIC_BASE_URL=provider_url,
@@ -577,6 +610,12 @@ def scenarios(stack: Stack, with_litellm: bool) -> list[Scenario]:
                      "/openai/v1/chat/completions", "openai-fb.json", c),
             Scenario(f"gw-fbretry-c{c}", "gateway", "OpenAI -> fallback model, 503 then Anthropic (2 attempts)", g,
                      "/openai/v1/chat/completions", "openai-fb-retry.json", c),
+            Scenario(f"gw-oa2az-c{c}", "gateway", "OpenAI -> Azure OpenAI deployment (api-key by Envoy)", g,
+                     "/openai/v1/chat/completions", "openai-az.json", c),
+            Scenario(f"gw-oa2br-c{c}", "gateway", "OpenAI -> Bedrock Converse (translated, SigV4 by Envoy)", g,
+                     "/openai/v1/chat/completions", "openai-br.json", c),
+            Scenario(f"gw-oa2vx-c{c}", "gateway", "OpenAI -> Gemini on Vertex (translated, OAuth token)", g,
+                     "/openai/v1/chat/completions", "openai-vx.json", c),
             Scenario(f"gw-rs2an-c{c}", "gateway", "Responses -> Anthropic (translated, store: false)", g,
                      "/openai/v1/responses", "responses-claude.json", c),
             Scenario(f"gw-rs2an-store-c{c}", "gateway", "Responses -> Anthropic (translated, kept in the store)", g,
@@ -737,6 +776,16 @@ def ratios_and_targets(res: dict[str, Any]) -> tuple[dict[str, Any], list[dict[s
             )
             r[f"{n}_minus_single_envoy_us_c{c}"] = round(
                 cur["cpu_us_per_req"]["envoy"] - single["cpu_us_per_req"]["envoy"], 1
+            )
+    for c in (1, 32):  # the clouds against the nearest non-cloud request, same gateway, same run
+        for cloud, near in (("oa2az", "pass"), ("oa2br", "oa2an"), ("oa2vx", "oa2an")):
+            cur, ref = s[f"gw-{cloud}-c{c}"], s[f"gw-{near}-c{c}"]
+            r[f"{cloud}_vs_{near}_rps_c{c}"] = round(cur["rps"] / ref["rps"], 3)
+            r[f"{cloud}_minus_{near}_service_us_c{c}"] = round(
+                cur["cpu_us_per_req"]["service"] - ref["cpu_us_per_req"]["service"], 1
+            )
+            r[f"{cloud}_minus_{near}_envoy_us_c{c}"] = round(
+                cur["cpu_us_per_req"]["envoy"] - ref["cpu_us_per_req"]["envoy"], 1
             )
     for c in (1, 32):  # the Responses API against Chat Completions, both translated to Anthropic, in the same run
         r[f"responses_vs_chat_rps_c{c}"] = round(s[f"gw-rs2an-c{c}"]["rps"] / s[f"gw-oa2an-c{c}"]["rps"], 3)
