@@ -72,6 +72,12 @@ def operation(ex: Exchange) -> str:
 
 
 def provider_name(ex: Exchange) -> str | None:
+    """gen_ai.provider.name of the provider that answered (a fallback's: the target Envoy says served it)."""
+    served = ex.record.served_by
+    if served:
+        p = ex.config.providers.get(served.partition("/")[0])
+        if p is not None:
+            return PROVIDER_NAMES.get(p.type, p.type)
     target = ex.target
     if target is None:
         return None
@@ -106,11 +112,16 @@ def attributes(ex: Exchange, req: c.Request | None, duration: float) -> dict[str
     if prov is not None:
         attrs["gen_ai.provider.name"] = prov
     if ex.target is not None:
-        attrs["ai_gateway.provider"] = ex.target.provider.name
+        attrs["ai_gateway.provider"] = rec.provider or ex.target.provider.name
         attrs["ai_gateway.upstream.model"] = ex.target.model
         attrs["ai_gateway.passthrough"] = ex.target.passthrough
         if rec.upstream_path:
             attrs["ai_gateway.upstream.path"] = rec.upstream_path
+    if rec.fallback:  # a model with several targets: who answered, after how many attempts
+        attrs["ai_gateway.attempts"] = rec.attempts
+        if rec.served_by:
+            attrs["ai_gateway.served_by"] = rec.served_by
+            attrs["ai_gateway.upstream.model"] = rec.served_by.partition("/")[2]
     attrs["ai_gateway.stream"] = rec.stream
     if rec.status:
         attrs["http.response.status_code"] = rec.status
@@ -270,7 +281,8 @@ class Tracer:
         inner: Sampler = TraceIdRatioBased(settings.ratio)
         if base in ("always_on", "always_off"):
             inner = ALWAYS_ON if base == "always_on" else ALWAYS_OFF
-        sampler = ParentBased(inner) if settings.sampler.startswith("parentbased_") else inner
+        self.parent_based = settings.sampler.startswith("parentbased_")
+        sampler = ParentBased(inner) if self.parent_based else inner
         self.sampler = sampler
         self.provider = TracerProvider(resource=resource, sampler=sampler)  # tests make spans with it too
         target, tls = settings.service_target, settings.tls and not settings.relay  # Envoy's relay does the TLS
@@ -295,6 +307,7 @@ class Tracer:
             self.histograms = otlp.Histograms(dict(resource.attributes), SCOPE, instruments())
             if export_metrics:
                 self.metrics_thread = otlp.MetricsThread(self.histograms, target, tls)
+        self._keys: dict[tuple[str, str, str | None, str | None], tuple[tuple[str, str], ...]] = {}
         self._pending: list[tuple[Exchange, str | None, bytes | None, list[bytes] | None, float, int]] = []
         self._scheduled = False
 
@@ -332,17 +345,23 @@ class Tracer:
             self._points(ex, op, duration)
         name = f"{op} {rec.model}" if rec.model else op
         parent = self._parent(trace) if trace else None
-        trace_id = parent.trace_id if parent is not None else self.ids.generate_trace_id()
-        decision = self.sampler.should_sample(
-            self.context_with(parent) if parent is not None else None, trace_id, name, self.kind
-        )
-        if not decision.decision.is_sampled():
-            return
+        if parent is not None and self.parent_based:  # what ParentBased decides, without making a context
+            if not parent.trace_flags.sampled:
+                return
+            trace_id, trace_state = parent.trace_id, parent.trace_state
+        else:
+            trace_id = parent.trace_id if parent is not None else self.ids.generate_trace_id()
+            decision = self.sampler.should_sample(
+                self.context_with(parent) if parent is not None else None, trace_id, name, self.kind
+            )
+            if not decision.decision.is_sampled():
+                return
+            trace_state = decision.trace_state
         req = request_of(ex, body)
         attrs = attributes(ex, req, duration)
         if self.capture_content:
             attrs.update(content_attributes(ex, req, chunks))
-        context = self.span_context(trace_id, self.ids.generate_span_id(), False, self.sampled, decision.trace_state)
+        context = self.span_context(trace_id, self.ids.generate_span_id(), False, self.sampled, trace_state)
         span = self.readable(
             name, context, parent, self.resource, attrs, kind=self.kind, instrumentation_scope=self.scope,
             status=self.error_status if rec.error_type else self.unset_status,
@@ -367,13 +386,18 @@ class Tracer:
         rec = ex.record
         h = self.histograms
         assert h is not None
-        common = [("gen_ai.operation.name", op), ("gen_ai.request.model", rec.model_label)]
         prov = provider_name(ex)
-        if prov is not None:
-            common.append(("gen_ai.provider.name", prov))
-        if rec.response_model:
-            common.append(("gen_ai.response.model", rec.response_model))
-        key = tuple(common)
+        names = (op, rec.model_label, prov, rec.response_model)
+        key = self._keys.get(names)
+        if key is None:  # the attribute set of a series, made once (bounded: response models come from providers)
+            common = [("gen_ai.operation.name", op), ("gen_ai.request.model", rec.model_label)]
+            if prov is not None:
+                common.append(("gen_ai.provider.name", prov))
+            if rec.response_model:
+                common.append(("gen_ai.response.model", rec.response_model))
+            if len(self._keys) >= 4096:
+                self._keys.clear()
+            key = self._keys[names] = tuple(common)
         h.record(
             "gen_ai.client.operation.duration",
             duration,

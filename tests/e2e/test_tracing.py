@@ -29,10 +29,22 @@ SERVICE = "ai-gw-test"
 SECRET_IN_PROMPT = "sk-proj-" + "Zx9" * 10  # a credential a user pasted into a prompt
 
 
+# A model with two targets: the first refuses connections (gateway_config's "dead" provider), the second answers.
+FALLBACK = f"""  - name: "fb-traced"
+    targets:
+      - {{provider: "dead", model: "{MODELS["openai"]}"}}
+      - {{provider: "anthropic", model: "{MODELS["anthropic"]}"}}
+"""
+
+
 def tracing_config(endpoint: str, capture: bool, relay: str | None = None) -> str:
-    return gateway_config(free_port()) + (
-        f'tracing:\n  endpoint: "{endpoint}"\n  service_name: "{SERVICE}"\n'
-        f"  capture_content: {'true' if capture else 'false'}\n" + (f'  relay: "unix:{relay}"\n' if relay else "")
+    return (
+        gateway_config(free_port())
+        + FALLBACK
+        + (
+            f'tracing:\n  endpoint: "{endpoint}"\n  service_name: "{SERVICE}"\n'
+            f"  capture_content: {'true' if capture else 'false'}\n" + (f'  relay: "unix:{relay}"\n' if relay else "")
+        )
     )
 
 
@@ -253,3 +265,24 @@ def test_content_capture_masks_credentials(mocks: dict[str, MockProvider], otlp:
     for needle in (SECRET_IN_PROMPT, CLIENT_KEY, *KEYS.values()):
         assert needle not in dump
     assert "[REDACTED]" in text
+
+
+def test_fallback_span_names_the_target_that_answered(traced: Gateway, otlp: OtlpReceiver) -> None:
+    """A model with several targets: Envoy's router makes a span per attempt, the service's span names the target
+    that answered and the number of attempts."""
+    trace_id, _, header = new_trace()
+    client = openai_client(traced.url, default_headers={"traceparent": header})
+    client.chat.completions.create(model="fb-traced", messages=[{"role": "user", "content": "fall back"}])
+
+    def with_attempts(r: OtlpReceiver) -> list[ReceivedSpan] | None:
+        spans = r.trace(trace_id)
+        ours = [s for s in spans if s.service == f"{SERVICE}-extproc"]
+        routers = [s for s in spans if s.name.startswith("router ")]
+        return spans if ours and len(routers) >= 2 else None
+
+    spans = otlp.wait_for(with_attempts)
+    ours = one(spans, lambda s: s.service == f"{SERVICE}-extproc")
+    a = ours.attrs
+    assert a["gen_ai.provider.name"] == "anthropic" and a["ai_gateway.provider"] == "anthropic"
+    assert a["ai_gateway.served_by"] == f"anthropic/{MODELS['anthropic']}" and a["ai_gateway.attempts"] == 2
+    assert a["gen_ai.usage.output_tokens"] > 0
