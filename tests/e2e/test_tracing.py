@@ -286,3 +286,45 @@ def test_fallback_span_names_the_target_that_answered(traced: Gateway, otlp: Otl
     assert a["gen_ai.provider.name"] == "anthropic" and a["ai_gateway.provider"] == "anthropic"
     assert a["ai_gateway.served_by"] == f"anthropic/{MODELS['anthropic']}" and a["ai_gateway.attempts"] == 2
     assert a["gen_ai.usage.output_tokens"] > 0
+
+
+def test_grpcio_transport_parents_the_span_too(mocks: dict[str, MockProvider], otlp: OtlpReceiver) -> None:
+    """With the grpc.aio transport (``AI_GATEWAY_GRPC=grpcio``) the span is Envoy's ext_proc span's child as well
+    (read from the call's invocation metadata)."""
+    with tempfile.TemporaryDirectory(prefix="ai-gateway-tracing-") as tmp:
+        env = {**FAST_EXPORT, "AI_GATEWAY_GRPC": "grpcio"}
+        gw = start_gateway(Path(tmp), mocks, tracing_config(otlp.endpoint, False), workers=1, extra_env=env)
+        try:
+            trace_id, _, header = new_trace()
+            client = anthropic_client(gw.url, default_headers={"traceparent": header})
+            client.messages.create(model=MODELS["gemini"], max_tokens=20, messages=[{"role": "user", "content": "hi"}])
+            spans = whole_trace(otlp, trace_id)
+        finally:
+            stop_gateway(gw)
+    ext = one(spans, lambda s: "ExternalProcessor.Process" in s.name)
+    ours = one(spans, lambda s: s.service == f"{SERVICE}-extproc")
+    assert ours.parent_id == ext.span_id
+    assert ours.attrs["gen_ai.provider.name"] == "gcp.gemini" and ours.attrs["ai_gateway.client.format"] == "anthropic"
+
+
+def test_standard_variables_alone_turn_tracing_on(mocks: dict[str, MockProvider], otlp: OtlpReceiver) -> None:
+    """No tracing: in the YAML, only OTEL_EXPORTER_OTLP_ENDPOINT and OTEL_SERVICE_NAME: Envoy (bootstrap rendered by
+    the launcher) and the workers (their own environment) both trace, under that service name."""
+    env = {**FAST_EXPORT, "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint, "OTEL_SERVICE_NAME": "from-env"}
+    with tempfile.TemporaryDirectory(prefix="ai-gateway-tracing-") as tmp:
+        gw = start_gateway(Path(tmp), mocks, gateway_config(free_port()), workers=1, extra_env=env)
+        try:
+            trace_id, _, header = new_trace()
+            client = openai_client(gw.url, default_headers={"traceparent": header})
+            client.chat.completions.create(model=MODELS["openai"], messages=[{"role": "user", "content": "env"}])
+
+            def both(r: OtlpReceiver) -> list[ReceivedSpan] | None:
+                spans = r.trace(trace_id)
+                services = {s.service for s in spans}
+                return spans if {"from-env", "from-env-extproc"} <= services else None
+
+            spans = otlp.wait_for(both)
+        finally:
+            stop_gateway(gw)
+    ours = one(spans, lambda s: s.service == "from-env-extproc")
+    assert ours.attrs["gen_ai.provider.name"] == "openai" and ours.attrs["ai_gateway.passthrough"] is True
