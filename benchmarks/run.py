@@ -525,13 +525,14 @@ def start_stack(args: argparse.Namespace, procs: Procs, envoy_bin: str, tmp: Pat
     )
 
     gw_cfg = fb_cfg
-    if args.tracing:  # the gateway under test traces every request (100 %) to an OTLP sink; the baseline does not
+    if args.tracing:  # the gateway under test traces its requests (all, or a ratio) to an OTLP sink; the baseline not
         sink_port = free_port()
         sink_cmd = [sys.executable, str(BENCH / "otlp_sink.py"), "--port", str(sink_port)]
         stack.sink_proc = procs.start("otlp-sink", sink_cmd)
         gw_cfg = tmp / "bench-config-traced.yaml"
+        sampler = "always_on" if args.tracing >= 1 else f"traceidratio\n  sampler_arg: {args.tracing}"
         gw_cfg.write_text(
-            fb_cfg.read_text() + f'tracing:\n  endpoint: "http://127.0.0.1:{sink_port}"\n  sampler: always_on\n'
+            fb_cfg.read_text() + f'tracing:\n  endpoint: "http://127.0.0.1:{sink_port}"\n  sampler: {sampler}\n'
         )
 
     def gateway(
@@ -553,7 +554,11 @@ def start_stack(args: argparse.Namespace, procs: Procs, envoy_bin: str, tmp: Pat
         if args.extproc_listen:  # TCP: the baseline's workers on other ports
             host, _, port = args.extproc_listen.rpartition(":")
             base_listen = f"{host}:{int(port) + 100}"
-        stack.base_proc = gateway("baseline", args.baseline_root, stack.base_port, stack.base_admin, base_listen)
+        # --tracing compares one checkout with itself: the baseline gets the same config, without tracing
+        base_cfg = fb_cfg if args.tracing else cfg
+        stack.base_proc = gateway(
+            "baseline", args.baseline_root, stack.base_port, stack.base_admin, base_listen, config=base_cfg
+        )
     wait_until("provider envoy", lambda: http_ok(f"http://127.0.0.1:{stack.provider_admin}/ready"), stack.provider_proc)
     wait_until("bare envoy", lambda: http_ok(f"http://127.0.0.1:{stack.bare_admin}/ready"), stack.bare_proc)
     wait_until("sse server", lambda: socket.create_connection(("127.0.0.1", stack.sse_port), 1).close() or True,
@@ -958,9 +963,13 @@ def main() -> int:
     ap.add_argument("--quiet-wait", type=float, default=20, help="max s to wait for other jobs' CPU before a run")
     ap.add_argument(
         "--tracing",
-        action="store_true",
-        help="the gateway under test traces every request to an OTLP sink (docs/tracing.md); with --baseline-root "
-        "(e.g. .) the *_vs_baseline ratios are tracing on against off, in the same run",
+        type=float,
+        nargs="?",
+        const=1.0,
+        default=0.0,
+        metavar="RATIO",
+        help="the gateway under test traces requests (all, or RATIO of them) to an OTLP sink (docs/tracing.md); with "
+        "--baseline-root (e.g. .) the *_vs_baseline ratios are tracing on against off, in the same run",
     )
     ap.add_argument("--only", default=None, help="regex: run only matching scenarios (no ratios/targets if partial)")
     ap.add_argument("--label", default="latest", help="results/<label>.json and .md (default: latest)")

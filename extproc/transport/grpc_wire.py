@@ -42,6 +42,8 @@ from typing import Protocol
 from hpack import Decoder
 from hpack.exceptions import HPACKError
 
+from extproc.transport.hpack_lean import LeanDecoder
+
 log = logging.getLogger("extproc")
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -363,7 +365,8 @@ class Connection(asyncio.Protocol):
         self.out = bytearray()
         self.streams: dict[int, _Stream] = {}
         self.last_sid = 0
-        self.decoder = Decoder()
+        # With tracing (metadata asked for), Envoy's traceparent makes every block new: the lean decoder is cheaper.
+        self.decoder: Decoder | LeanDecoder = LeanDecoder() if server.metadata else Decoder()
         self.decoder.max_header_list_size = limits.max_header_list
         # header blocks that do not change the HPACK table -> their :path and grpc-timeout
         self.paths: dict[bytes, tuple[str, float | None, dict[str, str] | None]] = {}
