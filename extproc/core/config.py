@@ -17,9 +17,10 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from extproc.core import access, models
+from extproc.core import access, governance, models
 from extproc.core.access import AccessPolicy
 from extproc.core.conversations import StoreSettings
+from extproc.core.governance import Settings as GovernanceSettings
 from extproc.translation import media as _fetch
 from extproc.translation.capabilities import Capabilities, describe
 from extproc.translation.formats import registry
@@ -109,6 +110,7 @@ class Config:
     access: AccessPolicy = field(default_factory=AccessPolicy)
     capabilities_enabled: bool = True  # ``capabilities: {enabled: false}`` switches the catalog off
     responses: StoreSettings = field(default_factory=StoreSettings)  # the Responses API conversation store
+    governance: GovernanceSettings = field(default_factory=GovernanceSettings)  # limits, prices, spend
 
     def resolve(self, model: str) -> tuple[Provider, str] | None:
         """The provider and upstream model name for a client's model name, or None if unknown."""
@@ -203,6 +205,7 @@ def build_config(data: Any, fname: str, env: dict[str, str]) -> Config:
         "rate_limits",
         "capabilities",
         "responses",
+        "governance",
     }
     for key in data:
         if key not in known:
@@ -289,6 +292,7 @@ def build_config(data: Any, fname: str, env: dict[str, str]) -> Config:
     for model in cfg.access.per_model_rpm:
         if model not in models:
             raise fail(f"rate_limits.per_model.{model}", "not a configured model name")
+    cfg.governance = governance.parse(data.get("governance"), env, {k.name for k in cfg.access.keys}, fail)
     return cfg
 
 

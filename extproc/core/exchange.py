@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from extproc.core import catalog, routing
+from extproc.core import catalog, governance, routing
 from extproc.core.access import ANONYMOUS, GatewayKey
 from extproc.core.actions import CONTINUE, METRICS, Forward, Reply, ServeMetrics
 from extproc.core.config import Config
@@ -137,7 +137,9 @@ class Exchange:
         return reply
 
     # ------------------------------------------------------------------------------------------------ request headers
-    def on_request_headers(self, headers: dict[str, str], end_of_stream: bool) -> Forward | Reply | ServeMetrics:
+    def on_request_headers(
+        self, headers: dict[str, str], end_of_stream: bool
+    ) -> Forward | Reply | ServeMetrics | governance.ServeUsage:
         self._expect(_NEW)
         rec = self.record
         rec.request_id = headers.get("x-request-id")
@@ -156,7 +158,7 @@ class Exchange:
 
     def _route_headers(
         self, method: str, path: str, eos: bool, headers: dict[str, str]
-    ) -> Forward | Reply | ServeMetrics:
+    ) -> Forward | Reply | ServeMetrics | governance.ServeUsage:
         rec = self.record
         if path == "/health":
             rec.client = GATEWAY
@@ -164,6 +166,11 @@ class Exchange:
         if path == "/metrics":
             rec.client = GATEWAY
             return METRICS if method == "GET" else self._method_not_allowed(method, path, "GET")
+        if path == "/usage":  # governance: spend per key, for the admin credential (docs/governance.md)
+            rec.client = GATEWAY
+            if method != "GET":
+                return self._method_not_allowed(method, path, "GET")
+            return governance.usage_request(self.config.governance, headers, self.query, time.time())
         try:
             routed = registry.route(method, path, self.query)
         except registry.RoutingError as exc:

@@ -30,6 +30,8 @@ class Record:
     error_type: str | None = None
     ttft: float | None = None  # seconds to the first content event of a stream
     adaptations: list[Adaptation] | None = None  # what the request was changed in for its target (``shape``)
+    key: str | None = None  # the gateway key's name, with governance configured (never the key itself)
+    cost: float | None = None  # USD, from governance's price table (None: no price for the model)
 
     @property
     def counted(self) -> bool:
