@@ -200,8 +200,8 @@ class RedisStore:
 
     def __init__(self, url: str, settings: g.RedisSettings, on_failure: Callable[[str, str], None]) -> None:
         import redis.asyncio as aioredis
+        from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
-        from redis.retry import Retry
 
         self.settings = settings
         self.timeout = settings.timeout
