@@ -29,7 +29,7 @@ def _ping(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
             s.sendall(b"PING\r\n")
-            return s.recv(64).startswith(b"+PONG")
+            return s.recv(64).startswith((b"+PONG", b"-NOAUTH"))  # up (and asking for a password)
     except OSError:
         return False
 
@@ -39,6 +39,7 @@ class RedisServer:
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="ai-gateway-redis-"))
         self.proc: subprocess.Popen[bytes] | None = None
+        self.extra: list[str] = []  # more redis-server arguments
 
     @property
     def url(self) -> str:
@@ -47,7 +48,7 @@ class RedisServer:
     def start(self, timeout: float = 10.0) -> RedisServer:
         assert REDIS_SERVER is not None
         cmd = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-               "--dir", str(self.dir), "--protected-mode", "yes"]  # fmt: skip
+               "--dir", str(self.dir), "--protected-mode", "yes", *self.extra]  # fmt: skip
         log = open(self.dir / "redis.log", "ab")  # noqa: SIM115 (the process keeps it)
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout

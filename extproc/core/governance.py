@@ -153,6 +153,20 @@ def window(period: str, now: float) -> tuple[str, float]:
     return f"M{first:%Y%m}", _epoch(nxt)
 
 
+_WINDOWS: dict[str, tuple[float, float, str]] = {}  # period -> (start of validity, window end, window id)
+
+
+def current_window(period: str, now: float) -> tuple[str, float]:
+    """``window``, remembered until the window ends (a plan asks for it on every checked request)."""
+    hit = _WINDOWS.get(period)
+    if hit is not None and hit[0] <= now < hit[1]:
+        return hit[2], hit[1]
+    wid, end = window(period, now)
+    start = now - now % 60 if period == "minute" else now  # (valid from now on: a clock going back misses)
+    _WINDOWS[period] = (start, end, wid)
+    return wid, end
+
+
 def _epoch(day: _dt.date) -> float:
     return _dt.datetime(day.year, day.month, day.day, tzinfo=_dt.UTC).timestamp()
 
@@ -193,7 +207,7 @@ def plan(settings: Settings, key: str, model: str, now: float, prefix: str = "")
             continue
         k, m = rule.scope(key, model)
         for kind, period, limit in rule.limits:
-            wid, reset = window(period, now)
+            wid, reset = current_window(period, now)
             name = f"{prefix}c|{k}|{m}|{kind}|{wid}"
             found = counters.get(name)
             if found is not None:  # the same counter named twice: counted once, the lower limit holds

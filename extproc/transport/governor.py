@@ -17,6 +17,7 @@ one script call every ``FLUSH_EVERY`` seconds; a batch that fails is kept (bound
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -25,6 +26,7 @@ from typing import Any
 from extproc.core import governance as g
 from extproc.core.access import ANONYMOUS
 from extproc.core.record import Record
+from extproc.transport.resp import RespClient
 
 log = logging.getLogger("extproc")
 
@@ -152,6 +154,10 @@ return 1
 """
 
 
+_CHECK_SHA = hashlib.sha1(_CHECK.encode()).hexdigest()
+_CHARGE_SHA = hashlib.sha1(_CHARGE.encode()).hexdigest()
+
+
 class Breaker:
     """Closed: calls go through. ``failures`` failures in a row open it: calls are refused at once for ``cooldown``
     seconds; then it lets one call through (half-open), which closes it again or reopens it."""
@@ -199,20 +205,9 @@ class RedisStore:
     sync = False
 
     def __init__(self, url: str, settings: g.RedisSettings, on_failure: Callable[[str, str], None]) -> None:
-        import redis.asyncio as aioredis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-
         self.settings = settings
         self.timeout = settings.timeout
-        # No retries (a retry would double the time a request can wait); the pool's sockets time out on their own
-        # too, in case a cancelled call leaves one behind.
-        self.client = aioredis.Redis.from_url(
-            url, socket_timeout=max(settings.timeout, 0.05), socket_connect_timeout=max(settings.timeout, 0.05),
-            retry=Retry(NoBackoff(), 0), health_check_interval=0,
-        )  # fmt: skip
-        self._check = self.client.register_script(_CHECK)
-        self._charge = self.client.register_script(_CHARGE)
+        self.client = RespClient(url)
         self.breaker = Breaker(settings.breaker_failures, settings.breaker_cooldown)
         self.on_failure = on_failure
         self.prefix = settings.key_prefix
@@ -223,6 +218,8 @@ class RedisStore:
         self._flushing: asyncio.Task[None] | None = None
 
     def _failed(self, op: str, exc: BaseException) -> None:
+        if isinstance(exc, TimeoutError):
+            self.client.reset()  # what the connection still owes is not worth waiting for
         self.breaker.failure()
         reason = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
         self.on_failure(op, reason)
@@ -237,7 +234,7 @@ class RedisStore:
         args = [nreq, *(c.limit for c in counters), *(c.ttl for c in counters)]
         try:
             async with asyncio.timeout(self.timeout):
-                got = await self._check(keys=[c.name for c in counters], args=args)
+                got = await self.client.evalsha(_CHECK_SHA, _CHECK, [c.name for c in counters], args)
         except Exception as exc:  # timeouts, connection refused, script errors: the store did not answer
             self._failed("check", exc)
             return False
@@ -294,7 +291,7 @@ class RedisStore:
                 args += [f, n]
         try:
             async with asyncio.timeout(max(self.timeout * 10, 0.2)):  # off the request path: more time
-                await self._charge(keys=keys, args=args)
+                await self.client.evalsha(_CHARGE_SHA, _CHARGE, keys, args)
         except Exception as exc:
             self._failed("charge", exc)
             self._restore(counters, hashes)
@@ -324,19 +321,24 @@ class RedisStore:
             if key is not None:
                 names = [f"{self.prefix}u|{key}|{day}" for day in days]
             else:
-                names = [_text(raw) async for raw in self.client.scan_iter(match=f"{self.prefix}u|*", count=1000)]
+                names, cursor = [], b"0"
+                while True:
+                    cursor, found = await self.client.call("SCAN", cursor, "MATCH", f"{self.prefix}u|*", "COUNT", 1000)
+                    names += [_text(n) for n in found]
+                    if cursor in (b"0", 0):
+                        break
             for name in names:
                 _, who, day = name[len(self.prefix) :].split("|", 2)
                 if day not in wanted:
                     continue
-                fields = await self.client.hgetall(name)
-                if fields:
-                    out.setdefault(day, {})[who] = {_text(f): int(v) for f, v in fields.items()}
+                flat = await self.client.call("HGETALL", name)
+                if flat:
+                    out.setdefault(day, {})[who] = {_text(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
         return out
 
     async def close(self) -> None:
         await self.flush()
-        await self.client.aclose()
+        await self.client.close()
 
 
 def _text(raw: bytes | str) -> str:

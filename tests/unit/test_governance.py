@@ -321,8 +321,57 @@ def test_redis_frozen_check_returns_within_the_timeout(redis: RedisServer) -> No
             took = time.monotonic() - t0
         finally:
             redis.thaw()
-        await store.client.aclose()
+        await store.client.close()
         return answered, took, seen
 
     answered, took, seen = asyncio.run(run())
     assert not answered and took < 0.05 + 0.1 and seen == [("check", "timeout")]
+
+
+# ------------------------------------------------------------------------------------------------------------ resp
+def test_resp_replies_parsed_from_redis_bytes() -> None:
+    from extproc.transport.resp import RespError, encode, parse
+
+    wire = b"*4\r\n:-1\r\n:12\r\n$3\r\nabc\r\n$-1\r\n+OK\r\n-NOSCRIPT No matching script\r\n*0\r\n"
+    value, i = parse(wire, 0)
+    assert value == [-1, 12, b"abc", None]
+    value, i = parse(wire, i)
+    assert value == "OK"
+    value, i = parse(wire, i)
+    assert isinstance(value, RespError) and str(value).startswith("NOSCRIPT")
+    assert parse(wire, i) == ([], len(wire))
+    assert parse(b"*2\r\n:1\r\n", 0)[1] == 0  # incomplete: nothing consumed
+    assert parse(b"$5\r\nab", 0)[1] == 0
+    assert encode(("EVALSHA", "ab", 1, "k")) == b"*4\r\n$7\r\nEVALSHA\r\n$2\r\nab\r\n$1\r\n1\r\n$1\r\nk\r\n"
+
+
+@needs_redis
+def test_resp_client_password_db_pipelining_and_a_caller_that_gave_up() -> None:
+    from extproc.transport.resp import RespClient, RespError
+
+    server = RedisServer()
+    server.extra = ["--requirepass", "s3cr:et"]
+    server.start()
+
+    async def run() -> None:
+        with pytest.raises(RespError, match="NOAUTH"):
+            await RespClient(server.url).call("GET", "x")
+        client = RespClient(f"redis://:s3cr%3Aet@127.0.0.1:{server.port}/3")
+        await client.call("SET", "k", "v")
+        # 200 calls in flight on one connection, each gets its own reply
+        got = await asyncio.gather(*(client.call("INCR", "n") for _ in range(200)))
+        assert sorted(got) == list(range(1, 201))
+        # a caller that gives up does not shift the replies of the next ones
+        slow = asyncio.ensure_future(client.call("DEBUG", "SLEEP", "0.2"))
+        await asyncio.sleep(0)
+        slow.cancel()
+        assert await client.call("GET", "k") == b"v"
+        await client.close()
+        other = RespClient(f"redis://default:s3cr%3Aet@127.0.0.1:{server.port}/0")  # user and password
+        assert await other.call("GET", "k") is None  # db 0, not 3
+        await other.close()
+
+    try:
+        asyncio.run(run())
+    finally:
+        server.stop()
