@@ -6,7 +6,8 @@ callbacks), which cut cross-format throughput by a third. This client writes eac
 and matches replies to callers in order (pipelining: many callers, one socket, no pool): ~20 us a call.
 
 Supported: ``redis://`` and ``rediss://`` (TLS, the system's CAs; ``?ssl_cert_reqs=none`` skips verification)
-URLs with an optional ``user:password@`` (URL-quoted) and ``/db``; replies of RESP2 (simple strings, errors,
+URLs with an optional ``user:password@`` (URL-quoted) and ``/db``, and ``unix:///path/redis.sock?db=N&password=P``
+(a socket shared with the Redis container, as docker-compose.yml does); replies of RESP2 (simple strings, errors,
 integers, bulk strings, arrays). A caller that gives up (its timeout) leaves its reply to be read and dropped, and
 ``reset`` closes the connection so the next call opens a fresh one.
 """
@@ -124,20 +125,24 @@ class RespClient:
 
     def __init__(self, url: str) -> None:
         u = urlsplit(url)
-        if u.scheme not in ("redis", "rediss"):
-            raise ValueError("a Redis URL starts with redis:// or rediss://")
+        if u.scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("a Redis URL starts with redis://, rediss:// or unix://")
+        query = parse_qs(u.query)
+        self.path = u.path if u.scheme == "unix" else None
         self.host = u.hostname or "127.0.0.1"
         self.port = u.port or 6379
         self.username = unquote(u.username) if u.username else None
         self.password = unquote(u.password) if u.password else None
         if self.username and self.password is None:  # redis://:password@ and redis://password@ both seen in the wild
             self.password, self.username = self.username, None
+        if "password" in query:
+            self.password = query["password"][-1]
         path = u.path.strip("/")
-        self.db = int(path) if path else 0
+        self.db = int(query.get("db", ["0"])[-1]) if self.path else (int(path) if path else 0)
         self.ssl: ssl.SSLContext | None = None
         if u.scheme == "rediss":
             self.ssl = ssl.create_default_context()
-            if parse_qs(u.query).get("ssl_cert_reqs", [""])[-1].lower() == "none":
+            if query.get("ssl_cert_reqs", [""])[-1].lower() == "none":
                 self.ssl.check_hostname = False
                 self.ssl.verify_mode = ssl.CERT_NONE
         self._conn: _Connection | None = None
@@ -145,9 +150,12 @@ class RespClient:
 
     async def _open(self) -> _Connection:
         loop = asyncio.get_running_loop()
-        _, conn = await loop.create_connection(
-            _Connection, self.host, self.port, ssl=self.ssl, server_hostname=self.host if self.ssl else None
-        )
+        if self.path is not None:
+            _, conn = await loop.create_unix_connection(_Connection, self.path)
+        else:
+            _, conn = await loop.create_connection(
+                _Connection, self.host, self.port, ssl=self.ssl, server_hostname=self.host if self.ssl else None
+            )
         try:
             if self.password is not None:
                 auth = ("AUTH", self.username, self.password) if self.username else ("AUTH", self.password)

@@ -7,6 +7,7 @@ import asyncio
 import datetime as dt
 import hashlib
 import time
+from pathlib import Path
 
 import pytest
 
@@ -375,3 +376,55 @@ def test_resp_client_password_db_pipelining_and_a_caller_that_gave_up() -> None:
         asyncio.run(run())
     finally:
         server.stop()
+
+
+@needs_redis
+def test_resp_client_over_a_unix_socket() -> None:
+    from extproc.transport.resp import RespClient
+
+    server = RedisServer()
+    sock = server.dir / "redis.sock"
+    server.extra = ["--unixsocket", str(sock), "--requirepass", "pw"]
+    server.start()
+
+    async def run() -> None:
+        client = RespClient(f"unix://{sock}?db=2&password=pw")
+        await client.call("SET", "k", "on-the-socket")
+        await client.close()
+        tcp = RespClient(f"redis://:pw@127.0.0.1:{server.port}/2")
+        assert await tcp.call("GET", "k") == b"on-the-socket"
+        await tcp.close()
+
+    try:
+        asyncio.run(run())
+    finally:
+        server.stop()
+
+
+# ------------------------------------------------------------------------------------------------------------ deploy
+def test_compose_redis_service_and_the_services_url_meet_on_one_socket() -> None:
+    from tests.unit.test_deploy import compose
+
+    services = compose()["services"]
+    redis, extproc = services["redis"], services["extproc"]
+    cmd = redis["command"]
+    sock = cmd[cmd.index("--unixsocket") + 1]
+    assert cmd[cmd.index("--port") + 1] == "0"  # no TCP listener at all
+    assert redis["network_mode"] == extproc["network_mode"] == "none"
+    assert extproc["environment"]["AI_GATEWAY_REDIS_URL"] == f"${{AI_GATEWAY_REDIS_URL:-unix://{sock}}}"
+    volume = next(v.split(":")[0] for v in redis["volumes"] if v.split(":")[1] == str(Path(sock).parent))
+    assert f"{volume}:{Path(sock).parent}" in extproc["volumes"]
+    assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "-s", sock, "ping"]
+    assert redis["profiles"] == ["governance"]  # only with --profile governance
+
+
+def test_k8s_redis_secret_example_is_what_the_deployment_reads() -> None:
+    from tests.unit.test_deploy import DEPLOY, k8s_docs, k8s_validate, load_docs
+
+    (secret,) = load_docs(DEPLOY / "k8s" / "redis-secret.example.yaml")
+    k8s_validate(secret)
+    (deploy,) = [d for d in k8s_docs() if d["kind"] == "Deployment"]
+    (extproc,) = [c for c in deploy["spec"]["template"]["spec"]["initContainers"] if c["name"] == "extproc"]
+    ref = extproc["env"][0]["valueFrom"]["secretKeyRef"]
+    assert (ref["name"], ref["key"]) == (secret["metadata"]["name"], "url") and ref["optional"] is True
+    assert secret["stringData"]["url"].startswith("rediss://")
