@@ -428,3 +428,67 @@ def test_k8s_redis_secret_example_is_what_the_deployment_reads() -> None:
     ref = extproc["env"][0]["valueFrom"]["secretKeyRef"]
     assert (ref["name"], ref["key"]) == (secret["metadata"]["name"], "url") and ref["optional"] is True
     assert secret["stringData"]["url"].startswith("rediss://")
+
+
+# ------------------------------------------------------------------------------------------------------------ request path
+class _CountingStore(MemoryStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.checks = 0
+        self.charged: list[str] = []
+
+    def check(self, plan: g.Plan) -> bool:
+        self.checks += 1
+        return super().check(plan)
+
+    def charge(self, charges, key, day, fields, retention_days):  # type: ignore[no-untyped-def]
+        self.charged.append(key)
+        super().charge(charges, key, day, fields, retention_days)
+
+
+def _exchange(proc: object, model: str = "gpt-test") -> object:
+    """Request headers and body of one OpenAI request through the servicer; the body's answer."""
+    import orjson
+    from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+
+    from extproc.transport.servicer import ProcessCall
+
+    call = ProcessCall(proc)  # type: ignore[arg-type]
+    msg = pb.ProcessingRequest()
+    for k, v in ((":method", "POST"), (":path", "/openai/v1/chat/completions"), ("content-length", "50")):
+        msg.request_headers.headers.headers.add(key=k, raw_value=v.encode())
+    proc.handle(call, msg)  # type: ignore[attr-defined]
+    body = pb.ProcessingRequest()
+    body.request_body.body = orjson.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}]})
+    body.request_body.end_of_stream = True
+    answer = proc.handle(call, body)  # type: ignore[attr-defined]
+    call.end()
+    return answer
+
+
+def test_no_limits_no_store_call_on_the_request_path() -> None:
+    from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+
+    from extproc.core.exchange import Gateway
+    from extproc.transport.governor import Governor
+    from extproc.transport.servicer import ExtProc
+
+    base = {"version": "1", "models": [{"name": "gpt-test", "provider": "openai"}]}
+    # no governance section: the worker makes no governor at all (server.serve), nothing is planned
+    assert not build_config(base, "f", {}).governance.enabled
+    # prices only: spend is recorded when an answer ends, but no request waits for a check
+    cfg = build_config({**base, "governance": {"prices": {"gpt-test": {"input": 1, "output": 1}}}}, "f", {})
+    gov = Governor(cfg.governance, {})
+    store = gov.store = _CountingStore()
+    proc = ExtProc(Gateway(cfg), governor=gov)
+    assert isinstance(_exchange(proc), pb.ProcessingResponse)
+    assert store.checks == 0 and store.charged == ["anonymous"]
+    # a limit that applies: checked (synchronously in the in-process store) before forwarding
+    cfg = build_config({**base, "governance": {"limits": [{"requests_per_minute": 1}]}}, "f", {})
+    gov = Governor(cfg.governance, {})
+    store = gov.store = _CountingStore()
+    proc = ExtProc(Gateway(cfg), governor=gov)
+    assert isinstance(_exchange(proc), pb.ProcessingResponse) and store.checks == 1
+    refused = _exchange(proc)
+    assert isinstance(refused, pb.ProcessingResponse) and refused.immediate_response.status.code == 429
+    assert store.checks == 2 and store.charged == ["anonymous"]  # the refused request is not charged
