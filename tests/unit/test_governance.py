@@ -430,7 +430,7 @@ def test_k8s_redis_secret_example_is_what_the_deployment_reads() -> None:
     assert secret["stringData"]["url"].startswith("rediss://")
 
 
-# ------------------------------------------------------------------------------------------------------------ request path
+# ---------------------------------------------------------------------------------------------------- request path
 class _CountingStore(MemoryStore):
     def __init__(self) -> None:
         super().__init__()
