@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import fnmatch
+import functools
 import hashlib
 import hmac
 import math
@@ -43,6 +44,7 @@ _TOKEN_FIELDS = {
     "total_tokens_per_day": (TOTAL, "day"),
 }
 PERIODS = ("minute", "day", "week", "month")
+_PERIOD_SECONDS = {"minute": 60, "day": 86400, "week": 7 * 86400, "month": 31 * 86400}
 _RULE_FIELDS = ("key", "model", "requests_per_minute", *_TOKEN_FIELDS, "budget")
 _PRICE_FIELDS = ("input", "output", "cached_input", "reasoning")
 ALL = "*"  # a selector counting each key (or model) separately
@@ -171,8 +173,16 @@ def _epoch(day: _dt.date) -> float:
     return _dt.datetime(day.year, day.month, day.day, tzinfo=_dt.UTC).timestamp()
 
 
+_DAY: list[Any] = [0.0, 0.0, ""]  # start, end, id of the last day asked for
+
+
 def day_id(now: float) -> str:
-    return f"{_dt.datetime.fromtimestamp(now, _dt.UTC).date():%Y-%m-%d}"
+    """The UTC day of ``now`` (``GET /usage``'s granularity), remembered until it ends."""
+    if not _DAY[0] <= now < _DAY[1]:
+        day = _dt.datetime.fromtimestamp(now, _dt.UTC).date()
+        start = _epoch(day)
+        _DAY[:] = [start, start + 86400.0, f"{day:%Y-%m-%d}"]
+    return str(_DAY[2])
 
 
 # ---------------------------------------------------------------------------------------------------------- plans
@@ -197,6 +207,7 @@ class Plan:
     # Filled in when checked: values after the check, the counter that refused (or -1), whether the store answered
     values: list[int] = field(default_factory=list)
     refused: int = -1
+    memo: dict[str, Any] = field(default_factory=dict)  # shared by the plans of one key, model and window (stores)
 
 
 def plan(settings: Settings, key: str, model: str, now: float, prefix: str = "") -> Plan | None:
@@ -213,7 +224,7 @@ def plan(settings: Settings, key: str, model: str, now: float, prefix: str = "")
             if found is not None:  # the same counter named twice: counted once, the lower limit holds
                 found.limit = min(found.limit, limit)
                 continue
-            ttl = int(reset - now) + 60
+            ttl = _PERIOD_SECONDS[period] + 60  # fixed: the name changes with the window anyway
             counters[name] = Counter(name, kind, period, limit, ttl, reset, rule.own)
     if not counters:
         return None
@@ -310,6 +321,7 @@ def _reset_text(seconds: float) -> str:
     return f"{s}s" if s < 60 else f"{s // 60}m{s % 60}s"
 
 
+@functools.lru_cache(maxsize=256)  # window ends: the same few for every answer
 def _rfc3339(epoch: float) -> str:
     return _dt.datetime.fromtimestamp(math.ceil(epoch), _dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 

@@ -26,13 +26,15 @@ from typing import Any
 from extproc.core import governance as g
 from extproc.core.access import ANONYMOUS
 from extproc.core.record import Record
-from extproc.transport.resp import RespClient
+from extproc.transport.resp import RespClient, encode
 
 log = logging.getLogger("extproc")
 
 FLUSH_EVERY = 0.02  # seconds between charge batches sent to Redis
 MAX_PENDING = 10_000  # counters held while Redis is away; past this, new charges are dropped (and counted)
-LOG_EVERY = 10.0  # at most one warning line per this many seconds about the store
+LOG_EVERY = 10.0
+MAX_PLANS = 10_000  # plans (and prices) remembered per worker, by key and model
+_UNSET: Any = object()  # at most one warning line per this many seconds about the store
 
 
 # ------------------------------------------------------------------------------------------------------- stores
@@ -229,12 +231,16 @@ class RedisStore:
         if not self.breaker.allow():
             self.on_failure("check", "breaker_open")
             return False
-        counters = plan.counters
-        nreq = sum(1 for c in counters if c.kind == g.REQUESTS)
-        args = [nreq, *(c.limit for c in counters), *(c.ttl for c in counters)]
+        command = plan.memo.get("redis")
+        if command is None:  # the same bytes for every request of this key, model and window
+            counters = plan.counters
+            nreq = sum(1 for c in counters if c.kind == g.REQUESTS)
+            args = [nreq, *(c.limit for c in counters), *(c.ttl for c in counters)]
+            command = plan.memo["redis"] = encode(("EVALSHA", _CHECK_SHA, len(counters), *(c.name for c in counters),
+                                                   *args))  # fmt: skip
         try:
             async with asyncio.timeout(self.timeout):
-                got = await self.client.evalsha(_CHECK_SHA, _CHECK, [c.name for c in counters], args)
+                got = await self.client.script(command, _CHECK)
         except Exception as exc:  # timeouts, connection refused, script errors: the store did not answer
             self._failed("check", exc)
             return False
@@ -355,6 +361,8 @@ class Governor:
         self._last_warning = -LOG_EVERY
         self._suppressed = 0
         self._closing: asyncio.Future[None] | None = None
+        self._plans: dict[tuple[str, str], tuple[float, float, g.Plan | None]] = {}
+        self._prices: dict[str, g.Price | None] = {}
         self.store: MemoryStore | RedisStore = self._open(settings, env)
 
     def _open(self, settings: g.Settings, env: dict[str, str]) -> MemoryStore | RedisStore:
@@ -368,6 +376,7 @@ class Governor:
         """A reloaded config: the same store unless where it lives changed (counters in the old one are left)."""
         old = self.settings
         self.settings = settings
+        self._plans, self._prices = {}, {}
         if (settings.store, settings.redis) != (old.store, old.redis) or (
             settings.store == g.REDIS and env.get(settings.redis.url_env) != env.get(old.redis.url_env)
         ):
@@ -376,11 +385,25 @@ class Governor:
 
     # -------------------------------------------------------------------------------------------- request path
     def plan(self, key: str | None, model: str) -> g.Plan | None:
+        """The plan of a request; the same key and model share one (counters and the store's memo) until the first
+        of its windows ends."""
         s = self.settings
         if not s.rules:
             return None
-        prefix = s.redis.key_prefix if s.store == g.REDIS else ""
-        return g.plan(s, key or ANONYMOUS, model, time.time(), prefix)
+        now = time.time()
+        name = key or ANONYMOUS
+        hit = self._plans.get((name, model))
+        if hit is None or not hit[0] <= now < hit[1]:
+            prefix = s.redis.key_prefix if s.store == g.REDIS else ""
+            fresh = g.plan(s, name, model, now, prefix)
+            if len(self._plans) >= MAX_PLANS:
+                self._plans.clear()
+            until = min(c.reset for c in fresh.counters) if fresh is not None else now + 60
+            hit = self._plans[(name, model)] = (now - now % 60, until, fresh)
+        template = hit[2]
+        if template is None:
+            return None
+        return g.Plan(template.counters, template.key, template.model, memo=template.memo)
 
     def check(self, plan: g.Plan) -> bool | Awaitable[bool]:
         """True/False now (in-process store), or an awaitable of it (Redis): False when the store did not answer."""
@@ -407,7 +430,12 @@ class Governor:
         s = self.settings
         name = key or ANONYMOUS
         rec.key = name
-        price = s.price(rec.model)
+        price = self._prices.get(rec.model, _UNSET)
+        if price is _UNSET:
+            if len(self._prices) >= MAX_PLANS:
+                self._prices.clear()
+            price = self._prices[rec.model] = s.price(rec.model)
+        assert price is None or isinstance(price, g.Price)
         cost = price.micro_usd(rec.usage) if price is not None and rec.usage is not None else 0
         rec.cost = cost / g.MICRO if price is not None else None
         charges = g.charges(plan, rec.usage, cost) if plan is not None and plan.refused < 0 else []

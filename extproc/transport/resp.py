@@ -76,6 +76,7 @@ class _Connection(asyncio.Protocol):
         self.waiters: deque[asyncio.Future[Any]] = deque()
         self.buf = bytearray()
         self.closed = False
+        self.outbox: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -113,11 +114,19 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()
 
     def call(self, data: bytes) -> asyncio.Future[Any]:
-        fut = asyncio.get_running_loop().create_future()
-        assert self.transport is not None
-        self.transport.write(data)
+        """Send a command (written with the others of this loop iteration: one system call) and its reply's future."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        if not self.outbox:
+            loop.call_soon(self._write)
+        self.outbox.append(data)
         self.waiters.append(fut)
         return fut
+
+    def _write(self) -> None:
+        out, self.outbox = self.outbox, []
+        if self.transport is not None and not self.closed:
+            self.transport.write(b"".join(out) if len(out) > 1 else out[0])
 
 
 class RespClient:
@@ -182,6 +191,23 @@ class RespClient:
         if conn is None or conn.closed:
             conn = await self._connection()
         return _check(await conn.call(encode(args)))
+
+    async def raw(self, data: bytes) -> Any:
+        """A command already encoded (``encode``)."""
+        conn = self._conn
+        if conn is None or conn.closed:
+            conn = await self._connection()
+        return _check(await conn.call(data))
+
+    async def script(self, evalsha: bytes, script: str | bytes) -> Any:
+        """An encoded ``EVALSHA``; the script is loaded (``SCRIPT LOAD``) once when Redis does not know it yet."""
+        try:
+            return await self.raw(evalsha)
+        except RespError as err:
+            if not str(err).startswith("NOSCRIPT"):
+                raise
+            await self.call("SCRIPT", "LOAD", script)
+            return await self.raw(evalsha)
 
     async def evalsha(self, sha: str, script: str | bytes, keys: list[str], args: list[Any]) -> Any:
         try:
