@@ -1,9 +1,11 @@
 """Envoy bootstraps for the benchmark: the zero-delay provider and the bare Envoy (the floor).
 
 * provider: ``direct_response`` answers for the three JSON APIs (OpenAI ``chat.completion`` at /v1/chat/completions,
-  Anthropic ``message`` at /v1/messages, Gemini ``generateContent`` at /v1beta/models/...:generateContent), behind a
+  Anthropic ``message`` at /v1/messages, Gemini ``generateContent`` at /v1beta/models/...:generateContent; a 503 for
+  everything under /fail/, the provider that is down in the fallback scenarios), behind a
   buffer filter so every request body is read before the answer (like a real provider; without it Envoy answers
   before the body arrived and closes connections early).
+  The clouds' paths too: Azure OpenAI deployments, Bedrock Converse, Gemini on Vertex, and a Google token endpoint.
 * bare: a plain router, no ext_proc, no access log: ``/sse/...`` goes to the SSE server (prefix stripped), everything
   else to the provider. Same worker threads as the gateway's Envoy (its default: one per core).
 """
@@ -62,6 +64,17 @@ GEMINI_RESPONSE = {
 }
 
 
+BEDROCK_CONVERSE_RESPONSE = {
+    "output": {"message": {"role": "assistant", "content": [{"text": "Hello from the zero-delay provider."}]}},
+    "stopReason": "end_turn",
+    "usage": {"inputTokens": 11, "outputTokens": 7, "totalTokens": 18},
+    "metrics": {"latencyMs": 1},
+}
+GOOGLE_TOKEN_RESPONSE = {"access_token": "ya29.bench-token", "expires_in": 3600, "token_type": "Bearer"}
+
+FAIL_RESPONSE = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+
+
 def _addr(port: int) -> dict[str, Any]:
     return {"socket_address": {"address": "127.0.0.1", "port_value": port}}
 
@@ -105,6 +118,9 @@ def _bootstrap(port: int, admin: int, routes: list[dict], filters: list[dict], c
     }
 
 
+_VERTEX_GEMINI = r"/v1/projects/[^/]+/locations/[^/]+/publishers/google/models/[^/:]+:generateContent"
+
+
 def _direct(match: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
     return {
         "match": match,
@@ -118,6 +134,18 @@ def provider(port: int, admin: int) -> dict[str, Any]:
         _direct({"path": "/v1/chat/completions"}, OPENAI_RESPONSE),
         _direct({"path": "/v1/messages"}, ANTHROPIC_RESPONSE),
         _direct({"safe_regex": {"regex": r"/v1beta/models/[^/:]+:generateContent"}}, GEMINI_RESPONSE),
+        # The clouds (scenarios gw-oa2az/br/vx): Azure's deployment path, Bedrock's Converse, Gemini on Vertex, and
+        # Google's token endpoint for the launcher's token refresher (asked once an hour, off the request path).
+        _direct({"safe_regex": {"regex": r"/openai/deployments/[^/]+/chat/completions"}}, OPENAI_RESPONSE),
+        _direct({"safe_regex": {"regex": r"/model/[^/]+/converse"}}, BEDROCK_CONVERSE_RESPONSE),
+        _direct({"safe_regex": {"regex": _VERTEX_GEMINI}}, GEMINI_RESPONSE),
+        _direct({"path": "/token"}, GOOGLE_TOKEN_RESPONSE),
+        # A provider that is down: every request under /fail/ gets an Anthropic overloaded 503 (fallback scenarios).
+        {
+            "match": {"prefix": "/fail/"},
+            "direct_response": {"status": 503, "body": {"inline_string": json.dumps(FAIL_RESPONSE)}},
+            "response_headers_to_add": _JSON_HEADER,
+        },
         {"match": {"prefix": "/"}, "direct_response": {"status": 404, "body": {"inline_string": "no such path"}}},
     ]
     buffer = {

@@ -47,6 +47,13 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 MASTER_KEY = "sk-bench-master-key"
 STREAM_EVENTS = 20
 KEYS = {"OPENAI_API_KEY": "sk-bench-openai", "ANTHROPIC_API_KEY": "sk-ant-bench", "GEMINI_API_KEY": "AIza-bench"}
+# The clouds' credentials (fake; the provider Envoy checks none): Azure's key, and the AWS chain Envoy signs with.
+CLOUD_ENV = {
+    "AZURE_OPENAI_API_KEY": "azure-bench-key",
+    "AWS_ACCESS_KEY_ID": "AKIDBENCH",
+    "AWS_SECRET_ACCESS_KEY": "bench-secret",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
 
 sys.path.insert(0, str(ROOT))
 
@@ -477,6 +484,24 @@ def smoke(sc: Scenario) -> None:
 
 
 # ------------------------------------------------------------------------------------------------------- start-up
+def throwaway_service_account(token_uri: str) -> dict[str, str]:
+    """A Google service account with a fresh RSA key: the refresher signs its JWT and asks ``token_uri``."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return {
+        "type": "service_account",
+        "project_id": "bench-project",
+        "private_key_id": "bench",
+        "private_key": pem.decode(),
+        "client_email": "bench@bench-project.iam.gserviceaccount.com",
+        "client_id": "1",
+        "token_uri": token_uri,
+    }
+
+
 def start_stack(args: argparse.Namespace, procs: Procs, envoy_bin: str, tmp: Path) -> Stack:
     stack = Stack(*(free_port() for _ in range(7)))
     prov = tmp / "provider.yaml"
@@ -496,8 +521,26 @@ def start_stack(args: argparse.Namespace, procs: Procs, envoy_bin: str, tmp: Pat
     provider_url = f"http://127.0.0.1:{stack.provider_port}"
     cfg = tmp / "bench-config.yaml"
     cfg.write_text(Template((BENCH / "bench-config.yaml").read_text()).substitute(SSE_PORT=stack.sse_port))
+    # The gateway under test also gets the fallback models (a --baseline-root checkout may not know them).
+    fb_cfg = tmp / "bench-config-fallback.yaml"
+    base = yaml.safe_load(cfg.read_text())
+    extra = yaml.safe_load(
+        Template((BENCH / "bench-fallback.yaml").read_text()).substitute(PROVIDER_PORT=stack.provider_port)
+    )
+    sa_file = tmp / "bench-service-account.json"
+    sa_file.write_text(json.dumps(throwaway_service_account(f"http://127.0.0.1:{stack.provider_port}/token")))
+    clouds = yaml.safe_load(
+        Template((BENCH / "bench-clouds.yaml").read_text()).substitute(
+            PROVIDER_PORT=stack.provider_port, SA_FILE=sa_file
+        )
+    )
+    base["providers"] = [*(base.get("providers") or []), *extra["providers"], *clouds["providers"]]
+    base["models"] = [*base["models"], *extra["models"], *clouds["models"]]
+    base["fallback"] = extra["fallback"]
+    fb_cfg.write_text(yaml.safe_dump(base, sort_keys=False))
     env = {k: v for k, v in os.environ.items() if not k.endswith(("_API_KEY", "_BASE_URL"))}
     env.update(KEYS)
+    env.update(CLOUD_ENV)
     env.update(
         OPENAI_BASE_URL=f"{provider_url}/v1",
         ANTHROPIC_BASE_URL=provider_url,
@@ -516,7 +559,9 @@ def start_stack(args: argparse.Namespace, procs: Procs, envoy_bin: str, tmp: Pat
             cmd += ["--extproc-listen", extproc_listen]
         return procs.start(name, cmd, {**env, **(more_env or {})}, cwd=Path(root).resolve())
 
-    stack.gw_proc = gateway("gateway", args.gateway_root, stack.gw_port, stack.gw_admin, args.extproc_listen)
+    stack.gw_proc = gateway(
+        "gateway", args.gateway_root, stack.gw_port, stack.gw_admin, args.extproc_listen, config=fb_cfg
+    )
     if args.baseline_root:
         stack.base_port, stack.base_admin = free_port(), free_port()
         base_listen = None
@@ -530,7 +575,7 @@ def start_stack(args: argparse.Namespace, procs: Procs, envoy_bin: str, tmp: Pat
                                                  str(redis_port), "--bind", "127.0.0.1", "--save", "",
                                                  "--appendonly", "no", "--dir", str(tmp)])  # fmt: skip
         gcfg = tmp / "bench-config-governed.yaml"
-        gcfg.write_text(cfg.read_text() + GOVERNED)
+        gcfg.write_text(fb_cfg.read_text() + GOVERNED)  # the same config as the plain gateway, plus governance
         stack.gov_port, stack.gov_admin = free_port(), free_port()
         gov_listen = None
         if args.extproc_listen:
@@ -614,6 +659,16 @@ def scenarios(stack: Stack, with_litellm: bool) -> list[Scenario]:
                      "/openai/v1/chat/completions", "openai-claude.json", c),
             Scenario(f"gw-an2ge-c{c}", "gateway", "Anthropic -> Gemini (translated)", g, "/anthropic/v1/messages",
                      "anthropic-gemini.json", c, extra_header="anthropic-version: 2023-06-01"),
+            Scenario(f"gw-fb-c{c}", "gateway", "OpenAI -> fallback model, Anthropic answers (1 attempt)", g,
+                     "/openai/v1/chat/completions", "openai-fb.json", c),
+            Scenario(f"gw-fbretry-c{c}", "gateway", "OpenAI -> fallback model, 503 then Anthropic (2 attempts)", g,
+                     "/openai/v1/chat/completions", "openai-fb-retry.json", c),
+            Scenario(f"gw-oa2az-c{c}", "gateway", "OpenAI -> Azure OpenAI deployment (api-key by Envoy)", g,
+                     "/openai/v1/chat/completions", "openai-az.json", c),
+            Scenario(f"gw-oa2br-c{c}", "gateway", "OpenAI -> Bedrock Converse (translated, SigV4 by Envoy)", g,
+                     "/openai/v1/chat/completions", "openai-br.json", c),
+            Scenario(f"gw-oa2vx-c{c}", "gateway", "OpenAI -> Gemini on Vertex (translated, OAuth token)", g,
+                     "/openai/v1/chat/completions", "openai-vx.json", c),
             Scenario(f"gw-rs2an-c{c}", "gateway", "Responses -> Anthropic (translated, store: false)", g,
                      "/openai/v1/responses", "responses-claude.json", c),
             Scenario(f"gw-rs2an-store-c{c}", "gateway", "Responses -> Anthropic (translated, kept in the store)", g,
@@ -798,6 +853,27 @@ def ratios_and_targets(res: dict[str, Any]) -> tuple[dict[str, Any], list[dict[s
             tt["gateway"]["first_event"]["p50_ms"] - tt["floor"]["first_event"]["p50_ms"], 3
         )
     r["stream_vs_floor_rps_c64"] = round(s["gw-stream-c64"]["rps"] / s["floor-stream-c64"]["rps"], 3)
+    # Fallback models against the same request to a single-target model (OpenAI -> Anthropic), same gateway, same run.
+    for n in ("fb", "fbretry"):
+        for c in (1, 32):
+            cur, single = s[f"gw-{n}-c{c}"], s[f"gw-oa2an-c{c}"]
+            r[f"{n}_vs_single_rps_c{c}"] = round(cur["rps"] / single["rps"], 3)
+            r[f"{n}_vs_single_service_cpu_c{c}"] = round(
+                cur["cpu_us_per_req"]["service"] / single["cpu_us_per_req"]["service"], 3
+            )
+            r[f"{n}_minus_single_envoy_us_c{c}"] = round(
+                cur["cpu_us_per_req"]["envoy"] - single["cpu_us_per_req"]["envoy"], 1
+            )
+    for c in (1, 32):  # the clouds against the nearest non-cloud request, same gateway, same run
+        for cloud, near in (("oa2az", "pass"), ("oa2br", "oa2an"), ("oa2vx", "oa2an")):
+            cur, ref = s[f"gw-{cloud}-c{c}"], s[f"gw-{near}-c{c}"]
+            r[f"{cloud}_vs_{near}_rps_c{c}"] = round(cur["rps"] / ref["rps"], 3)
+            r[f"{cloud}_minus_{near}_service_us_c{c}"] = round(
+                cur["cpu_us_per_req"]["service"] - ref["cpu_us_per_req"]["service"], 1
+            )
+            r[f"{cloud}_minus_{near}_envoy_us_c{c}"] = round(
+                cur["cpu_us_per_req"]["envoy"] - ref["cpu_us_per_req"]["envoy"], 1
+            )
     for c in (1, 32):  # the Responses API against Chat Completions, both translated to Anthropic, in the same run
         r[f"responses_vs_chat_rps_c{c}"] = round(s[f"gw-rs2an-c{c}"]["rps"] / s[f"gw-oa2an-c{c}"]["rps"], 3)
         r[f"responses_store_vs_chat_rps_c{c}"] = round(s[f"gw-rs2an-store-c{c}"]["rps"] / s[f"gw-oa2an-c{c}"]["rps"], 3)
@@ -835,6 +911,13 @@ def ratios_and_targets(res: dict[str, Any]) -> tuple[dict[str, Any], list[dict[s
         h = r["stream_added_ttfb_head_p50_ms"]
         target("streaming added TTFB, unloaded (p50)", "<= 2 ms", f"{a:.3f} ms (head: {h:.3f} ms)", a <= 2.0,
                "first SSE event; head = response headers")  # fmt: skip
+    fb = max(r["fb_vs_single_service_cpu_c32"], r["fb_vs_single_service_cpu_c1"])
+    target("fallback model, first attempt answers: service CPU vs single-target", "<= 1.5x", f"{fb:.2f}x",
+           fb <= 1.5, "OpenAI -> Anthropic, fallback model vs plain model; worse of c=1 and c=32")  # fmt: skip
+    if "oa2an_vs_baseline_rps_c32" in r:
+        worst_b = min(r[f"{n}_vs_baseline_rps_c{c}"] for n in ("pass", "oa2an", "an2ge") for c in (1, 32))
+        target("single-target throughput vs --baseline-root (same run)", ">= 0.95", f"{worst_b:.3f}",
+               worst_b >= 0.95, "worst of pass-through and both cross pairs, c=1 and c=32")  # fmt: skip
     rs = min(r["responses_vs_chat_rps_c1"], r["responses_vs_chat_rps_c32"])
     kept = r["responses_store_vs_chat_rps_c32"]
     target("Responses -> Anthropic throughput vs OpenAI Chat -> Anthropic", ">= 90%", f"{rs:.1%}", rs >= 0.90,

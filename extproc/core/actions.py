@@ -14,6 +14,9 @@ class Forward:
     body: bytes | None = None  # None: unchanged; b"": clear it (hold a partial stream event)
     clear_route_cache: bool = False
     response_body_mode: str | None = None  # "NONE" | "STREAMED" (mode_override on response headers)
+    metadata: dict[str, str] | None = None  # dynamic metadata for Envoy now (fallback routes: the attempts' context)
+    replace: bool = False  # request headers answered with the whole new body (CONTINUE_AND_REPLACE)
+    request_body_mode: str | None = None  # "BUFFERED": send the request body after all (mode_override on headers)
 
 
 @dataclass(slots=True)

@@ -24,14 +24,14 @@ def model_infos(cfg: Config) -> list[ModelInfo]:
         provider = cfg.providers[m.provider]
         caps = m.capabilities
         if caps is None:  # the catalog switched off for it: what the config alone says
-            caps = models.catalog().lookup(provider.type, m.target_model)
+            caps = models.catalog().lookup(provider.family(m.target_model), m.target_model)
         out.append(
             ModelInfo(
                 name=m.name,
                 provider=m.provider,
                 target_model=m.target_model,
                 description=m.description,
-                can_count=registry.get(provider.format).COUNTS_TOKENS,
+                can_count=registry.provider(provider.format).COUNTS_TOKENS,
                 created=caps.released,
                 max_input_tokens=caps.context_window,
                 max_output_tokens=caps.max_output_tokens,

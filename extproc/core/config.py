@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -17,13 +18,15 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from extproc.core import access, governance, models
+from extproc.core import access, governance, models, targets
 from extproc.core.access import AccessPolicy
 from extproc.core.conversations import StoreSettings
 from extproc.core.governance import Settings as GovernanceSettings
+from extproc.core.targets import FallbackPolicy, Level, ModelTarget
 from extproc.translation import media as _fetch
 from extproc.translation.capabilities import Capabilities, describe
 from extproc.translation.formats import registry
+from extproc.translation.formats.contract import CredentialHeader
 from extproc.translation.media import FetchPolicy
 
 # Built-in providers: (key env, base URL env, default base URL). OpenAI's base includes /v1, as its SDK's does.
@@ -38,6 +41,18 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 PROVIDER_APIS = ("chat", "responses")
+# The clouds' provider types: what each ``api`` may be (the first is the default), and where its answers come from.
+CLOUD_APIS: dict[str, tuple[str, ...]] = {
+    "azure": ("chat", "responses"),
+    "vertex": ("gemini", "anthropic"),
+    "bedrock": ("converse", "anthropic"),
+}
+AZURE_API_VERSION = "2024-10-21"  # Azure OpenAI's GA data-plane version when a provider names none
+# Where a provider's credential comes from: a key Envoy injects (``api_key_env``; or none for keyless upstreams),
+# a short-lived token the gateway's refresher keeps in a file Envoy watches (``entra``, ``google``), or AWS SigV4
+# computed by Envoy itself from the standard AWS credential chain (``aws``).
+CREDENTIAL_SOURCES = ("key", "entra", "google", "aws")
+TOKEN_SOURCES = ("entra", "google")
 
 
 class ConfigError(Exception):
@@ -72,7 +87,16 @@ class Provider:
     # The environment variable holding its API key; None: the upstream needs no key (a local vLLM/Ollama). The
     # service never reads the key itself: Envoy injects it (``extproc.ops.credentials``).
     api_key_env: str | None
-    api: str = "chat"  # the OpenAI API an openai-type provider speaks: "chat" (Chat Completions) or "responses"
+    # The API it speaks: openai type "chat" (Chat Completions) or "responses"; azure the same; vertex "gemini" or
+    # "anthropic" (Claude on Vertex); bedrock "converse" or "anthropic" (Claude through InvokeModel).
+    api: str = "chat"
+    api_version: str | None = None  # azure: the api-version query, or "v1" for the /openai/v1/ surface
+    project: str | None = None  # vertex
+    location: str | None = None  # vertex
+    region: str | None = None  # bedrock (the SigV4 signing region too)
+    credentials: str = "key"  # one of CREDENTIAL_SOURCES
+    credentials_file: str | None = None  # google: a service-account or external-account JSON (else ADC)
+    aws_profile: str | None = None  # aws: a profile of the shared config/credentials files (else the default chain)
 
     @property
     def cluster(self) -> str:
@@ -80,19 +104,78 @@ class Provider:
 
     @property
     def format(self) -> str:
-        """The wire format it speaks (a registry name): its type's, or the Responses API for ``api: responses``."""
+        """The wire format it speaks (a registry name): its type's, the Responses API for ``api: responses``, or a
+        cloud's variant of a format."""
+        if self.type == "azure":
+            if self.api_version == "v1":  # the /openai/v1/ surface: OpenAI's own format on Azure's prefix
+                return "responses" if self.api == "responses" else "openai"
+            return "azure"
+        if self.type == "vertex":
+            return "vertex_anthropic" if self.api == "anthropic" else "vertex"
+        if self.type == "bedrock":
+            return "bedrock_anthropic" if self.api == "anthropic" else "bedrock"
         return "responses" if self.api == "responses" else self.type
+
+    def family(self, target: str = "") -> str:
+        """The capability catalog's section for a model it serves (``models.yaml``): the vendor whose model it is
+        (Bedrock's Converse serves many vendors: Claude's section for Claude, none of the catalog's for the rest)."""
+        if self.type == "azure":
+            return "openai"
+        if self.type == "vertex":
+            return "anthropic" if self.api == "anthropic" else "gemini"
+        if self.type == "bedrock":
+            return "anthropic" if self.api == "anthropic" or "anthropic." in target or "claude" in target else "bedrock"
+        return self.type
+
+    @property
+    def query(self) -> str:
+        """A query every upstream path carries (Azure's ``api-version``)."""
+        if self.type == "azure" and self.api_version and self.api_version != "v1":
+            return f"api-version={self.api_version}"
+        return ""
+
+    def path(self, relative: str) -> str:
+        """An upstream path: the base URL's prefix, ``relative`` (which may have its own query), this provider's
+        query."""
+        out = self.upstream.prefix + relative
+        if self.query:
+            out += ("&" if "?" in relative else "?") + self.query
+        return out
+
+    @property
+    def token_source(self) -> str | None:
+        """``entra`` or ``google`` when the gateway keeps a short-lived token for it, else None."""
+        return self.credentials if self.credentials in TOKEN_SOURCES else None
+
+    @property
+    def secret_file(self) -> str | None:
+        """The name of the file Envoy reads this provider's credential from: its key variable, or its token's file;
+        None when Envoy injects nothing from a file (keyless upstreams, AWS SigV4)."""
+        if self.api_key_env:
+            return self.api_key_env
+        if self.token_source is not None:
+            return f"token-{self.name}"
+        return None
 
 
 @dataclass(slots=True)
 class Model:
     name: str
-    provider: str
+    provider: str  # the primary target's provider (the only one unless ``levels`` has more)
     target_model: str
     description: str = ""
     # What the target accepts (the catalog's entry, with this model's ``capabilities`` override); None: the catalog
     # is switched off (``capabilities: {enabled: false}``, for the gateway or this model), requests go as translated.
     capabilities: Capabilities | None = None
+    # Every target in fallback order (``targets``, ``fallbacks``); () means the one above.
+    levels: tuple[Level, ...] = ()
+    # More than one target: Envoy retries across them, each attempt translated for its target (set with ``levels``;
+    # a field, not computed: the request path reads it).
+    fallback: bool = False
+
+    @property
+    def targets(self) -> tuple[Level, ...]:
+        return self.levels or ((ModelTarget(self.provider, self.target_model),),)
 
 
 @dataclass(slots=True)
@@ -110,6 +193,7 @@ class Config:
     access: AccessPolicy = field(default_factory=AccessPolicy)
     capabilities_enabled: bool = True  # ``capabilities: {enabled: false}`` switches the catalog off
     responses: StoreSettings = field(default_factory=StoreSettings)  # the Responses API conversation store
+    fallback: FallbackPolicy = field(default_factory=FallbackPolicy)
     governance: GovernanceSettings = field(default_factory=GovernanceSettings)  # limits, prices, spend
 
     def resolve(self, model: str) -> tuple[Provider, str] | None:
@@ -126,14 +210,18 @@ class Config:
         ``default_provider``) the catalog's entry for ``target``; None with the catalog switched off."""
         m = self.models.get(model)
         if m is not None:
-            return m.capabilities
-        if not self.capabilities_enabled:
+            if m.capabilities is None or not m.fallback or (provider.name, target) == (m.provider, m.target_model):
+                return m.capabilities
+            # Another target of a model with several: the catalog's entry for it (the model's override describes the
+            # primary target).
+        elif not self.capabilities_enabled:
             return None
-        return models.catalog().lookup(provider.type, target)
+        return models.catalog().lookup(provider.family(target), target)
 
     def used_providers(self) -> list[Provider]:
-        """Providers that a request can reach: those named by models or as default (each gets an Envoy cluster)."""
-        names = {m.provider for m in self.models.values()}
+        """Providers that a request can reach: those named by models (any target) or as default (each gets an Envoy
+        cluster)."""
+        names = {t.provider for m in self.models.values() for level in m.targets for t in level}
         if self.default_provider:
             names.add(self.default_provider)
         return [self.providers[n] for n in sorted(names)]
@@ -205,6 +293,7 @@ def build_config(data: Any, fname: str, env: dict[str, str]) -> Config:
         "rate_limits",
         "capabilities",
         "responses",
+        "fallback",
         "governance",
     }
     for key in data:
@@ -233,12 +322,15 @@ def build_config(data: Any, fname: str, env: dict[str, str]) -> Config:
     if not isinstance(raw_models, list):
         raise fail("models", "expected a list")
     models: dict[str, Model] = {}
+    own_levels: dict[str, tuple[Level, ...]] = {}
+    fallbacks: dict[str, tuple[str, ...]] = {}
+    wheres: dict[str, str] = {}
     for i, entry in enumerate(raw_models):
         where = f"models[{i}]"
         if not isinstance(entry, dict):
             raise fail(where, "expected a mapping with 'name' and 'provider'")
         for key in entry:
-            if key not in ("name", "provider", "description", "target_model", "capabilities"):
+            if key not in ("name", "provider", "description", "target_model", "capabilities", "targets", "fallbacks"):
                 raise fail(where, f"unknown field '{key}'")
         name = entry.get("name")
         if not isinstance(name, str) or not name.strip():
@@ -246,19 +338,38 @@ def build_config(data: Any, fname: str, env: dict[str, str]) -> Config:
         where = f"models[{i}] ({name})"
         if any(c in name for c in "\r\n\0"):
             raise fail(where, "'name' contains a control character")
-        provider = entry.get("provider")
-        if not isinstance(provider, str) or not provider:
-            raise fail(where, "'provider' is missing")
-        if provider not in providers:
-            raise fail(where, f"unknown provider '{provider}' (known: {', '.join(sorted(providers))})")
         if name in models:
             raise fail(where, "duplicate model name")
-        target = entry.get("target_model", name)
-        if not isinstance(target, str) or not target:
-            raise fail(where, "'target_model' must be a non-empty string")
+        if "targets" in entry:
+            if "provider" in entry or "target_model" in entry:
+                raise fail(where, "give either 'provider' (and 'target_model') or 'targets', not both")
+            levels = targets.parse_targets(entry["targets"], where, name, providers, fail)
+            provider, target = levels[0][0].provider, levels[0][0].model
+        else:
+            raw_provider = entry.get("provider")
+            if not isinstance(raw_provider, str) or not raw_provider:
+                raise fail(where, "'provider' is missing (or give 'targets')")
+            provider = raw_provider
+            if provider not in providers:
+                raise fail(where, f"unknown provider '{provider}' (known: {', '.join(sorted(providers))})")
+            target = entry.get("target_model", name)
+            if not isinstance(target, str) or not target:
+                raise fail(where, "'target_model' must be a non-empty string")
+            levels = ((ModelTarget(provider, target),),)
+        if "fallbacks" in entry:
+            chain = targets.parse_fallbacks(entry["fallbacks"], where)
+            if isinstance(chain, str):
+                raise fail(f"{where}.fallbacks", chain)
+            fallbacks[name] = chain
         desc = entry.get("description") or ""
-        caps = _model_capabilities(entry.get("capabilities"), enabled, providers[provider].type, target, where, fail)
+        caps = _model_capabilities(
+            entry.get("capabilities"), enabled, providers[provider].family(target), target, where, fail
+        )
         models[name] = Model(name, provider, target, str(desc), caps)
+        own_levels[name], wheres[name] = levels, where
+    for name, levels in targets.flatten(own_levels, fallbacks, wheres, fail).items():
+        if sum(len(level) for level in levels) > 1:
+            models[name].levels, models[name].fallback = levels, True
 
     default = data.get("default_provider")
     if default is not None and default not in providers:
@@ -289,6 +400,8 @@ def build_config(data: Any, fname: str, env: dict[str, str]) -> Config:
         where = os.path.join(os.path.dirname(os.path.abspath(fname)), cfg.responses.data_dir)
         cfg.responses = replace(cfg.responses, data_dir=os.path.normpath(where))
     cfg.access = access.parse(data.get("auth"), data.get("rate_limits"), env, fail)
+    if data.get("fallback") is not None:
+        cfg.fallback = targets.parse_policy(data["fallback"], fail, parse_duration)
     for model in cfg.access.per_model_rpm:
         if model not in models:
             raise fail(f"rate_limits.per_model.{model}", "not a configured model name")
@@ -392,20 +505,38 @@ def _builtin_providers(env: dict[str, str], fail: Any) -> dict[str, Provider]:
     return out
 
 
+_PROVIDER_FIELDS = ("name", "type", "base_url", "api_key_env", "api")
+_CLOUD_FIELDS: dict[str, tuple[str, ...]] = {
+    "azure": ("api_version", "credentials"),
+    "vertex": ("project", "location", "credentials", "credentials_file"),
+    "bedrock": ("region", "credentials", "aws_profile"),
+}
+_PROJECT_RE = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")  # a Google Cloud project id
+_REGION_RE = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-\d+$")  # us-east-1, europe-west4, ap-southeast-2
+_API_VERSION_RE = re.compile(r"^(?:v1|\d{4}-\d{2}-\d{2}(?:-preview)?)$")
+
+
 def _parse_provider(entry: Any, i: int, env: dict[str, str], fail: Any) -> Provider:
     where = f"providers[{i}]"
     if not isinstance(entry, dict):
         raise fail(where, "expected a mapping with 'name', 'type' and 'base_url'")
-    for key in entry:
-        if key not in ("name", "type", "base_url", "api_key_env", "api"):
-            raise fail(where, f"unknown field '{key}'")
     name = entry.get("name")
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise fail(where, "'name' must be letters, digits, '_', '.' or '-'")
     where = f"providers[{i}] ({name})"
     ptype = entry.get("type")
-    if ptype not in registry.FORMATS:
-        raise fail(where, f"'type' must be one of {', '.join(registry.names())}")
+    types = (*registry.names(), *CLOUD_APIS)  # a format's name, or a cloud
+    if ptype not in types:
+        raise fail(where, f"'type' must be one of {', '.join(types)}")
+    allowed = _PROVIDER_FIELDS + _CLOUD_FIELDS.get(ptype, ())
+    for key in entry:
+        if key not in allowed:
+            raise fail(where, f"unknown field '{key}' for type {ptype} (known: {', '.join(allowed)})")
+    key_env = entry.get("api_key_env")
+    if key_env is not None and (not isinstance(key_env, str) or not key_env):
+        raise fail(where, "'api_key_env' must be the name of an environment variable")
+    if ptype in CLOUD_APIS:
+        return _parse_cloud_provider(entry, ptype, name, key_env, where, fail)
     base_url = entry.get("base_url")
     if base_url is None and name in BUILTINS:
         base_url = env.get(BUILTINS[name][1]) or BUILTINS[name][2]
@@ -415,15 +546,98 @@ def _parse_provider(entry: Any, i: int, env: dict[str, str], fail: Any) -> Provi
         upstream = parse_base_url(base_url)
     except ValueError as exc:
         raise fail(where, str(exc)) from None
-    key_env = entry.get("api_key_env")
-    if key_env is not None and (not isinstance(key_env, str) or not key_env):
-        raise fail(where, "'api_key_env' must be the name of an environment variable")
     api = entry.get("api", "chat")
     if api not in PROVIDER_APIS:
         raise fail(where, f"'api' must be one of {', '.join(PROVIDER_APIS)}")
     if api != "chat" and ptype != "openai":
         raise fail(where, "'api' applies to providers of type 'openai' only")
     return Provider(name, ptype, base_url, upstream, key_env, api)
+
+
+def _text(entry: dict[str, Any], key: str, where: str, fail: Any, pattern: re.Pattern[str] | None = None) -> str:
+    value = entry.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise fail(where, f"'{key}' is missing (required for type {entry.get('type')})")
+    value = value.strip()
+    if pattern is not None and not pattern.match(value):
+        raise fail(where, f"'{key}' {value!r} is not valid")
+    return value
+
+
+def _parse_cloud_provider(
+    entry: dict[str, Any], ptype: str, name: str, key_env: str | None, where: str, fail: Any
+) -> Provider:
+    """An Azure OpenAI, Vertex AI or Bedrock provider: its region/project/location/deployment surface, the base URL
+    derived from them unless given, and where its credential comes from."""
+    apis = CLOUD_APIS[ptype]
+    api = entry.get("api", apis[0])
+    if api not in apis:
+        raise fail(where, f"'api' must be one of {', '.join(apis)} for type {ptype}")
+    default_source = {"azure": "key", "vertex": "google", "bedrock": "aws"}[ptype]
+    source = entry.get("credentials", default_source)
+    allowed_sources = {"azure": ("key", "entra"), "vertex": ("google",), "bedrock": ("aws",)}[ptype]
+    if source not in allowed_sources:
+        raise fail(where, f"'credentials' must be one of {', '.join(allowed_sources)} for type {ptype}")
+    if source == "key" and not key_env:
+        raise fail(where, "'api_key_env' is missing (or set credentials: entra for Entra ID tokens)")
+    if source != "key" and key_env:
+        raise fail(where, f"'api_key_env' and credentials: {source} exclude each other")
+    prov = Provider(name, ptype, "", Upstream("https", "", 443, ""), key_env, api, credentials=source)
+    base_url = entry.get("base_url")
+    if ptype == "azure":
+        if not isinstance(base_url, str):
+            raise fail(where, "'base_url' is missing (the resource's endpoint, https://RESOURCE.openai.azure.com)")
+        version = entry.get("api_version", AZURE_API_VERSION)
+        if not isinstance(version, str) or not _API_VERSION_RE.match(version):
+            raise fail(where, f"'api_version' {version!r} is not an Azure OpenAI API version (e.g. 2024-10-21, v1)")
+        if api == "responses" and version != "v1":
+            raise fail(where, "api: responses needs api_version: v1 (the /openai/v1/ surface)")
+        prov.api_version = version
+    elif ptype == "vertex":
+        prov.project = _text(entry, "project", where, fail, _PROJECT_RE)
+        prov.location = _text(entry, "location", where, fail, re.compile(r"^(?:global|[a-z]+-[a-z]+\d+)$"))
+        if base_url is None:
+            host = (
+                "aiplatform.googleapis.com"
+                if prov.location == "global"
+                else f"{prov.location}-aiplatform.googleapis.com"
+            )
+            base_url = f"https://{host}"
+        cfile = entry.get("credentials_file")
+        if cfile is not None and (not isinstance(cfile, str) or not cfile.strip()):
+            raise fail(where, "'credentials_file' must be a path to a service-account (or external-account) JSON")
+        prov.credentials_file = cfile
+    else:
+        prov.region = _text(entry, "region", where, fail, _REGION_RE)
+        if base_url is None:
+            base_url = f"https://bedrock-runtime.{prov.region}.amazonaws.com"
+        profile = entry.get("aws_profile")
+        if profile is not None and (not isinstance(profile, str) or not _NAME_RE.match(profile)):
+            raise fail(where, "'aws_profile' must be a profile name of the shared AWS config")
+        prov.aws_profile = profile
+    if not isinstance(base_url, str):
+        raise fail(where, "'base_url' must be a URL")
+    try:
+        upstream = parse_base_url(base_url)
+    except ValueError as exc:
+        raise fail(where, str(exc)) from None
+    if ptype == "vertex":
+        upstream = replace(upstream, prefix=f"{upstream.prefix}/v1/projects/{prov.project}/locations/{prov.location}")
+    elif ptype == "azure" and prov.api_version == "v1":
+        upstream = replace(upstream, prefix=f"{upstream.prefix}/openai/v1")
+    prov.base_url, prov.upstream = base_url, upstream
+    return prov
+
+
+def credential_header(p: Provider) -> CredentialHeader | None:
+    """Where Envoy puts the provider's key or token (None: nothing injected from a file, e.g. AWS SigV4)."""
+    if p.secret_file is None:
+        return None
+    if p.token_source is not None:
+        return CredentialHeader("authorization", "Bearer ")
+    if p.type == "azure":
+        return CredentialHeader("api-key")  # the deployment and /openai/v1/ surfaces alike
+    return registry.provider(p.format).CREDENTIAL
 
 
 def provider_keys(cfg: Config, env: dict[str, str]) -> dict[str, str]:
@@ -437,14 +651,30 @@ def provider_keys(cfg: Config, env: dict[str, str]) -> dict[str, str]:
 def key_variables(cfg: Config) -> set[str]:
     """Every environment variable that may hold a provider key (configured or built in): removed from workers'
     environments, so a worker process holds no provider key."""
-    return {p.api_key_env for p in cfg.providers.values() if p.api_key_env} | {k for k, _, _ in BUILTINS.values()}
+    keys = {p.api_key_env for p in cfg.providers.values() if p.api_key_env} | {k for k, _, _ in BUILTINS.values()}
+    return keys | set(CLOUD_SECRET_VARIABLES)
 
 
-def summary(cfg: Config, env: dict[str, str] | None = None) -> str:
-    """A human summary for ``check-config``: models, providers, which keys are present (never the keys)."""
+# The clouds' credential variables: Envoy (AWS SigV4) and the token refresher read them; workers never hold them.
+CLOUD_SECRET_VARIABLES = (
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+    "AZURE_CLIENT_SECRET", "AZURE_FEDERATED_TOKEN_FILE", "GOOGLE_APPLICATION_CREDENTIALS",
+)  # fmt: skip
+
+
+def summary(
+    cfg: Config, env: dict[str, str] | None = None, source: Callable[[Provider, dict[str, str]], str] | None = None
+) -> str:
+    """A human summary for ``check-config``: models, providers, which keys are present (never the keys); ``source``
+    says where a provider's computed credential (token, AWS signature) comes from."""
     env = dict(os.environ) if env is None else env
     lines = [f"config {cfg.path}: version {cfg.version}, {len(cfg.models)} models, timeout {cfg.timeout:g}s"]
     for m in cfg.models.values():
+        if m.fallback:
+            order = " then ".join(" or ".join(f"{t.label} ({t.weight})" if len(lv) > 1 else t.label for t in lv)
+                                  for lv in m.targets)  # fmt: skip
+            lines.append(f"  model {m.name} via {order}")
+            continue
         alias = f" -> {m.target_model}" if m.target_model != m.name else ""
         lines.append(f"  model {m.name}{alias} via {m.provider}")
         if m.capabilities is None:
@@ -466,7 +696,9 @@ def summary(cfg: Config, env: dict[str, str] | None = None) -> str:
     else:
         lines.append("  gateway keys: none (anyone who can reach the listener uses your provider keys)")
     for p in cfg.used_providers():
-        if p.api_key_env is None:
+        if p.credentials != "key":
+            key = source(p, env) if source is not None else f"credentials: {p.credentials}"
+        elif p.api_key_env is None:
             key = "no key needed"
         else:
             key = (
@@ -475,5 +707,12 @@ def summary(cfg: Config, env: dict[str, str] | None = None) -> str:
                 else f"{p.api_key_env} MISSING (requests will fail with auth)"
             )
         kind = f"{p.type}, {p.api} API" if p.api != "chat" else p.type
-        lines.append(f"  provider {p.name} ({kind}) at {p.base_url}: {key}")
+        where = ""
+        if p.type == "azure":
+            where = f", api-version {p.api_version}" if p.api_version != "v1" else ", the /openai/v1/ surface"
+        elif p.type == "vertex":
+            where = f", project {p.project}, location {p.location}"
+        elif p.type == "bedrock":
+            where = f", region {p.region}"
+        lines.append(f"  provider {p.name} ({kind}{where}) at {p.base_url}: {key}")
     return "\n".join(lines)

@@ -14,11 +14,12 @@ a gRPC error: no translation, no header mutation for it).
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 import orjson
 
-from extproc.core import catalog, governance, routing
+from extproc.core import catalog, fallback, governance, routing
 from extproc.core.access import ANONYMOUS, GatewayKey
 from extproc.core.actions import CONTINUE, METRICS, Forward, Reply, ServeMetrics
 from extproc.core.config import Config
@@ -29,6 +30,7 @@ from extproc.core.handlers import (
     PassThroughStream,
     Translate,
     TranslateCount,
+    TranslateEmbed,
     TranslateStream,
 )
 from extproc.core.record import GATEWAY, Record
@@ -39,6 +41,7 @@ from extproc.translation.errors import GatewayError, invalid
 from extproc.translation.formats import registry
 from extproc.translation.formats.contract import (
     COUNT_TOKENS,
+    EMBED,
     GENERATE,
     LOCAL,
     MODELS,
@@ -103,8 +106,10 @@ class Exchange:
         "client",
         "config",
         "endpoint",
+        "forced",
         "gateway",
         "handler",
+        "headers",
         "key",
         "phase",
         "query",
@@ -124,6 +129,8 @@ class Exchange:
         self.key: GatewayKey | None = None
         self.query = ""
         self.handler: Handler | None = None
+        self.headers: dict[str, str] | None = None  # the client's request headers
+        self.forced: routing.Target | None = None  # the target to plan for instead of the model's (``_plan_for``)
         self.target: routing.Target | None = None
         self.request: c.Request | None = None
         self.waiting_body: bytes | None = None  # the request body held while URL media are fetched (image_fetch)
@@ -143,6 +150,7 @@ class Exchange:
         self._expect(_NEW)
         rec = self.record
         rec.request_id = headers.get("x-request-id")
+        self.headers = headers
         method = headers.get(":method", "GET")
         path, _, self.query = headers.get(":path", "/").partition("?")
         rec.path = path
@@ -197,7 +205,7 @@ class Exchange:
             body = fmt.STATE.serve(endpoint, self.query, self.gateway.store, self._scope())
             rec.status = 200
             return Reply(200, body, [("content-type", _JSON)])
-        if endpoint.kind not in (GENERATE, COUNT_TOKENS):
+        if endpoint.kind not in (GENERATE, COUNT_TOKENS, EMBED):
             raise GatewayError("not_found", f"{path} is not served by this gateway", 404)
         if eos:
             raise invalid("request body is required")
@@ -241,11 +249,12 @@ class Exchange:
         rec.stream = stream
         if model in cfg.models:
             rec.model_label = model
-        target = self.target = routing.resolve(cfg, client, endpoint, model, self.key)
+        forced = self.forced  # a target given (an attempt's, or ``_plan_for``'s) instead of the model's
+        target = self.target = forced or routing.resolve(cfg, client, endpoint, model, self.key)
         provider, fmt = target.provider, target.fmt
         rec.provider = provider.name
-        prefix = provider.upstream.prefix
         counting = endpoint.kind == COUNT_TOKENS
+        embedding = endpoint.kind == EMBED
         received = body  # what Envoy holds: replaced only when what goes upstream differs
         conv: Conversation | None = None
         if client.STATE is not None and endpoint.kind == GENERATE and head is not None:
@@ -262,14 +271,30 @@ class Exchange:
                     param="store",
                 )
         new_body: bytes
-        if target.passthrough:
-            new_body, filt = client.passthrough_body(body, head or {}, model=target.model, stream=stream)
-            path = prefix + client.passthrough_path(endpoint, model=target.model, path=rec.path, query=self.query)
+        # Token counts and embeddings to a cloud's variant of the client's format are rebuilt (their envelopes are
+        # not a model call's); to the client's own format they pass through.
+        if target.passthrough and (fmt is client or endpoint.kind == GENERATE):
+            # The provider's format adapts the client's bytes (the same format, or a cloud's variant of it).
+            new_body, filt = fmt.passthrough_body(body, head or {}, model=target.model, stream=stream)
+            if stream != endpoint.stream:  # the body said so (a cloud's variant may have a path of its own for it)
+                endpoint = replace(endpoint, stream=stream)
+            path = provider.path(fmt.passthrough_path(endpoint, model=target.model, path=rec.path, query=self.query))
             if stream:
                 opts = StreamOptions(model=model, request_id=rec.request_id, endpoint=endpoint)
-                self.handler = PassThroughStream(rec, client, provider, opts, filt, cfg.passthrough_usage)
+                self.handler = PassThroughStream(rec, client, provider, opts, filt, cfg.passthrough_usage, fmt)
             else:
-                self.handler = PassThrough(rec, client, provider, cfg.passthrough_usage)
+                self.handler = PassThrough(rec, client, provider, cfg.passthrough_usage, fmt, embeddings=embedding)
+        elif embedding:
+            if not fmt.EMBEDS:
+                raise invalid(
+                    f"embeddings for model '{model}' are not available: it is served by a provider of type "
+                    f"'{provider.type}' ({fmt.NAME}), which has no embeddings endpoint",
+                    param="model",
+                )
+            ereq = client.parse_embed_request(head if head is not None else body, model=model)
+            new_body = fmt.build_embed_request(ereq, model=target.model)
+            path = provider.path(fmt.upstream_path(model=target.model, stream=False, kind=EMBED))
+            self.handler = TranslateEmbed(rec, client, fmt, provider, model, ereq)
         elif counting:
             if not fmt.COUNTS_TOKENS:
                 raise invalid(
@@ -279,7 +304,7 @@ class Exchange:
                 )
             counted = client.parse_count_request(head if head is not None else body, model=model)
             new_body = fmt.build_count_request(counted, model=target.model)
-            path = prefix + fmt.upstream_path(model=target.model, stream=False, kind=COUNT_TOKENS)
+            path = provider.path(fmt.upstream_path(model=target.model, stream=False, kind=COUNT_TOKENS))
             self.handler = TranslateCount(rec, client, fmt, provider)
         else:
             req = (
@@ -304,7 +329,7 @@ class Exchange:
                     self.waiting_body = body
                     return media.FetchMedia(urls, cfg.image_fetch)
             new_body = fmt.build_request(req, model=target.model, options=options)
-            path = prefix + fmt.upstream_path(model=target.model, stream=stream)
+            path = provider.path(fmt.upstream_path(model=target.model, stream=stream))
             keeper = None
             if conv is not None and conv.keep and self.gateway.store is not None and client.STATE is not None:
                 keeper = _Keeper(self.gateway.store, self._scope(), client.STATE, conv, req, model)
@@ -323,11 +348,49 @@ class Exchange:
         set_headers, remove = routing.upstream_headers(
             cfg, target, self.key, model, stream=stream, path=path, length=len(new_body)
         )
-        return Forward(set_headers, remove, None if new_body is received else new_body, clear_route_cache=True)
+        forward = Forward(set_headers, remove, None if new_body is received else new_body, clear_route_cache=True)
+        if forced is None and endpoint.kind == GENERATE:
+            m = cfg.models.get(model)
+            if m is not None and m.fallback:
+                return self._fallback(forward, model, stream, head, received)
+        return forward
 
     def _scope(self) -> str:
         """Whose kept answers a request may see: its gateway key's (everyone's the same without gateway keys)."""
         return self.key.name if self.key is not None else ANONYMOUS
+
+    def _fallback(
+        self, forward: Forward, model: str, stream: bool, head: dict[str, Any] | None, body: bytes
+    ) -> Forward:
+        """A model with several targets: the request, built for the primary target, goes to the model's fallback
+        route; Envoy tries the targets in turn, an attempt to another target built for it by the attempt filter
+        (``attempt.Attempt``); the answer's handler is chosen when Envoy says who answered (``fallback``)."""
+        client, endpoint, rec, target = self.client, self.endpoint, self.record, self.target
+        assert client is not None and endpoint is not None and target is not None and self.handler is not None
+        rec.fallback = True
+        label = f"{target.provider.name}/{target.model}"
+        self.handler = fallback.FallbackHandler(
+            rec, client, self.config, endpoint, model, stream, head, body, label, self.handler, self._plan_for
+        )
+        path = f"{rec.path}?{self.query}" if self.query else rec.path
+        kept = fallback.client_headers(self.headers)
+        return fallback.prepare(
+            forward, model, label, target.passthrough, client=client.NAME, path=path, kept=kept, client_body=body,
+            request_id=rec.request_id, scope=self._scope(),
+        )  # fmt: skip
+
+    def _plan_for(self, target: routing.Target, body: bytes) -> Handler | None:
+        """The handler a single-target request to ``target`` would have had (for the answer of a fallback target):
+        the request is planned again for it, its body thrown away. None if that needs media fetched."""
+        saved, self.forced = self.handler, target
+        try:
+            action = self._forward(body)
+            planned = self.handler
+        except GatewayError:
+            return None
+        finally:
+            self.forced, self.handler = None, saved
+        return planned if isinstance(action, Forward) else None
 
     # ------------------------------------------------------------------------------------------------ response
     def on_response_headers(self, headers: dict[str, str], end_of_stream: bool = False) -> Forward:

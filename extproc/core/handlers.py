@@ -26,8 +26,15 @@ from extproc.core.contract import LOCAL_ERROR_HEADER, NO_CREDENTIAL
 from extproc.core.record import Record
 from extproc.translation import canonical as c
 from extproc.translation.errors import GatewayError, type_for_status
+from extproc.translation.formats import registry
 from extproc.translation.formats.contract import PassThroughStream as Filter
-from extproc.translation.formats.contract import StreamDecoder, StreamEncoder, StreamOptions, WireFormat
+from extproc.translation.formats.contract import (
+    ProviderFormat,
+    StreamDecoder,
+    StreamEncoder,
+    StreamOptions,
+    WireFormat,
+)
 
 _JSON = "application/json"
 
@@ -37,7 +44,7 @@ class Handler:
 
     __slots__ = ("client", "local_error", "provider", "provider_fmt", "record", "request_id", "status")
 
-    def __init__(self, record: Record, client: WireFormat, provider_fmt: WireFormat | None, provider: Any) -> None:
+    def __init__(self, record: Record, client: WireFormat, provider_fmt: ProviderFormat | None, provider: Any) -> None:
         self.record = record
         self.client = client
         self.provider_fmt = provider_fmt
@@ -91,6 +98,15 @@ class Handler:
         provider = self.provider
         name = provider.name if provider is not None else "?"
         if kind == NO_CREDENTIAL:
+            source = getattr(provider, "token_source", None)
+            if source is not None:
+                return GatewayError(
+                    "auth",
+                    f"the gateway has no valid access token for provider '{name}': refreshing its {source} token "
+                    "failed or has not completed (the gateway's log says why; `ai-gateway check-config` shows the "
+                    "credential source it found)",
+                    401,
+                )
             var = provider.api_key_env if provider is not None else None
             return GatewayError("auth", f"the gateway has no API key for provider '{name}' (set {var})", 401)
         if kind == "timeout":
@@ -130,16 +146,30 @@ class EnvoyReply(Handler):
 class PassThrough(Handler):
     """Same format both sides, not streamed: the provider's bytes (answers and errors alike) are already the client's.
     The body is still read, unchanged, for usage (metrics, logs), except error bodies; an error page that is not JSON
-    (a proxy's HTML 502) is wrapped like any other error, and a 2xx that is not JSON becomes a 502."""
+    (a proxy's HTML 502) is wrapped like any other error, and a 2xx that is not JSON becomes a 502. A cloud's variant
+    of the client's format (``provider_fmt``) answers in that format too, but its errors are the cloud's own: they are
+    read and answered in the client's shape."""
 
-    __slots__ = ("not_json", "read_usage")
+    __slots__ = ("embeddings", "not_json", "read_usage")
 
-    def __init__(self, record: Record, client: WireFormat, provider: Any, read_usage: bool) -> None:
-        super().__init__(record, client, client, provider)
+    def __init__(
+        self,
+        record: Record,
+        client: WireFormat,
+        provider: Any,
+        read_usage: bool,
+        fmt: ProviderFormat | None = None,
+        embeddings: bool = False,
+    ) -> None:
+        super().__init__(record, client, fmt or client, provider)
         self.read_usage = read_usage
         self.not_json = False
+        self.embeddings = embeddings  # the answer is an embeddings answer (read for its usage as one)
 
     def headers(self, ctype: str) -> Forward:
+        if self.status >= 400 and self.provider_fmt is not self.client:
+            self.record.error_type = type_for_status(self.status)
+            return CONTINUE  # the cloud's error, read whole and answered in the client's format
         if self.status >= 400:
             self.record.error_type = type_for_status(self.status)
             return CONTINUE if "json" not in ctype else Forward(response_body_mode="NONE")
@@ -161,7 +191,8 @@ class PassThrough(Handler):
     def good(self, body: bytes) -> Forward:
         assert self.provider_fmt is not None
         try:
-            self.record.usage = self.provider_fmt.parse_response(body).usage
+            fmt = self.provider_fmt
+            self.record.usage = (fmt.parse_embed_response(body) if self.embeddings else fmt.parse_response(body)).usage
         except GatewayError:
             # The client gets the provider's bytes as they are (a shape we do not know costs only our accounting),
             # unless they are not JSON at all: a truncated answer becomes a clear 502.
@@ -182,9 +213,16 @@ class PassThroughStream(Handler):
     __slots__ = ("_streamed", "decoder", "filter", "opts", "read_usage")
 
     def __init__(
-        self, record: Record, client: WireFormat, provider: Any, opts: StreamOptions, filt: Filter | None, read: bool
+        self,
+        record: Record,
+        client: WireFormat,
+        provider: Any,
+        opts: StreamOptions,
+        filt: Filter | None,
+        read: bool,
+        fmt: ProviderFormat | None = None,
     ) -> None:
-        super().__init__(record, client, client, provider)
+        super().__init__(record, client, fmt or client, provider)
         self.opts = opts
         self.filter = filt
         self.read_usage = read
@@ -198,12 +236,16 @@ class PassThroughStream(Handler):
     def headers(self, ctype: str) -> Forward:
         if self.status >= 400:
             self.record.error_type = type_for_status(self.status)
+            if self.provider_fmt is not self.client:
+                return CONTINUE  # the cloud's error, read whole and answered in the client's format
             return CONTINUE if "json" not in ctype else Forward(response_body_mode="NONE")
         if self.filter is None and not self.read_usage:
             return Forward(response_body_mode="NONE")
         self._streamed = True
         if self.filter is not None:
-            return Forward(remove_headers=["content-length"], response_body_mode="STREAMED")
+            media_type = getattr(self.filter, "media_type", None)  # a filter may change the framing (Bedrock's)
+            framing = [("content-type", media_type)] if media_type and not ctype.startswith(media_type) else []
+            return Forward(framing, remove_headers=["content-length"], response_body_mode="STREAMED")
         assert self.provider_fmt is not None
         self.decoder = self.provider_fmt.stream_decoder(self.opts)
         return Forward(response_body_mode="STREAMED")
@@ -246,7 +288,7 @@ class Translate(Handler):
         self,
         record: Record,
         client: WireFormat,
-        provider_fmt: WireFormat,
+        provider_fmt: ProviderFormat,
         provider: Any,
         model: str,
         request: c.Request | None = None,
@@ -287,6 +329,43 @@ class TranslateCount(Handler):
         return Forward([("content-type", _JSON), ("content-length", str(len(out)))], body=out)
 
 
+class TranslateEmbed(Handler):
+    """Embeddings from a provider of another format (or a cloud's variant of the client's), in the client's shape:
+    its vectors encoded as the client asked (floats or base64)."""
+
+    __slots__ = ("model", "request")
+
+    def __init__(
+        self,
+        record: Record,
+        client: WireFormat,
+        provider_fmt: ProviderFormat,
+        provider: Any,
+        model: str,
+        request: c.EmbedRequest,
+    ) -> None:
+        super().__init__(record, client, provider_fmt, provider)
+        self.model = model
+        self.request = request
+
+    def good(self, body: bytes) -> Forward:
+        assert self.provider_fmt is not None
+        try:
+            resp = self.provider_fmt.parse_embed_response(body)
+        except GatewayError as err:
+            return self.error_body(err, status=502)
+        if len(resp.vectors) != len(self.request.inputs):
+            wrong = GatewayError(
+                "server_error",
+                f"provider '{self.provider_name()}' answered {len(resp.vectors)} embeddings for "
+                f"{len(self.request.inputs)} inputs",
+            )
+            return self.error_body(wrong, status=502)
+        self.record.usage = resp.usage
+        out = self.client.build_embed_response(resp, model=self.model, request=self.request)
+        return Forward([("content-type", _JSON), ("content-length", str(len(out)))], body=out)
+
+
 class TranslateStream(Translate):
     """Another format, streamed: each provider chunk decoded into canonical events and encoded for the client at once.
     A provider error inside the stream ends it with the client format's own in-stream error."""
@@ -297,7 +376,7 @@ class TranslateStream(Translate):
         self,
         record: Record,
         client: WireFormat,
-        provider_fmt: WireFormat,
+        provider_fmt: ProviderFormat,
         provider: Any,
         opts: StreamOptions,
         keeper: Keeper | None = None,
@@ -313,9 +392,9 @@ class TranslateStream(Translate):
         return self._streamed
 
     def headers(self, ctype: str) -> Forward:
-        if self.status >= 300 or not ctype.startswith("text/event-stream"):
-            return CONTINUE  # an error (or a provider that did not stream): answered whole
         assert self.provider_fmt is not None
+        if self.status >= 300 or not ctype.startswith(registry.stream_content_type(self.provider_fmt)):
+            return CONTINUE  # an error (or a provider that did not stream): answered whole
         self.decoder = self.provider_fmt.stream_decoder(StreamOptions())
         self.opts.created = int(time.time())
         self.encoder = self.client.stream_encoder(self.opts)

@@ -91,6 +91,12 @@ class Catalog:
         return caps_mod.parse(data, base, entry=f"{base.entry}+config", known=True)
 
 
+# A cloud's decoration of a vendor's model name: Bedrock's ``[us.]anthropic.claude-...-v2:0`` (a region prefix, the
+# vendor, a version suffix), Vertex's ``claude-...@20250929``.
+_BEDROCK_ID = re.compile(r"^(?:[a-z]{2,4}\.)?(?:anthropic|meta|amazon|mistral|cohere|ai21|deepseek|openai|qwen)\.(.+?)"
+                         r"(?:-v\d+(?::\d+)?)?$")  # fmt: skip
+
+
 def _candidates(model: str) -> tuple[str, ...]:
     out = [model]
     tail = model.rsplit("/", 1)[-1]
@@ -98,6 +104,11 @@ def _candidates(model: str) -> tuple[str, ...]:
         tail = tail[3:].split(":", 1)[0]
     if tail != model:
         out.append(tail)
+    m = _BEDROCK_ID.match(tail)
+    if m is not None:
+        out.append(m.group(1))
+    elif "@" in tail:
+        out.append(tail.split("@", 1)[0])
     return tuple(out)
 
 

@@ -29,11 +29,31 @@ class Record:
     usage: Usage | None = None
     error_type: str | None = None
     ttft: float | None = None  # seconds to the first content event of a stream
+    # Models with several targets: attempts Envoy made, the target (provider/model) that answered, and every
+    # attempt's target and status; ``attempt``: the record of one attempt's own stream (not counted).
+    fallback: bool = False  # sent to a fallback route (several targets)
+    attempts: int = 0
+    served_by: str | None = None
+    attempt_log: list[tuple[str, int]] | None = None  # (provider/model, status or 0) per attempt, from Envoy
+    attempt: bool = False
     adaptations: list[Adaptation] | None = None  # what the request was changed in for its target (``shape``)
     key: str | None = None  # the gateway key's name, with governance configured (never the key itself)
     cost: float | None = None  # USD, from governance's price table (None: no price for the model)
 
     @property
     def counted(self) -> bool:
-        """A client request (metrics and request log), not the gateway's own endpoint or an unknown path."""
-        return bool(self.client) and self.client != GATEWAY
+        """A client request (metrics and request log), not the gateway's own endpoint, an unknown path or one
+        attempt of a request (counted apart)."""
+        return bool(self.client) and self.client != GATEWAY and not self.attempt
+
+
+def outcome(status: int, error_type: str | None = None) -> str:
+    """How an upstream attempt ended, for ``proxy_upstream_attempts_total``: no_response (connect failure, reset,
+    timeout: nothing came back), success, rate_limited, client_error, server_error."""
+    if status == 0 or error_type in ("network", "timeout", "overloaded"):
+        return "no_response"
+    if status < 400:
+        return "success"
+    if status == 429:
+        return "rate_limited"
+    return "client_error" if status < 500 else "server_error"

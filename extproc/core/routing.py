@@ -18,13 +18,16 @@ from extproc.core.config import Config, Provider
 from extproc.core.contract import RATE_KEY_HEADER, RATE_MODEL_HEADER, ROUTE_HEADER
 from extproc.translation.errors import GatewayError, invalid
 from extproc.translation.formats import registry
-from extproc.translation.formats.contract import Endpoint, WireFormat
+from extproc.translation.formats.contract import Endpoint, ProviderFormat, WireFormat
 
 # Client credentials never travel upstream; accept-encoding is dropped so provider bodies arrive uncompressed.
 # Organization/project headers would pick how the gateway's provider key is billed and limited: also stripped.
+# Azure's api-key and AWS's signature headers are credentials too (a client's, or an earlier fallback attempt's to
+# another target: Envoy keeps one header map for all the attempts of a request).
 STRIP_ALWAYS = (
-    "authorization", "x-api-key", "x-goog-api-key", "accept-encoding", "transfer-encoding",
+    "authorization", "x-api-key", "x-goog-api-key", "api-key", "accept-encoding", "transfer-encoding",
     "openai-organization", "openai-project", "x-goog-user-project",
+    "x-amz-security-token", "x-amz-date", "x-amz-content-sha256",
 )  # fmt: skip
 # The gateway's own request headers: a client can never set them (overwritten later, removed here at once).
 OWN_HEADERS = (ROUTE_HEADER, RATE_KEY_HEADER, RATE_MODEL_HEADER)
@@ -40,9 +43,11 @@ class Target:
     """Where a model call goes."""
 
     provider: Provider
-    fmt: WireFormat  # the provider's wire format
+    fmt: ProviderFormat  # the provider's wire format (a client format or a cloud's variant of one)
     model: str  # the model name sent upstream
-    passthrough: bool  # the client speaks the provider's format: its bytes go up unchanged (but for the model)
+    # The client speaks the provider's format (or the format a cloud's variant takes as is): its bytes go up
+    # unchanged but for the model (and a cloud's envelope: ``fmt.passthrough_body``).
+    passthrough: bool
 
 
 def authenticate(cfg: Config, fmt: WireFormat, headers: dict[str, str], query: str) -> GatewayKey | None:
@@ -91,10 +96,15 @@ def resolve(cfg: Config, client: WireFormat, endpoint: Endpoint, model: str, key
     if resolved is None:
         raise GatewayError("unknown_model", f"model '{model}' is not configured on this gateway", 404, param="model")
     provider, upstream = resolved
+    check_allowed(key, model)
+    fmt = registry.provider(provider.format)
+    return Target(provider, fmt, upstream, passthrough=registry.passes_through(fmt, client))
+
+
+def check_allowed(key: GatewayKey | None, model: str) -> None:
+    """403 unless the gateway key (if any) may use this model."""
     if key is not None and not key.allows(model):
         raise GatewayError("permission", f"gateway key '{key.name}' may not use model '{model}'", 403)
-    fmt = registry.get(provider.format)
-    return Target(provider, fmt, upstream, passthrough=fmt is client)
 
 
 def upstream_headers(

@@ -94,6 +94,10 @@ def request_line(rec: Record, duration: float) -> dict[str, Any]:
             out["cost_usd"] = round(rec.cost, 6)
     if rec.ttft is not None:
         out["ttft_ms"] = round(rec.ttft * 1000, 2)
+    if rec.fallback:
+        out["attempts"] = rec.attempts
+        out["served_by"] = rec.served_by
+        out["attempt_log"] = [{"target": t, "status": code or None} for t, code in rec.attempt_log or ()]
     if rec.adaptations:
         out["adapted"] = ",".join(str(a) for a in rec.adaptations)
     return out

@@ -14,8 +14,10 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from extproc.core.record import Record
+from extproc.core.record import Record, outcome
 
+_NO_RESPONSE = frozenset(("network", "timeout", "overloaded"))  # Envoy's own replies: no provider answered
+FALLBACK_PROVIDER = "(fallback)"  # provider label of fallback requests in flight (not known until one answers)
 _DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 180, 300, 600)
 _FAST_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1)
 
@@ -28,6 +30,7 @@ class Metrics:
         "_spend",
         "active",
         "adaptations",
+        "attempts",
         "duration",
         "errors",
         "gov_breaker",
@@ -76,6 +79,12 @@ class Metrics:
             "proxy_time_per_output_token_seconds", "Streams: (duration - time to first token) / output tokens",
             labels, buckets=_FAST_BUCKETS, registry=reg,
         )  # fmt: skip
+        self.attempts = Counter(
+            "proxy_upstream_attempts_total",
+            "Upstream attempts by client model, provider tried and outcome (success, rate_limited, client_error, "
+            "server_error, no_response)",
+            ("model", "provider", "outcome"), registry=reg,
+        )  # fmt: skip
         self.overhead = Histogram(
             "proxy_gateway_overhead_seconds", "Time spent in the extproc service per request, provider excluded",
             ("format", "provider"), buckets=_FAST_BUCKETS, registry=reg,
@@ -117,16 +126,20 @@ class Metrics:
             multiprocess.MultiProcessCollector(self.registry)
 
     def started(self, rec: Record) -> None:
-        s = self._series(rec)
+        s = self._series(rec, FALLBACK_PROVIDER if rec.fallback else None)
         s.active += 1
         self._dirty(s)
 
-    def _series(self, rec: Record) -> _Series:
+    def _active_series(self, rec: Record) -> _Series:
+        """Where a request in flight is counted: a fallback request's provider is not known until one answers."""
+        return self._series(rec, FALLBACK_PROVIDER) if rec.fallback else self._series(rec)
+
+    def _series(self, rec: Record, provider: str | None = None) -> _Series:
         """The label children of one (format, model, provider), looked up once: ``labels()`` costs more than
         the increments themselves on the hot path."""
         # Only configured model names become label values (``model_label``): a client choosing names must not create
         # series.
-        key = (rec.client, rec.model_label, rec.provider or "")
+        key = (rec.client, rec.model_label, provider if provider is not None else rec.provider or "")
         series = self._cache.get(key)
         if series is None:
             series = self._cache[key] = _Series(self, *key)
@@ -138,8 +151,21 @@ class Metrics:
         exchange was counted by ``started``; ``overhead``: seconds the service spent on it."""
         s = self._series(rec)
         if active:
-            s.active -= 1
+            started = self._active_series(rec) if rec.fallback else s
+            started.active -= 1
+            if started is not s:
+                self._dirty(started)
         status = rec.status or 0
+        if rec.attempt_log:  # every attempt Envoy made for a fallback model, by target
+            for label, code in rec.attempt_log:
+                tried = self._series(rec, label.partition("/")[0])
+                how = outcome(code)
+                tried.attempts[how] = tried.attempts.get(how, 0) + 1
+                if tried is not s:
+                    self._dirty(tried)
+        elif rec.upstream_path and not rec.fallback:  # one attempt, to the model's only target (its outcome at flush)
+            code = 0 if rec.error_type in _NO_RESPONSE else status
+            s.upstream[code] = s.upstream.get(code, 0) + 1
         s.requests[status] = s.requests.get(status, 0) + 1
         s.duration.add(duration)
         s.overhead.add(overhead)
@@ -241,8 +267,8 @@ class _Series:
     """Pre-resolved label children for one (format, model, provider), and what accumulated since the last flush."""
 
     __slots__ = (
-        "active", "active_child", "adapted", "children", "duration", "errors", "key", "overhead", "requests", "tokens",
-        "tpot", "ttft",
+        "active", "active_child", "adapted", "attempts", "children", "duration", "errors", "key", "overhead",
+        "requests", "tokens", "tpot", "ttft", "upstream",
     )  # fmt: skip
 
     def __init__(self, m: Metrics, fmt: str, model: str, provider: str) -> None:
@@ -250,6 +276,8 @@ class _Series:
         self.active = 0
         self.requests: dict[int, int] = {}
         self.errors: dict[str, int] = {}
+        self.attempts: dict[str, int] = {}  # outcome -> count (attempts of fallback requests)
+        self.upstream: dict[int, int] = {}  # status (0: no answer) -> count (single-target requests' one attempt)
         self.adapted: dict[tuple[str, str], int] = {}  # (parameter, action) -> count
         self.tokens = [0, 0, 0, 0]  # input, output, cached, reasoning
         self.duration = _Hist(_DURATION_BUCKETS)
@@ -274,6 +302,13 @@ class _Series:
             m.errors.labels(*self.key, etype).inc(n)
         self.errors.clear()
         _, model, provider = self.key
+        for code, n in self.upstream.items():
+            how = outcome(code)
+            self.attempts[how] = self.attempts.get(how, 0) + n
+        self.upstream.clear()
+        for how, n in self.attempts.items():
+            m.attempts.labels(model, provider, how).inc(n)
+        self.attempts.clear()
         for (parameter, action), n in self.adapted.items():
             m.adaptations.labels(model, provider, parameter, action).inc(n)
         self.adapted.clear()

@@ -1,4 +1,4 @@
-"""Command line: ``ai-gateway [run|extproc|envoy-config|check-config] [flags]``.
+"""Command line: ``ai-gateway [run|extproc|envoy-config|check-config|tokens] [flags]``.
 
 Flags are accepted as ``--flag`` and as the Go original's ``-flag``. ``.env`` is loaded first and never overrides
 variables that are already set.
@@ -21,7 +21,7 @@ from extproc.observability import logs
 from extproc.ops.credentials import CredentialFiles, write_keys, write_sds
 from extproc.ops.envoy_config import ExtprocTls, dump, render
 
-COMMANDS = ("run", "extproc", "envoy-config", "check-config")
+COMMANDS = ("run", "extproc", "envoy-config", "check-config", "tokens")
 DEFAULT_SDS_DIR = "/etc/ai-gateway"
 DEFAULT_KEYS_DIR = "/run/secrets/ai-gateway"
 log = logging.getLogger("ai-gateway")
@@ -40,6 +40,8 @@ def build_parser(command: str) -> argparse.ArgumentParser:
             "extproc": "Run only the extproc gRPC service (docker-compose, Kubernetes, Istio).",
             "envoy-config": "Print the Envoy bootstrap rendered from the config.",
             "check-config": "Validate the config and environment, print a summary; exit 0 or 1.",
+            "tokens": "Keep the access tokens of token providers (Vertex AI, Entra ID) fresh in --keys-dir, for an "
+            "Envoy run elsewhere (compose, Kubernetes).",
         }[command],
     )
     _flag(p, "config", default="config/proxy-config.yaml", help="YAML config (default: %(default)s)")
@@ -114,6 +116,14 @@ def build_parser(command: str) -> argparse.ArgumentParser:
             default=[],
             metavar="NAME=VALUE",
             help="change one of the transport's limits (repeatable; names and defaults in docs/transport.md)",
+        )
+    elif command == "tokens":
+        _flag(
+            p,
+            "keys-dir",
+            dest="keys_dir",
+            default=DEFAULT_KEYS_DIR,
+            help="where Envoy reads provider keys and tokens (default: %(default)s)",
         )
     elif command == "envoy-config":
         _flag(
@@ -256,8 +266,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     if command == "check-config":
-        print(summary(cfg))
+        from extproc.ops import tokens
+
+        print(summary(cfg, source=tokens.describe))
         return 0
+    if command == "tokens":
+        from extproc.ops import tokens
+
+        return tokens.run_forever(cfg, args.keys_dir)
     if command == "extproc":
         from extproc.transport import server
 

@@ -40,13 +40,14 @@ def sds_path(files: CredentialFiles, p: Provider) -> str:
 
 
 def key_path(files: CredentialFiles, p: Provider) -> str:
-    assert p.api_key_env is not None
-    return os.path.join(files.keys_dir, p.api_key_env)
+    """The file Envoy reads the provider's key (its variable's name) or access token (``token-<provider>``) from."""
+    assert p.secret_file is not None
+    return os.path.join(files.keys_dir, p.secret_file)
 
 
 def keyed_providers(cfg: Config) -> list[Provider]:
-    """The reachable providers that take a key (each gets a credential injector)."""
-    return [p for p in cfg.used_providers() if p.api_key_env]
+    """The reachable providers whose key or token Envoy injects from a file (each gets a credential injector)."""
+    return [p for p in cfg.used_providers() if p.secret_file]
 
 
 def sds_document(files: CredentialFiles, p: Provider) -> dict[str, Any]:

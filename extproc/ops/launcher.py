@@ -27,6 +27,7 @@ from dotenv import dotenv_values
 
 from extproc.core.address import Address
 from extproc.core.config import Config, ConfigError, key_variables, load_config
+from extproc.ops import tokens
 from extproc.ops.credentials import CredentialFiles, prepare
 from extproc.ops.envoy_config import dump, render
 
@@ -159,6 +160,8 @@ class Supervisor:
         self.addresses = worker_addresses(opts.extproc_listen, opts.workers, self.runtime)
         # Provider keys: files only Envoy reads (0600 in this private directory), never in a worker's environment.
         self.credentials = CredentialFiles(sds_dir=str(self.runtime / "sds"), keys_dir=str(self.runtime / "keys"))
+        # Short-lived tokens (Vertex AI, Entra ID): minted by a thread of this process into the same keys directory.
+        self.tokens: tokens.Refresher | None = None
 
     def _worker_cmd(self, addr: Address) -> list[str]:
         cmd = [sys.executable, "-m", "extproc", "extproc", "--config", self.opts.config_path]
@@ -184,6 +187,15 @@ class Supervisor:
             if p.api_key_env and not env.get(p.api_key_env):
                 log.warning("provider %s: %s is not set; its requests will fail with an auth error", p.name,
                             p.api_key_env)  # fmt: skip
+        token_providers = tokens.token_providers(cfg)
+        if self.tokens is None and token_providers:
+            # The first tokens are minted before Envoy starts (a failure is logged and retried in the background).
+            self.tokens = tokens.Refresher(token_providers, self.credentials.keys_dir, env)
+            self.tokens.step()
+            self.tokens.start()
+        elif self.tokens is not None:
+            self.tokens.env.update(env)
+            self.tokens.update(token_providers)
 
     def start(self) -> None:
         gov = self.cfg.governance
@@ -328,6 +340,8 @@ class Supervisor:
 
     def stop(self, graceful: bool = True) -> None:
         self.stopping = True
+        if self.tokens is not None:
+            self.tokens.stop()
         if graceful and self.envoy is not None and self.envoy.poll() is None:
             self.drain()
         procs = [p for p in [self.envoy, *self.old_envoys, *self.workers] if p is not None]

@@ -178,6 +178,31 @@ class Response:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# Embeddings
+# ---------------------------------------------------------------------------------------------------------------------
+@dataclass(slots=True)
+class EmbedRequest:
+    """Texts to embed. Task types use Gemini's names (``RETRIEVAL_QUERY``, ``RETRIEVAL_DOCUMENT``,
+    ``SEMANTIC_SIMILARITY``, ``CLASSIFICATION``, ``CLUSTERING``, ...); formats without them drop them."""
+
+    model: str
+    inputs: list[str] = field(default_factory=list)
+    dimensions: int | None = None  # OpenAI ``dimensions``, Gemini ``outputDimensionality``
+    encoding: str = "float"  # how the client wants the vectors: "float" or "base64" (float32, little-endian)
+    task_type: str | None = None
+    title: str | None = None  # Gemini: the document's title (RETRIEVAL_DOCUMENT)
+    user: str | None = None
+    batch: bool = True  # the client sent a batch (Gemini ``batchEmbedContents``) rather than one input
+
+
+@dataclass(slots=True)
+class EmbedResponse:
+    vectors: list[list[float]] = field(default_factory=list)  # one per input, in order
+    model: str = ""
+    usage: Usage | None = None  # input tokens, when the provider says
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # Stream events: what a provider StreamDecoder yields and a client StreamEncoder consumes
 # ---------------------------------------------------------------------------------------------------------------------
 @dataclass(slots=True)

@@ -24,6 +24,7 @@ from google.protobuf.message import DecodeError
 
 from extproc.core import governance
 from extproc.core.actions import CONTINUE, Forward, Reply, ServeMetrics
+from extproc.core.attempt import Attempt
 from extproc.core.contract import METADATA_NAMESPACE
 from extproc.core.exchange import Exchange, ExchangeError, Gateway
 from extproc.core.record import Record
@@ -38,7 +39,8 @@ from extproc.transport.grpc_wire import CallError
 log = logging.getLogger("extproc")
 
 _OVERWRITE = HeaderValueOption.HeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD
-_MODES = {"NONE": ProcessingMode.NONE, "STREAMED": ProcessingMode.STREAMED}
+_MODES = {"NONE": ProcessingMode.NONE, "STREAMED": ProcessingMode.STREAMED, "BUFFERED": ProcessingMode.BUFFERED}
+_REPLACE = pb.CommonResponse.ResponseStatus.CONTINUE_AND_REPLACE
 
 
 def _DEBUG() -> bool:
@@ -56,6 +58,17 @@ def _headers(msg: pb.HttpHeaders) -> dict[str, str]:
     for h in msg.headers.headers:
         out[h.key] = h.raw_value.decode("latin-1") if h.raw_value else h.value
     return out
+
+
+_NO_HEADERS: dict[str, str] = {}
+
+
+def _status(msg: pb.HttpHeaders) -> dict[str, str]:
+    """Only ``:status`` (an attempt reads nothing else of its answer)."""
+    for h in msg.headers.headers:
+        if h.key == ":status":
+            return {":status": h.raw_value.decode("latin-1") if h.raw_value else h.value}
+    return {}
 
 
 _BLOBS: dict[tuple[str, str], bytes] = {}
@@ -89,6 +102,12 @@ def _mutation(mut: pb.HeaderMutation, set_headers: list[tuple[str, str]], remove
         mut.remove_headers.extend(remove)
 
 
+def _attributes(msg: pb.ProcessingRequest) -> dict[str, str]:
+    """The CEL attributes Envoy evaluated for this filter (``request_attributes``), as strings."""
+    attrs = msg.attributes.get("envoy.filters.http.ext_proc")
+    return {k: v.string_value for k, v in attrs.fields.items()} if attrs is not None else {}
+
+
 def _fill(common: pb.CommonResponse, fwd: Forward) -> None:
     """Write a ``Forward`` into the response's own ``CommonResponse`` (no intermediate message, no body copy)."""
     if fwd.set_headers or fwd.remove_headers:
@@ -100,6 +119,8 @@ def _fill(common: pb.CommonResponse, fwd: Forward) -> None:
             common.body_mutation.clear_body = True
     if fwd.clear_route_cache:
         common.clear_route_cache = True
+    if fwd.replace:
+        common.status = _REPLACE
     common.SetInParent()
 
 
@@ -121,9 +142,16 @@ def _answer(phase: str, action: Forward | Reply) -> pb.ProcessingResponse:
         getattr(resp, phase).SetInParent()
         return resp
     _fill(getattr(resp, phase).response, action)
+    if action.metadata:
+        f = resp.dynamic_metadata.fields[METADATA_NAMESPACE].struct_value.fields
+        for k, v in action.metadata.items():
+            f[k].string_value = v
     if action.response_body_mode is not None:
         resp.mode_override.SetInParent()
         resp.mode_override.response_body_mode = _MODES[action.response_body_mode]
+    if action.request_body_mode is not None:
+        resp.mode_override.SetInParent()
+        resp.mode_override.request_body_mode = _MODES[action.request_body_mode]
     return resp
 
 
@@ -243,6 +271,13 @@ class ExtProc:
         which = msg.WhichOneof("request")
         if which == "request_headers":
             h = msg.request_headers
+            if len(msg.attributes):  # only the attempt filter on a fallback cluster asks Envoy for attributes
+                ex = call.ex = Attempt(self.gateway, _attributes(msg))
+                action = ex.on_request_headers(_NO_HEADERS, h.end_of_stream)
+                if isinstance(action, FetchMedia):  # the attempt's target needs URL media inline
+                    return partial(self._fetch, call, action, "request_headers")
+                resp = _answer("request_headers", action)
+                return _finish(resp, ex.record) if isinstance(action, Reply) else resp
             action = ex.on_request_headers(_headers(h), h.end_of_stream)
             if isinstance(action, ServeMetrics):
                 action = self._metrics_reply()
@@ -261,7 +296,7 @@ class ExtProc:
             return self._request_answer(call, forward)
         if which == "response_headers":
             h = msg.response_headers
-            fwd = ex.on_response_headers(_headers(h), h.end_of_stream)
+            fwd = ex.on_response_headers(_status(h) if ex.record.attempt else _headers(h), h.end_of_stream)
             if call.headers_out:  # governance: the key's own remaining budget
                 fwd = Forward([*fwd.set_headers, *call.headers_out], fwd.remove_headers, fwd.body,
                               fwd.clear_route_cache, fwd.response_body_mode)  # fmt: skip
@@ -283,25 +318,27 @@ class ExtProc:
         ctype, body = self.metrics.render()  # reads every worker's files: I/O, so here and not in the core
         return Reply(200, body, [("content-type", ctype)])
 
-    def _request_answer(self, call: ProcessCall, action: Forward | Reply) -> pb.ProcessingResponse | Deferred:
+    def _request_answer(
+        self, call: ProcessCall, action: Forward | Reply, phase: str = "request_body"
+    ) -> pb.ProcessingResponse | Deferred:
         gov = self.governor
-        if gov is not None and isinstance(action, Forward) and gov.settings.enabled:
+        if gov is not None and isinstance(action, Forward) and gov.settings.enabled and not call.ex.record.attempt:
             ex = call.ex
             plan = call.plan = gov.plan(ex.key.name if ex.key is not None else None, ex.record.model)
             if plan is not None:
                 store = gov.store
                 if isinstance(store, RedisStore):  # the answer waits for Redis (other streams do not)
-                    return partial(self._check_later, call, action, plan, store)
+                    return partial(self._check_later, call, action, plan, store, phase)
                 action = self._decide(call, action, plan, store.check(plan))
-        return self._forwarded(call, action)
+        return self._forwarded(call, action, phase)
 
     async def _check_later(
-        self, call: ProcessCall, action: Forward, plan: governance.Plan, store: RedisStore
+        self, call: ProcessCall, action: Forward, plan: governance.Plan, store: RedisStore, phase: str
     ) -> pb.ProcessingResponse:
         try:
             answered = await store.check(plan)
             t0 = perf_counter()
-            resp = self._forwarded(call, self._decide(call, action, plan, answered))
+            resp = self._forwarded(call, self._decide(call, action, plan, answered), phase)
             call.overhead += perf_counter() - t0
             return resp
         except Exception:
@@ -341,20 +378,23 @@ class ExtProc:
             err = GatewayError("overloaded", "the usage store did not answer; retry", 503)
             return _answer("request_headers", call.ex.error_reply(err))
 
-    def _forwarded(self, call: ProcessCall, action: Forward | Reply) -> pb.ProcessingResponse:
-        if isinstance(action, Forward) and self.governor is not None and self.governor.settings.enabled:
+    def _forwarded(
+        self, call: ProcessCall, action: Forward | Reply, phase: str = "request_body"
+    ) -> pb.ProcessingResponse:
+        attempt = call.ex.record.attempt
+        if isinstance(action, Forward) and self.governor is not None and self.governor.settings.enabled and not attempt:
             call.governed = True
-        if isinstance(action, Forward) and self.metrics is not None:
+        if isinstance(action, Forward) and self.metrics is not None and not attempt:
             self.metrics.started(call.ex.record)
             call.active = True
-        resp = _answer("request_body", action)
+        resp = _answer(phase, action)
         return _finish(resp, call.ex.record) if isinstance(action, Reply) else resp
 
-    async def _fetch(self, call: ProcessCall, action: FetchMedia) -> pb.ProcessingResponse:
+    async def _fetch(self, call: ProcessCall, action: FetchMedia, phase: str = "request_body") -> pb.ProcessingResponse:
         try:
             fetched = await fetch_all(action.urls, action.policy)
             t0 = perf_counter()  # the downloads are not the gateway's own time; what follows is
-            answer = self._request_answer(call, call.ex.on_fetched(fetched))
+            answer = self._request_answer(call, call.ex.on_fetched(fetched), phase)
             call.overhead += perf_counter() - t0
             return answer if isinstance(answer, pb.ProcessingResponse) else await answer()
         except Exception:

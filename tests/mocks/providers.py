@@ -23,6 +23,9 @@ answers driven by the last user text:
     STREAMERROR        2 stream events, then the provider's own in-stream error event (overloaded), clean end
     REFUSE             a refusal: finish content_filter / stop_reason refusal / finishReason SAFETY
 
+A test can also make one mock fail whatever the request says: ``mock.set_fault(Fault(status=503))`` (or ``sleep``,
+``drop``, a random ``rate``, a number of ``times``), ``mock.set_fault(None)`` to stop.
+
 Request features drive the answer too, as they would on the real APIs:
 
     reasoning on       (OpenAI reasoning_effort, Anthropic thinking enabled/adaptive, Gemini includeThoughts)
@@ -46,9 +49,11 @@ from tests.mocks.gemini_api import GEMINI_THOUGHT_SIGNATURES, GeminiApi
 from tests.mocks.gemini_api import magic_error as _gemini_error
 from tests.mocks.openai_api import OpenAIApi
 from tests.mocks.openai_api import magic_error as _openai_error
-from tests.mocks.server import ApiError, MockServer, ProviderApi, Received
+from tests.mocks.server import ApiError, Fault, MockServer, ProviderApi, Received
 
-__all__ = ["ANTHROPIC_THINKING_SIGNATURES", "GEMINI_THOUGHT_SIGNATURES", "MockProvider", "Received", "magic_error"]
+__all__ = [
+    "ANTHROPIC_THINKING_SIGNATURES", "GEMINI_THOUGHT_SIGNATURES", "Fault", "MockProvider", "Received", "magic_error",
+]  # fmt: skip
 
 _APIS: dict[str, type[ProviderApi]] = {"openai": OpenAIApi, "anthropic": AnthropicApi, "gemini": GeminiApi}
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import random
 import re
 import socket
 import threading
@@ -49,6 +50,20 @@ class Received:
     stream_started_at: float | None = None  # time.monotonic() when the first stream event was written
     stream_finished_at: float | None = None  # time.monotonic() after the last event (or the drop)
     thought_signatures: list[str] = field(default_factory=list)  # Gemini: thoughtSignature values of the request
+
+
+@dataclass
+class Fault:
+    """A failure the test makes this mock show, whatever the request says (``MockServer.set_fault``): after the
+    request is received and checked, sleep ``sleep`` seconds, then cut the connection (``drop``) or answer ``status``
+    with the provider's own error (as the ERROR magic word does; 429 adds retry-after: 7), else answer normally. Each
+    request is hit with probability ``rate``; ``times`` limits how many are (None: until cleared)."""
+
+    status: int | None = None
+    sleep: float = 0.0
+    drop: bool = False
+    rate: float = 1.0
+    times: int | None = None
 
 
 class ApiError(Exception):
@@ -91,6 +106,7 @@ class Conv:
     forced_tool: str | None = None  # the tool the request forces
     n: int = 1  # candidates asked for
     count_tokens: bool = False
+    embed: Any = None  # an embeddings request: what tests/mocks/embeddings.py answers
 
 
 @dataclass
@@ -244,6 +260,7 @@ class ProviderApi:
 
     kind = ""
     stop_sequence_finish = False  # does the API report "stopped at a stop sequence" as its own finish reason?
+    stream_content_type = "text/event-stream"  # what a streamed answer says it is (Bedrock: an AWS event stream)
 
     def base_url(self, port: int) -> str:
         return f"http://127.0.0.1:{port}"
@@ -272,6 +289,10 @@ class ProviderApi:
         raise NotImplementedError
 
     def count_tokens_body(self) -> dict:
+        raise NotImplementedError
+
+    def embed_body(self, conv: Conv) -> dict:
+        """The answer to an embeddings request (``conv.embed``)."""
         raise NotImplementedError
 
     def full(self, conv: Conv, ans: Answer, seq: int) -> dict:
@@ -353,9 +374,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(head + body)
         self.wfile.flush()
 
-    def start_stream(self, headers: dict[str, str]) -> None:
+    def start_stream(self, headers: dict[str, str], content_type: str = "text/event-stream") -> None:
         self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Content-Type", content_type)
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Transfer-Encoding", "chunked")
         for k, v in headers.items():
@@ -399,6 +420,8 @@ class MockServer:
         self._lock = threading.Lock()
         self._seq = 0
         self._drop_gates: list[threading.Event] = []
+        self._fault: Fault | None = None
+        self._random = random.Random(1234)
         self._server: _Server | None = _Server(self)
         self.port: int = self._server.server_address[1]
         self._thread: threading.Thread | None = None
@@ -443,6 +466,22 @@ class MockServer:
     def clear(self) -> None:
         with self._lock:
             self.requests.clear()
+
+    def set_fault(self, fault: Fault | None) -> None:
+        """Fail the requests that follow as ``fault`` says (None: answer normally again)."""
+        with self._lock:
+            self._fault = fault
+
+    def _take_fault(self) -> Fault | None:
+        with self._lock:
+            f = self._fault
+            if f is None or (f.rate < 1.0 and self._random.random() >= f.rate):
+                return None
+            if f.times is not None:
+                f.times -= 1
+                if f.times <= 0:
+                    self._fault = None
+            return f
 
     def hold_drop(self) -> threading.Event:
         """The next DROPSTREAM stream stops after its first text event and waits, connection open, until the returned
@@ -526,6 +565,15 @@ class MockServer:
         return Answer(f"Hello from mock {self.kind}. You said: {text}", [], finish)
 
     def _answer(self, h: _Handler, rec: Received, conv: Conv, seq: int) -> None:
+        fault = self._take_fault()
+        if fault is not None:
+            if fault.sleep:
+                time.sleep(fault.sleep)  # a provider that hangs: the behaviour under test
+            if fault.drop:
+                h.drop()
+                return
+            if fault.status is not None:
+                raise self.api.magic_error(fault.status, conv.model)
         text = conv.last_user_text
         m = _MAGIC_SLEEP.search(text)
         if m:  # a provider slow to answer: the sleep is the behaviour under test
@@ -549,6 +597,10 @@ class MockServer:
             rec.status = 200
             h.send_body(200, dumps(self.api.count_tokens_body()), "application/json", self.api.id_headers(seq))
             return
+        if conv.embed is not None:
+            rec.status = 200
+            h.send_body(200, dumps(self.api.embed_body(conv)), "application/json", self.api.id_headers(seq))
+            return
         ans = self._decide(conv)
         rec.status = 200
         if not conv.stream:
@@ -568,7 +620,7 @@ class MockServer:
         slow = flag(text, "SLOWSTREAM")
         long_stream = flag(text, "LONGSTREAM")
         cut_after = self.api.first_text_event(events) if flag(text, "DROPSTREAM") else None
-        h.start_stream(self.api.id_headers(seq))
+        h.start_stream(self.api.id_headers(seq), self.api.stream_content_type)
         try:
             for i, ev in enumerate(events):
                 if i and slow:

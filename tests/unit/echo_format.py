@@ -150,3 +150,22 @@ def build_count_request(req: c.Request, *, model: str) -> bytes:
 
 def parse_count_response(body: bytes) -> int:
     raise invalid("echo cannot count")
+
+
+EMBEDS = False
+
+
+def parse_embed_request(body: bytes | dict[str, Any], *, model: str) -> c.EmbedRequest:
+    raise invalid("echo has no embeddings")
+
+
+def build_embed_response(resp: c.EmbedResponse, *, model: str, request: c.EmbedRequest) -> bytes:
+    raise invalid("echo has no embeddings")
+
+
+def build_embed_request(req: c.EmbedRequest, *, model: str) -> bytes:
+    raise invalid("echo has no embeddings")
+
+
+def parse_embed_response(body: bytes) -> c.EmbedResponse:
+    raise invalid("echo has no embeddings")

@@ -126,7 +126,7 @@ def test_parse_path(path: str, expected: tuple[str, str, str, bool, bool]) -> No
         "/v1alpha/models/m:generateContent",
         "/v1beta/models/m",
         "/v1beta/tunedModels/m:generateContent",
-        "/v1beta/models/m:embedContent",
+        "/v1beta/models/m:predict",  # (embedContent and batchEmbedContents are served: embeddings)
         "/v1beta/models",
         "",
     ],

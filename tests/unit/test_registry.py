@@ -25,12 +25,17 @@ from tests.unit import echo_format
 # -------------------------------------------------------------------------------------------------- the contract
 
 
-def _members() -> dict[str, Any]:
-    """Every member the contract names: attributes (from annotations) and methods (with their signatures)."""
-    out: dict[str, Any] = dict.fromkeys(contract.WireFormat.__annotations__)
-    for name, fn in vars(contract.WireFormat).items():
-        if callable(fn) and not name.startswith("_"):
-            out[name] = inspect.signature(fn)
+def _members(proto: type = contract.WireFormat) -> dict[str, Any]:
+    """Every member the contract names, its base protocols' included (``ProviderFormat``): attributes (from
+    annotations) and methods (with their signatures)."""
+    out: dict[str, Any] = {}
+    for klass in reversed(proto.__mro__):
+        if klass.__module__ != contract.__name__:
+            continue
+        out.update(dict.fromkeys(klass.__annotations__))
+        for name, fn in vars(klass).items():
+            if callable(fn) and not name.startswith("_"):
+                out[name] = inspect.signature(fn)
     return out
 
 
@@ -39,10 +44,13 @@ def _params(sig: inspect.Signature, drop_self: bool) -> list[tuple[str, Any, boo
     return [(p.name, p.kind, p.default is not inspect.Parameter.empty) for p in params]
 
 
-@pytest.mark.parametrize("name", [*registry.names(), "echo"])
+@pytest.mark.parametrize("name", [*registry.names(), "echo", *registry.CLOUD_FORMATS])
 def test_every_format_satisfies_the_whole_contract(name: str) -> None:
-    fmt: ModuleType = echo_format if name == "echo" else registry.get(name)  # type: ignore[assignment]
-    for member, sig in _members().items():
+    cloud = name in registry.CLOUD_FORMATS
+    fmt: ModuleType = echo_format if name == "echo" else registry.provider(name)  # type: ignore[assignment]
+    members = _members(contract.CloudFormat if cloud else contract.WireFormat)
+    assert {"upstream_path", "parse_error", "stream_decoder", "NAME", "CREDENTIAL"} <= set(members)
+    for member, sig in members.items():
         assert hasattr(fmt, member), f"{name} lacks {member}"
         if sig is None:
             continue
@@ -56,6 +64,9 @@ def test_every_format_satisfies_the_whole_contract(name: str) -> None:
         for (n, _, required), (_, _, has_default) in zip(wanted, got, strict=False):
             assert has_default or not required, f"{name}.{member}({n}) must be optional as the contract says"
     assert isinstance(fmt.CREDENTIAL, contract.CredentialHeader)
+    if cloud:
+        assert name == fmt.NAME and fmt.PASSTHROUGH_FROM in (None, *registry.names())
+        return
     assert fmt.PATH_PREFIX.startswith("/") and fmt.PATH_PREFIX.endswith("/")
 
 

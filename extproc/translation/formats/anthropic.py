@@ -20,9 +20,11 @@ from typing import Any, TypeGuard
 
 import orjson
 
-from extproc.translation import errors, jsonbytes, listing, media, schemas
+from extproc.translation import embeddings, errors, jsonbytes, listing, media, schemas
 from extproc.translation.canonical import (
     Document,
+    EmbedRequest,
+    EmbedResponse,
     Event,
     Finish,
     Image,
@@ -1429,3 +1431,25 @@ def parse_count_response(body: bytes) -> int:
 
 def build_count_response(tokens: int) -> bytes:
     return orjson.dumps({"input_tokens": tokens})
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Embeddings: none
+# ---------------------------------------------------------------------------------------------------------------------
+EMBEDS = False
+
+
+def parse_embed_request(body: bytes | dict[str, Any], *, model: str) -> EmbedRequest:
+    raise embeddings.no_embeddings("Anthropic's Messages API")
+
+
+def build_embed_response(resp: EmbedResponse, *, model: str, request: EmbedRequest) -> bytes:
+    raise embeddings.no_embeddings("Anthropic's Messages API")
+
+
+def build_embed_request(req: EmbedRequest, *, model: str) -> bytes:
+    raise embeddings.no_embeddings("Anthropic's Messages API")
+
+
+def parse_embed_response(body: bytes) -> EmbedResponse:
+    raise embeddings.no_embeddings("Anthropic's Messages API")

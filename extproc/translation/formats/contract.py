@@ -23,13 +23,14 @@ GENERATE = "generate"  # a model call: translated or passed through
 COUNT_TOKENS = "count_tokens"  # a token count: passed through, or translated where both sides can count
 MODELS = "models"  # the model listing, answered by the gateway from the config
 LOCAL = "local"  # answered by the gateway itself from its own state (e.g. stored responses); see ``Endpoint.op``
+EMBED = "embed"  # embeddings: passed through to a provider of the same format, else translated
 
 
 @dataclass(slots=True, frozen=True)
 class Endpoint:
     """What a client's request line asks for, as the format's ``route`` read it."""
 
-    kind: str  # GENERATE | COUNT_TOKENS | MODELS | LOCAL
+    kind: str  # GENERATE | COUNT_TOKENS | MODELS | LOCAL | EMBED
     methods: tuple[str, ...] = ("POST",)  # what the path allows (others: 405 with ``allow``)
     model: str | None = None  # from the path (Gemini); None when the body names it
     stream: bool = False  # from the path (Gemini); body-carried flags are read by ``request_model``
@@ -180,14 +181,70 @@ class ConversationState(Protocol):
         ...
 
 
-class WireFormat(Protocol):
-    """One wire format, both directions. Implemented by a module; see the module docstrings for each format's API."""
+class ProviderFormat(Protocol):
+    """The provider side of a wire format: what the gateway needs to send a request to a provider that speaks it and
+    to read the answer. Every ``WireFormat`` is one; a cloud's variant of a format (``CloudFormat``) is only this."""
 
-    NAME: str  # registry key, and the provider ``type`` that speaks it unless ``PROVIDER_TYPE`` says otherwise
-    PATH_PREFIX: str  # client paths start with it ("/openai/"); a prefix may be shared by formats (errors: first one)
+    NAME: str  # registry key
     CREDENTIAL: CredentialHeader  # where a provider of this format takes its key
     EXTRA_HEADERS: list[tuple[str, str]]  # set on requests translated into this format (e.g. anthropic-version)
     COUNTS_TOKENS: bool  # a provider of this format counts tokens (``build_count_request`` works)
+    EMBEDS: bool  # a provider of this format embeds texts (``build_embed_request`` works)
+
+    # ---- provider side
+    def upstream_path(self, *, model: str, stream: bool, kind: str = GENERATE) -> str:
+        """Path of a translated request, relative to the provider's base URL."""
+        ...
+
+    def passthrough_path(self, endpoint: Endpoint, *, model: str, path: str, query: str) -> str:
+        """Path of a same-format request (``path``/``query`` are the client's), relative to the provider's base URL."""
+        ...
+
+    def passthrough_body(
+        self, body: bytes, head: dict[str, Any], *, model: str, stream: bool
+    ) -> tuple[bytes, PassThroughStream | None]:
+        """The bytes a same-format request goes upstream with: the client's own, with only the top-level model
+        value's bytes changed when it differs from ``model``; plus a stream filter when the change needs one."""
+        ...
+
+    def build_request(self, req: c.Request, *, model: str, options: BuildOptions | None = None) -> bytes: ...
+
+    def parse_response(self, body: bytes) -> c.Response: ...
+
+    def parse_error(self, status: int, body: bytes) -> GatewayError: ...
+
+    def stream_decoder(self, opts: StreamOptions) -> StreamDecoder: ...
+
+    # ---- token counting, provider side (a format without counting raises a 400 ``GatewayError`` from these)
+    def build_count_request(self, req: c.Request, *, model: str) -> bytes: ...
+
+    def parse_count_response(self, body: bytes) -> int: ...
+
+    def fetches_url(self, part: c.Image | c.Document) -> bool | str:
+        """Whether a provider of this format reads ``part.url`` itself (True), needs the bytes inline (False), or can
+        never use it (a reason)."""
+        ...
+
+    # ---- embeddings, provider side (``upstream_path(kind=EMBED)``; without embeddings: a 400 ``GatewayError``)
+    def build_embed_request(self, req: c.EmbedRequest, *, model: str) -> bytes: ...
+
+    def parse_embed_response(self, body: bytes) -> c.EmbedResponse: ...
+
+
+class CloudFormat(ProviderFormat, Protocol):
+    """A cloud's variant of a format (Azure OpenAI, Vertex AI, Bedrock): provider side only, with its own paths,
+    errors and stream framing. Its requests may be the base format's bodies unchanged (``PASSTHROUGH_FROM``)."""
+
+    # The client format whose requests go to this provider as the client wrote them (``passthrough_path`` and
+    # ``passthrough_body`` adapt them); None: every request is translated.
+    PASSTHROUGH_FROM: str | None
+    STREAM_CONTENT_TYPE: str  # what a streamed answer's content type starts with ("text/event-stream", ...)
+
+
+class WireFormat(ProviderFormat, Protocol):
+    """One wire format, both directions. Implemented by a module; see the module docstrings for each format's API."""
+
+    PATH_PREFIX: str  # client paths start with it ("/openai/"); a prefix may be shared by formats (errors: first one)
     STATE: ConversationState | None  # the server keeps answers its clients continue (Responses); None: stateless
 
     # ---- client side
@@ -223,41 +280,12 @@ class WireFormat(Protocol):
         """The listing (or one model) in this format's shape; ``GatewayError`` 404 for an unknown id."""
         ...
 
-    # ---- provider side
-    def upstream_path(self, *, model: str, stream: bool, kind: str = GENERATE) -> str:
-        """Path of a translated request, relative to the provider's base URL."""
-        ...
-
-    def passthrough_path(self, endpoint: Endpoint, *, model: str, path: str, query: str) -> str:
-        """Path of a same-format request (``path``/``query`` are the client's), relative to the provider's base URL."""
-        ...
-
-    def passthrough_body(
-        self, body: bytes, head: dict[str, Any], *, model: str, stream: bool
-    ) -> tuple[bytes, PassThroughStream | None]:
-        """The bytes a same-format request goes upstream with: the client's own, with only the top-level model
-        value's bytes changed when it differs from ``model``; plus a stream filter when the change needs one."""
-        ...
-
-    def build_request(self, req: c.Request, *, model: str, options: BuildOptions | None = None) -> bytes: ...
-
-    def parse_response(self, body: bytes) -> c.Response: ...
-
-    def parse_error(self, status: int, body: bytes) -> GatewayError: ...
-
-    def stream_decoder(self, opts: StreamOptions) -> StreamDecoder: ...
-
-    # ---- token counting (client side: parse a count request, build the answer; provider side: the reverse).
-    # A format without counting raises a 400 ``GatewayError`` from these.
+    # ---- token counting, client side: parse a count request, build the answer (400 ``GatewayError`` without)
     def parse_count_request(self, body: bytes | dict[str, Any], *, model: str) -> c.Request: ...
 
     def build_count_response(self, tokens: int) -> bytes: ...
 
-    def build_count_request(self, req: c.Request, *, model: str) -> bytes: ...
+    # ---- embeddings, client side (a format without an embeddings endpoint never routes to EMBED; these raise 400)
+    def parse_embed_request(self, body: bytes | dict[str, Any], *, model: str) -> c.EmbedRequest: ...
 
-    def parse_count_response(self, body: bytes) -> int: ...
-
-    def fetches_url(self, part: c.Image | c.Document) -> bool | str:
-        """Whether a provider of this format reads ``part.url`` itself (True), needs the bytes inline (False), or can
-        never use it (a reason)."""
-        ...
+    def build_embed_response(self, resp: c.EmbedResponse, *, model: str, request: c.EmbedRequest) -> bytes: ...

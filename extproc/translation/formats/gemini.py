@@ -33,10 +33,12 @@ from urllib.parse import parse_qsl, unquote
 
 import orjson
 
-from extproc.translation import listing, media, schemas
+from extproc.translation import embeddings, listing, media, schemas
 from extproc.translation.canonical import (
     Candidate,
     Document,
+    EmbedRequest,
+    EmbedResponse,
     Event,
     Finish,
     Image,
@@ -65,6 +67,7 @@ from extproc.translation.capabilities import BUDGET
 from extproc.translation.errors import GatewayError, invalid, type_for_status
 from extproc.translation.formats.contract import (
     COUNT_TOKENS,
+    EMBED,
     GENERATE,
     MODELS,
     BuildOptions,
@@ -151,7 +154,7 @@ _EFFORTS_OUT = {**_EFFORTS, "max": "high"}
 # Budgets for models that only know thinkingBudget (Gemini 1.x/2.x), by reasoning effort.
 _BUDGET_BY_EFFORT = {"none": 0, "minimal": 512, "low": 1024, "medium": 8192, "high": 24576}
 _LEGACY_THINKING_MODEL = re.compile(r"(?:^|/)gemini-(?:1|2)\.")
-_METHODS = ("generateContent", "streamGenerateContent", "countTokens")
+_METHODS = ("generateContent", "streamGenerateContent", "countTokens", "embedContent", "batchEmbedContents")
 _BAD_MODEL = re.compile(r"[\x00-\x1f\x7f/\\?#]|\.\.")
 
 _JSON_SCHEMA_RENAME = {
@@ -241,6 +244,8 @@ def pass_through_path(api_version: str, model: str, method: str, sse: bool) -> s
 def upstream_path(*, model: str, stream: bool, kind: str = GENERATE) -> str:
     if kind == COUNT_TOKENS:
         return f"/v1beta/models/{model}:countTokens"
+    if kind == EMBED:
+        return f"/v1beta/models/{model}:batchEmbedContents"
     if stream:
         return f"/v1beta/models/{model}:streamGenerateContent?alt=sse"
     return f"/v1beta/models/{model}:generateContent"
@@ -1398,7 +1403,7 @@ def route(method: str, path: str, query: str) -> Endpoint | None:
     if not path.startswith("/gemini/"):
         return None
     version, model, action, stream, sse = parse_path(path[len("/gemini") :] + (f"?{query}" if query else ""))
-    kind = COUNT_TOKENS if action == "countTokens" else GENERATE
+    kind = COUNT_TOKENS if action == "countTokens" else EMBED if action in _EMBED_METHODS else GENERATE
     return Endpoint(kind, model=model, stream=stream, opts={"api_version": version, "action": action, "sse": sse})
 
 
@@ -1459,6 +1464,16 @@ def passthrough_path(endpoint: Endpoint, *, model: str, path: str, query: str) -
 def passthrough_body(
     body: bytes, head: dict[str, Any], *, model: str, stream: bool
 ) -> tuple[bytes, PassThroughStream | None]:
+    if not head and b'"requests"' in body:  # the body is not read for Gemini paths (the model is in the path)
+        with contextlib.suppress(orjson.JSONDecodeError):
+            loaded = orjson.loads(body)
+            head = loaded if isinstance(loaded, dict) else {}
+    requests = head.get("requests")
+    if isinstance(requests, list) and any(isinstance(r, dict) and r.get("model") not in (None, f"models/{model}")
+                                          for r in requests):  # fmt: skip
+        # batchEmbedContents names the model in each request too: an alias is replaced there as in the path
+        fixed = [{**r, "model": f"models/{model}"} if isinstance(r, dict) and "model" in r else r for r in requests]
+        return orjson.dumps({**head, "requests": fixed}), None
     return body, None  # the model is in the path
 
 
@@ -1515,3 +1530,86 @@ def parse_count_response(body: bytes) -> int:
 
 def build_count_response(tokens: int) -> bytes:
     return orjson.dumps({"totalTokens": tokens})
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Embeddings (``:embedContent``, ``:batchEmbedContents``), both sides
+# ---------------------------------------------------------------------------------------------------------------------
+EMBEDS = True
+_EMBED_METHODS = ("embedContent", "batchEmbedContents")
+
+
+def _embed_one(item: Any, where: str) -> tuple[str, str | None, str | None, int | None]:
+    """One ``EmbedContentRequest``: (text, task type, title, output dimensionality)."""
+    obj = _dict(item, where)
+    content = _dict(obj.get("content") or {}, f"{where}.content")
+    parts = content.get("parts")
+    if not isinstance(parts, list) or not parts:
+        raise invalid(f"{where}.content.parts must be a non-empty array", param=f"{where}.content.parts")
+    texts = []
+    for i, part in enumerate(parts):
+        text = part.get("text") if isinstance(part, dict) else None
+        if not isinstance(text, str):
+            raise invalid(f"{where}.content.parts[{i}]: only text can be embedded here", param=f"{where}.content")
+        texts.append(text)
+    task = _get(obj, "taskType", "task_type")
+    if task is not None and task not in embeddings.TASK_TYPES:
+        raise invalid(f"{where}.taskType: unknown task type {task!r}", param=f"{where}.taskType")
+    title = obj.get("title")
+    dims = _get(obj, "outputDimensionality", "output_dimensionality")
+    if dims is not None and (not isinstance(dims, int) or isinstance(dims, bool) or dims < 1):
+        raise invalid(f"{where}.outputDimensionality must be a positive integer", param=f"{where}.outputDimensionality")
+    return " ".join(texts), task, title if isinstance(title, str) else None, dims
+
+
+def parse_embed_request(body: bytes | dict[str, Any], *, model: str) -> EmbedRequest:
+    """``embedContent`` (one content) or ``batchEmbedContents`` (``requests``, one settings for all here)."""
+    try:
+        data = body if isinstance(body, dict) else orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        raise invalid(f"request body is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise invalid("request body must be a JSON object")
+    batch = "requests" in data
+    items = data.get("requests") if batch else [data]
+    if not isinstance(items, list) or not items:
+        raise invalid("'requests' must be a non-empty array", param="requests")
+    parsed = [_embed_one(x, f"requests[{i}]" if batch else "request") for i, x in enumerate(items)]
+    settings = {p[1:] for p in parsed}
+    if len(settings) > 1:
+        raise invalid("the requests of a batch must share taskType, title and outputDimensionality here")
+    _, task, title, dims = parsed[0]
+    return EmbedRequest(model, [p[0] for p in parsed], dims, task_type=task, title=title, batch=batch)
+
+
+def build_embed_response(resp: EmbedResponse, *, model: str, request: EmbedRequest) -> bytes:
+    if request.batch:
+        return orjson.dumps({"embeddings": [{"values": v} for v in resp.vectors]})
+    return orjson.dumps({"embedding": {"values": resp.vectors[0] if resp.vectors else []}})
+
+
+def build_embed_request(req: EmbedRequest, *, model: str) -> bytes:
+    def one(text: str) -> dict[str, Any]:
+        item: dict[str, Any] = {"model": f"models/{model}", "content": {"parts": [{"text": text}]}}
+        if req.task_type:
+            item["taskType"] = req.task_type
+        if req.title:
+            item["title"] = req.title
+        if req.dimensions is not None:
+            item["outputDimensionality"] = req.dimensions
+        return item
+
+    return orjson.dumps({"requests": [one(t) for t in req.inputs]})
+
+
+def parse_embed_response(body: bytes) -> EmbedResponse:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        data = None
+    items = data.get("embeddings") if isinstance(data, dict) else None
+    if items is None and isinstance(data, dict) and isinstance(data.get("embedding"), dict):
+        items = [data["embedding"]]
+    if not isinstance(items, list) or not all(isinstance(x, dict) for x in items):
+        raise GatewayError("server_error", "invalid Gemini embeddings answer: no embeddings", 502)
+    return EmbedResponse([embeddings.floats(x.get("values")) for x in items])

@@ -18,10 +18,12 @@ from typing import Any
 
 import orjson
 
-from extproc.translation import jsonbytes, listing, media
+from extproc.translation import embeddings, jsonbytes, listing, media
 from extproc.translation.canonical import (
     Candidate,
     Document,
+    EmbedRequest,
+    EmbedResponse,
     Event,
     Finish,
     Image,
@@ -50,6 +52,7 @@ from extproc.translation.canonical import (
 )
 from extproc.translation.errors import ERROR_TYPES, GatewayError, invalid, type_for_status
 from extproc.translation.formats.contract import (
+    EMBED,
     GENERATE,
     MODELS,
     BuildOptions,
@@ -741,6 +744,8 @@ class StreamEncoder:
 # Provider side: request out
 # ---------------------------------------------------------------------------------------------------------------------
 def upstream_path(*, model: str, stream: bool, kind: str = GENERATE) -> str:
+    if kind == EMBED:
+        return "/embeddings"
     return "/chat/completions"
 
 
@@ -1214,11 +1219,14 @@ COUNTS_TOKENS = False
 STATE: ConversationState | None = None  # nothing is kept between requests
 _CHAT = "/openai/v1/chat/completions"
 _MODELS = "/openai/v1/models"
+_EMBEDDINGS = "/openai/v1/embeddings"
 
 
 def route(method: str, path: str, query: str) -> Endpoint | None:
     if path == _CHAT:
         return Endpoint(GENERATE)
+    if path == _EMBEDDINGS:
+        return Endpoint(EMBED)
     if path == _MODELS or path.startswith(_MODELS + "/"):
         return Endpoint(MODELS, model_id=path[len(_MODELS) + 1 :] or None, methods=("GET",))
     return None
@@ -1295,3 +1303,77 @@ def parse_count_response(body: bytes) -> int:
 
 def build_count_response(tokens: int) -> bytes:
     raise invalid("OpenAI Chat Completions has no token counting endpoint")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Embeddings (``POST /v1/embeddings``), both sides
+# ---------------------------------------------------------------------------------------------------------------------
+EMBEDS = True
+
+
+def parse_embed_request(body: bytes | dict[str, Any], *, model: str) -> EmbedRequest:
+    """``{"input": str | [str], "model", "dimensions", "encoding_format", "user"}``; token-id inputs can only go to
+    an OpenAI-compatible provider as they are (the same-format pass-through), not be translated."""
+    try:
+        data = body if isinstance(body, dict) else orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise invalid(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise invalid("request body must be a JSON object")
+    raw = data.get("input")
+    if isinstance(raw, str):
+        inputs = [raw]
+    elif isinstance(raw, list) and raw and all(isinstance(x, str) for x in raw):
+        inputs = list(raw)
+    elif isinstance(raw, list) and raw and all(isinstance(x, int | list) for x in raw):
+        raise invalid("token-id inputs can only be embedded by an OpenAI-compatible provider", param="input")
+    else:
+        raise invalid("'input' must be a non-empty string or array of strings", param="input")
+    if any(not x for x in inputs):
+        raise invalid("'$.input' is invalid: empty strings cannot be embedded", param="input")
+    dims = data.get("dimensions")
+    if dims is not None and (not isinstance(dims, int) or isinstance(dims, bool) or dims < 1):
+        raise invalid("'dimensions' must be a positive integer", param="dimensions")
+    encoding = data.get("encoding_format", "float")
+    if encoding not in ("float", "base64"):
+        raise invalid("'encoding_format' must be 'float' or 'base64'", param="encoding_format")
+    user = data.get("user")
+    return EmbedRequest(model, inputs, dims, encoding, user=user if isinstance(user, str) else None)
+
+
+def build_embed_response(resp: EmbedResponse, *, model: str, request: EmbedRequest) -> bytes:
+    b64 = request.encoding == "base64"
+    data = [
+        {"object": "embedding", "index": i, "embedding": embeddings.to_base64(v) if b64 else v}
+        for i, v in enumerate(resp.vectors)
+    ]
+    tokens = resp.usage.input_tokens if resp.usage is not None else 0
+    usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+    return orjson.dumps({"object": "list", "data": data, "model": model, "usage": usage})
+
+
+def build_embed_request(req: EmbedRequest, *, model: str) -> bytes:
+    body: dict[str, Any] = {"model": model, "input": req.inputs, "encoding_format": "float"}
+    if req.dimensions is not None:
+        body["dimensions"] = req.dimensions
+    if req.user:
+        body["user"] = req.user
+    return orjson.dumps(body)
+
+
+def parse_embed_response(body: bytes) -> EmbedResponse:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise _bad_response("embeddings body is not JSON") from None
+    items = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(items, list) or not all(isinstance(x, dict) for x in items):
+        raise _bad_response("embeddings answer without data")
+    vectors = []
+    for item in sorted(items, key=lambda x: _int(x.get("index"))):
+        vec = item.get("embedding")
+        vectors.append(embeddings.from_base64(vec) if isinstance(vec, str) else embeddings.floats(vec))
+    u = data.get("usage")
+    usage = Usage(_int(u.get("prompt_tokens"))) if isinstance(u, dict) else None
+    model = data.get("model")
+    return EmbedResponse(vectors, model if isinstance(model, str) else "", usage)

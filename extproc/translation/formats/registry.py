@@ -7,8 +7,18 @@ against the contract, and ``tests/unit/test_registry.py`` exercises every entry 
 from __future__ import annotations
 
 from extproc.translation.errors import GatewayError
-from extproc.translation.formats import anthropic, gemini, openai, responses
-from extproc.translation.formats.contract import Endpoint, WireFormat
+from extproc.translation.formats import (
+    anthropic,
+    azure,
+    bedrock,
+    bedrock_anthropic,
+    gemini,
+    openai,
+    responses,
+    vertex,
+    vertex_anthropic,
+)
+from extproc.translation.formats.contract import CloudFormat, Endpoint, ProviderFormat, WireFormat
 
 # Order matters only among formats sharing a path prefix: the first one's error shape answers unknown paths there.
 FORMATS: dict[str, WireFormat] = {
@@ -19,6 +29,17 @@ FORMATS: dict[str, WireFormat] = {
 }
 
 
+# Clouds' variants of the formats above: provider side only (their own paths, credentials, errors, stream framing).
+CLOUD_FORMATS: dict[str, CloudFormat] = {
+    "azure": azure,  # Azure OpenAI's deployment URLs (the /openai/v1/ surface is the openai format itself)
+    "vertex": vertex,  # Gemini on Vertex AI
+    "vertex_anthropic": vertex_anthropic,  # Claude on Vertex AI (rawPredict / streamRawPredict)
+    "bedrock": bedrock,  # AWS Bedrock Converse / ConverseStream (any Bedrock model)
+    "bedrock_anthropic": bedrock_anthropic,  # Claude on AWS Bedrock (InvokeModel / InvokeModelWithResponseStream)
+}
+SSE = "text/event-stream"
+
+
 def names() -> tuple[str, ...]:
     return tuple(FORMATS)
 
@@ -26,6 +47,33 @@ def names() -> tuple[str, ...]:
 def get(name: str) -> WireFormat:
     """The format called ``name`` (a provider's ``format``, or a client format)."""
     return FORMATS[name]
+
+
+def provider_names() -> tuple[str, ...]:
+    """Every format a provider may speak: the client formats and the clouds' variants."""
+    return (*FORMATS, *CLOUD_FORMATS)
+
+
+def provider(name: str) -> ProviderFormat:
+    """The format a provider speaks (``Provider.format``): a client format or a cloud's variant of one."""
+    fmt = FORMATS.get(name)
+    return fmt if fmt is not None else CLOUD_FORMATS[name]
+
+
+def passes_through(fmt: ProviderFormat, client: WireFormat) -> bool:
+    """A request of ``client``'s format goes to a provider speaking ``fmt`` as the client wrote it (only the model
+    name, and for a cloud's variant its path and envelope, adapted): the same format, or a cloud's variant of it."""
+    if fmt is client:
+        return True
+    cloud = CLOUD_FORMATS.get(fmt.NAME)
+    return cloud is not None and cloud.PASSTHROUGH_FROM == client.NAME
+
+
+def stream_content_type(fmt: ProviderFormat) -> str:
+    """What a streamed answer of a provider speaking ``fmt`` says its content type is (SSE but for Bedrock's binary
+    event stream)."""
+    cloud = CLOUD_FORMATS.get(fmt.NAME)
+    return cloud.STREAM_CONTENT_TYPE if cloud is not None else SSE
 
 
 def for_prefix(path: str) -> WireFormat | None:

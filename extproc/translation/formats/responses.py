@@ -39,7 +39,7 @@ from urllib.parse import parse_qsl
 import orjson
 
 from extproc.translation import canonical as c
-from extproc.translation import jsonbytes
+from extproc.translation import embeddings, jsonbytes
 from extproc.translation.errors import ERROR_TYPES, GatewayError, invalid, type_for_status
 from extproc.translation.formats.contract import (
     COUNT_TOKENS,
@@ -1876,3 +1876,34 @@ def parse_count_response(body: bytes) -> int:
 
 def build_count_response(tokens: int) -> bytes:
     return orjson.dumps({"object": "response.input_tokens", "input_tokens": tokens})
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Embeddings: none
+# ---------------------------------------------------------------------------------------------------------------------
+EMBEDS = False
+_NO_EMBEDDINGS = "OpenAI's Responses API (embeddings are /v1/embeddings of Chat Completions: api: chat)"
+
+
+def parse_embed_request(body: bytes | dict[str, Any], *, model: str) -> c.EmbedRequest:
+    raise embeddings.no_embeddings(
+        "OpenAI's Responses API (embeddings are Chat Completions' /v1/embeddings: a provider of type openai)"
+    )
+
+
+def build_embed_response(resp: c.EmbedResponse, *, model: str, request: c.EmbedRequest) -> bytes:
+    raise embeddings.no_embeddings(
+        "OpenAI's Responses API (embeddings are Chat Completions' /v1/embeddings: a provider of type openai)"
+    )
+
+
+def build_embed_request(req: c.EmbedRequest, *, model: str) -> bytes:
+    raise embeddings.no_embeddings(
+        "OpenAI's Responses API (embeddings are Chat Completions' /v1/embeddings: a provider of type openai)"
+    )
+
+
+def parse_embed_response(body: bytes) -> c.EmbedResponse:
+    raise embeddings.no_embeddings(
+        "OpenAI's Responses API (embeddings are Chat Completions' /v1/embeddings: a provider of type openai)"
+    )
