@@ -26,7 +26,7 @@ from typing import Any
 from extproc.core import governance as g
 from extproc.core.access import ANONYMOUS
 from extproc.core.record import Record
-from extproc.transport.resp import RespClient, encode
+from extproc.transport.resp import RespClient, bulk
 
 log = logging.getLogger("extproc")
 
@@ -108,29 +108,39 @@ class MemoryStore:
         return None
 
 
-# KEYS: the plan's counters, request counters first. ARGV[1]: how many request counters; ARGV[1+i]: counter i's
-# limit; ARGV[1+n+i]: its ttl (seconds). Returns {refused index (0-based) or -1, value of each counter after}.
+# The checks of every request that asked in one turn of the event loop, in one call. KEYS: every plan's counters, one
+# plan after the other (its request counters first). ARGV[1]: the number of plans; then per plan: n (its counters),
+# nreq (its request counters), n limits, n ttls (seconds). Each plan is checked as if alone, in order (the script
+# runs atomically): {refused index (0-based) or -1, the value of each counter after} per plan, flattened.
 _CHECK = """
-local n = #KEYS
-local nreq = tonumber(ARGV[1])
-local vals = redis.call('MGET', unpack(KEYS))
-local refused = -1
-for i = 1, n do
-  local v = tonumber(vals[i] or '0')
-  vals[i] = v
+local out = {}
+local a, k = 2, 0
+for p = 1, tonumber(ARGV[1]) do
+  local n, nreq = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  local keys = {}
+  for i = 1, n do keys[i] = KEYS[k + i] end
+  local vals = redis.call('MGET', unpack(keys))
+  local refused = -1
+  for i = 1, n do
+    local v = tonumber(vals[i] or '0')
+    vals[i] = v
+    if refused < 0 then
+      local limit = tonumber(ARGV[a + 1 + i])
+      if (i <= nreq and v + 1 > limit) or (i > nreq and v >= limit) then refused = i - 1 end
+    end
+  end
   if refused < 0 then
-    local limit = tonumber(ARGV[1 + i])
-    if (i <= nreq and v + 1 > limit) or (i > nreq and v >= limit) then refused = i - 1 end
+    for i = 1, nreq do
+      vals[i] = redis.call('INCR', keys[i])
+      if vals[i] == 1 then redis.call('EXPIRE', keys[i], ARGV[a + 1 + n + i]) end
+    end
   end
+  out[#out + 1] = refused
+  for i = 1, n do out[#out + 1] = vals[i] end
+  a = a + 2 + 2 * n
+  k = k + n
 end
-if refused < 0 then
-  for i = 1, nreq do
-    vals[i] = redis.call('INCR', KEYS[i])
-    if vals[i] == 1 then redis.call('EXPIRE', KEYS[i], ARGV[1 + n + i]) end
-  end
-end
-table.insert(vals, 1, refused)
-return vals
+return out
 """
 # KEYS: counters, then usage hashes. ARGV[1]: number of counters c, ARGV[2]: usage ttl (seconds); then per counter
 # (amount, ttl); then per usage hash (number of fields m, then m pairs of field, amount).
@@ -211,6 +221,8 @@ class RedisStore:
         self.timeout = settings.timeout
         self.client = RespClient(url)
         self.breaker = Breaker(settings.breaker_failures, settings.breaker_cooldown)
+        self._checks: list[tuple[g.Plan, asyncio.Future[list[int]]]] = []  # asked for in this turn of the loop
+        self._sending: asyncio.Future[None] | None = None
         self.on_failure = on_failure
         self.prefix = settings.key_prefix
         self.counters: dict[str, list[int]] = {}  # pending charges: name -> [amount, ttl]
@@ -227,27 +239,61 @@ class RedisStore:
         self.on_failure(op, reason)
 
     async def check(self, plan: g.Plan) -> bool:
-        """True when Redis answered (``plan.values``/``refused`` set), False when it could not in time."""
+        """True when Redis answered (``plan.values``/``refused`` set), False when it could not in time. The checks
+        asked for in one turn of the event loop go in one script call (``_send_checks``)."""
         if not self.breaker.allow():
             self.on_failure("check", "breaker_open")
             return False
-        command = plan.memo.get("redis")
-        if command is None:  # the same bytes for every request of this key, model and window
-            counters = plan.counters
-            nreq = sum(1 for c in counters if c.kind == g.REQUESTS)
-            args = [nreq, *(c.limit for c in counters), *(c.ttl for c in counters)]
-            command = plan.memo["redis"] = encode(("EVALSHA", _CHECK_SHA, len(counters), *(c.name for c in counters),
-                                                   *args))  # fmt: skip
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[list[int]] = loop.create_future()
+        if not self._checks:
+            loop.call_soon(self._send_checks)
+        self._checks.append((plan, fut))
         try:
             async with asyncio.timeout(self.timeout):
-                got = await self.client.script(command, _CHECK)
+                got = await fut
         except Exception as exc:  # timeouts, connection refused, script errors: the store did not answer
             self._failed("check", exc)
             return False
         self.breaker.success()
-        plan.refused = int(got[0])
-        plan.values = [int(v) for v in got[1:]]
+        plan.refused = got[0]
+        plan.values = got[1:]
         return True
+
+    def _send_checks(self) -> None:
+        batch, self._checks = self._checks, []
+        keys: list[bytes] = []
+        args: list[bytes] = []
+        nkeys = nargs = 0
+        for plan, _ in batch:
+            parts = plan.memo.get("redis")
+            if parts is None:  # the same bytes for every request of this key, model and window
+                counters = plan.counters
+                nreq = sum(1 for c in counters if c.kind == g.REQUESTS)
+                values = [len(counters), nreq, *(c.limit for c in counters), *(c.ttl for c in counters)]
+                parts = plan.memo["redis"] = (bulk(*(c.name for c in counters)), bulk(*values), len(counters))
+            keys.append(parts[0])
+            args.append(parts[1])
+            nkeys += parts[2]
+            nargs += 2 + 2 * parts[2]
+        head = b"*%d\r\n" % (3 + nkeys + 1 + nargs) + bulk("EVALSHA", _CHECK_SHA, nkeys)
+        command = b"".join([head, *keys, bulk(len(batch)), *args])
+        self._sending = asyncio.ensure_future(self._checked(batch, command))
+
+    async def _checked(self, batch: list[tuple[g.Plan, asyncio.Future[list[int]]]], command: bytes) -> None:
+        try:
+            got = await self.client.script(command, _CHECK)
+        except Exception as exc:
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(exc)
+            return
+        i = 0
+        for plan, fut in batch:
+            n = len(plan.counters) + 1
+            if not fut.done():
+                fut.set_result(got[i : i + n])
+            i += n
 
     def charge(self, charges: list[tuple[str, int, int]], key: str, day: str, fields: list[tuple[str, int]],
                retention_days: int) -> None:  # fmt: skip

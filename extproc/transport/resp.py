@@ -26,7 +26,13 @@ class RespError(Exception):
 
 
 def encode(args: tuple[Any, ...]) -> bytes:
-    out = [b"*%d\r\n" % len(args)]
+    """A command: an array of bulk strings."""
+    return b"*%d\r\n" % len(args) + bulk(*args)
+
+
+def bulk(*args: Any) -> bytes:
+    """Bulk strings, to build a command from parts (``encode`` adds the array's header)."""
+    out = []
     for a in args:
         b = a if isinstance(a, bytes) else str(a).encode()
         out.append(b"$%d\r\n%s\r\n" % (len(b), b))
