@@ -235,8 +235,7 @@ class RedisStore:
         if isinstance(exc, TimeoutError):
             self.client.reset()  # what the connection still owes is not worth waiting for
         self.breaker.failure()
-        reason = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
-        self.on_failure(op, reason)
+        self.on_failure(op, _reason(exc))
 
     async def check(self, plan: g.Plan) -> bool:
         """True when Redis answered (``plan.values``/``refused`` set), False when it could not in time. The checks
@@ -250,12 +249,10 @@ class RedisStore:
             loop.call_soon(self._send_checks)
         self._checks.append((plan, fut))
         try:
-            async with asyncio.timeout(self.timeout):
-                got = await fut
+            got = await fut  # within redis.timeout: the batch's timer fails it after that (``_expire``)
         except Exception as exc:  # timeouts, connection refused, script errors: the store did not answer
-            self._failed("check", exc)
+            self.on_failure("check", _reason(exc))  # (the breaker counts the batch once: ``_checked``)
             return False
-        self.breaker.success()
         plan.refused = got[0]
         plan.values = got[1:]
         return True
@@ -278,16 +275,33 @@ class RedisStore:
             nargs += 2 + 2 * parts[2]
         head = b"*%d\r\n" % (3 + nkeys + 1 + nargs) + bulk("EVALSHA", _CHECK_SHA, nkeys)
         command = b"".join([head, *keys, bulk(len(batch)), *args])
-        self._sending = asyncio.ensure_future(self._checked(batch, command))
+        timer = asyncio.get_running_loop().call_later(self.timeout, self._expire, batch)
+        self._sending = asyncio.ensure_future(self._checked(batch, command, timer))
 
-    async def _checked(self, batch: list[tuple[g.Plan, asyncio.Future[list[int]]]], command: bytes) -> None:
+    def _expire(self, batch: list[tuple[g.Plan, asyncio.Future[list[int]]]]) -> None:
+        """``redis.timeout`` after a batch was sent: whoever still waits stops waiting (one timer per batch), and
+        the connection is dropped (what it still owes is not worth waiting for)."""
+        self.client.reset()
+        self.breaker.failure()
+        for _, fut in batch:
+            if not fut.done():
+                fut.set_exception(TimeoutError())
+
+    async def _checked(
+        self, batch: list[tuple[g.Plan, asyncio.Future[list[int]]]], command: bytes, timer: asyncio.TimerHandle
+    ) -> None:
         try:
             got = await self.client.script(command, _CHECK)
         except Exception as exc:
+            if not timer.cancelled() and any(not fut.done() for _, fut in batch):  # not timed out already
+                self.breaker.failure()
             for _, fut in batch:
                 if not fut.done():
                     fut.set_exception(exc)
             return
+        finally:
+            timer.cancel()
+        self.breaker.success()
         i = 0
         for plan, fut in batch:
             n = len(plan.counters) + 1
@@ -391,6 +405,10 @@ class RedisStore:
     async def close(self) -> None:
         await self.flush()
         await self.client.close()
+
+
+def _reason(exc: BaseException) -> str:
+    return "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
 
 
 def _text(raw: bytes | str) -> str:
