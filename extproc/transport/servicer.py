@@ -367,6 +367,7 @@ class ExtProc:
                 call.headers_out = governance.budget_headers(plan)
             return action
         call.plan = None
+        call.ex.record.key = plan.key  # the refused request's log line names the key (never charged)
         err, headers = refusal
         reply = call.ex.error_reply(err)
         reply.headers.extend(headers)
