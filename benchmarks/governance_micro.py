@@ -1,7 +1,8 @@
 """The service's own CPU per request with governance, in one process, without Envoy: plain, ``store: memory`` and
-``store: redis`` (a real ``redis-server`` on a free port), 32 exchanges at a time, OpenAI client -> Anthropic.
+``store: redis`` (a real ``redis-server`` on a free port), ``--concurrency`` exchanges at a time, OpenAI client ->
+Anthropic.
 
-    python benchmarks/governance_micro.py [--requests 6400] [--repeat 3]
+    python benchmarks/governance_micro.py [--requests 6400] [--repeat 3] [--concurrency 32]
 
 Each exchange is the four ext_proc messages Envoy sends (request headers with a gateway key, request body, response
 headers, response body with usage) through ``ExtProc`` and ``ProcessCall`` as ``grpc_wire`` drives them (a deferred
@@ -69,7 +70,7 @@ def messages() -> list[bytes]:
     return out
 
 
-async def measure(store: str | None, env: dict[str, str], n: int, repeat: int) -> float:
+async def measure(store: str | None, env: dict[str, str], n: int, repeat: int, concurrency: int) -> float:
     data = dict(BASE)
     if store is not None:
         data["governance"] = {**GOVERNANCE, "store": store}
@@ -91,9 +92,9 @@ async def measure(store: str | None, env: dict[str, str], n: int, repeat: int) -
     best = float("inf")
     for _ in range(repeat):
         t0 = time.process_time()
-        for _ in range(n // 32):
-            await asyncio.gather(*(one() for _ in range(32)))
-        best = min(best, (time.process_time() - t0) / (n // 32 * 32) * 1e6)
+        for _ in range(n // concurrency):
+            await asyncio.gather(*(one() for _ in range(concurrency)))
+        best = min(best, (time.process_time() - t0) / (n // concurrency * concurrency) * 1e6)
     if governor is not None:
         await governor.close()
     return best
@@ -103,6 +104,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--requests", type=int, default=6400)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--concurrency", type=int, default=32)
     args = ap.parse_args()
     server = shutil.which("redis-server")
     if server is None:
@@ -126,7 +128,7 @@ def main() -> int:
                 time.sleep(0.02)
         env = {"BENCH_KEY": "sk-bench", "AI_GATEWAY_REDIS_URL": f"redis://127.0.0.1:{port}/0"}
         for store in (None, "memory", "redis"):
-            us = asyncio.run(measure(store, env, args.requests, args.repeat))
+            us = asyncio.run(measure(store, env, args.requests, args.repeat, args.concurrency))
             print(f"{store or 'no governance':>14}: {us:6.1f} us of CPU per exchange")
     finally:
         redis.terminate()

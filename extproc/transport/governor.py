@@ -21,12 +21,13 @@ import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from extproc.core import governance as g
 from extproc.core.access import ANONYMOUS
 from extproc.core.record import Record
-from extproc.transport.resp import RespClient, bulk
+from extproc.transport.resp import RespClient, RespError, bulk
 
 log = logging.getLogger("extproc")
 
@@ -276,7 +277,33 @@ class RedisStore:
         head = b"*%d\r\n" % (3 + nkeys + 1 + nargs) + bulk("EVALSHA", _CHECK_SHA, nkeys)
         command = b"".join([head, *keys, bulk(len(batch)), *args])
         timer = asyncio.get_running_loop().call_later(self.timeout, self._expire, batch)
-        self._sending = asyncio.ensure_future(self._checked(batch, command, timer))
+        if not self.client.send(command, partial(self._replied, batch, command, timer)):  # not connected yet
+            self._sending = asyncio.ensure_future(self._checked(batch, command, timer))
+
+    def _replied(self, batch: list[tuple[g.Plan, asyncio.Future[list[int]]]], command: bytes,
+                 timer: asyncio.TimerHandle, got: Any) -> None:  # fmt: skip
+        """The reply to a batch sent on a live connection (the common case: no task, no extra turn of the loop)."""
+        if isinstance(got, RespError) and str(got).startswith("NOSCRIPT"):  # a restarted Redis: load and send again
+            self._sending = asyncio.ensure_future(self._checked(batch, command, timer))
+            return
+        timer.cancel()
+        self._distribute(batch, got)
+
+    def _distribute(self, batch: list[tuple[g.Plan, asyncio.Future[list[int]]]], got: Any) -> None:
+        if isinstance(got, Exception):
+            if any(not fut.done() for _, fut in batch):  # (a batch that timed out was counted by ``_expire``)
+                self.breaker.failure()
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(got)
+            return
+        self.breaker.success()
+        i = 0
+        for plan, fut in batch:
+            n = len(plan.counters) + 1
+            if not fut.done():
+                fut.set_result(got[i : i + n])
+            i += n
 
     def _expire(self, batch: list[tuple[g.Plan, asyncio.Future[list[int]]]]) -> None:
         """``redis.timeout`` after a batch was sent: whoever still waits stops waiting (one timer per batch), and
@@ -293,21 +320,10 @@ class RedisStore:
         try:
             got = await self.client.script(command, _CHECK)
         except Exception as exc:
-            if not timer.cancelled() and any(not fut.done() for _, fut in batch):  # not timed out already
-                self.breaker.failure()
-            for _, fut in batch:
-                if not fut.done():
-                    fut.set_exception(exc)
-            return
+            got = exc
         finally:
             timer.cancel()
-        self.breaker.success()
-        i = 0
-        for plan, fut in batch:
-            n = len(plan.counters) + 1
-            if not fut.done():
-                fut.set_result(got[i : i + n])
-            i += n
+        self._distribute(batch, got)
 
     def charge(self, charges: list[tuple[str, int, int]], key: str, day: str, fields: list[tuple[str, int]],
                retention_days: int) -> None:  # fmt: skip

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -79,7 +80,7 @@ def parse(buf: bytes | bytearray, i: int) -> tuple[Any, int]:
 class _Connection(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
-        self.waiters: deque[asyncio.Future[Any]] = deque()
+        self.waiters: deque[asyncio.Future[Any] | Callable[[Any], None]] = deque()
         self.buf = bytearray()
         self.closed = False
         self.outbox: list[bytes] = []
@@ -102,17 +103,21 @@ class _Connection(asyncio.Protocol):
             if not self.waiters:  # a reply nobody asked for: the stream is out of step
                 self.abort()
                 return
-            fut = self.waiters.popleft()
-            if not fut.done():  # a caller that timed out left its future cancelled
-                fut.set_result(value)
+            waiter = self.waiters.popleft()
+            if not isinstance(waiter, asyncio.Future):
+                waiter(value)  # ``send``'s callback, called at once (no loop turn)
+            elif not waiter.done():  # a caller that timed out left its future cancelled
+                waiter.set_result(value)
         del buf[:i]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         while self.waiters:
-            fut = self.waiters.popleft()
-            if not fut.done():
-                fut.set_exception(ConnectionError("redis connection lost"))
+            waiter = self.waiters.popleft()
+            if not isinstance(waiter, asyncio.Future):
+                waiter(ConnectionError("redis connection lost"))
+            elif not waiter.done():
+                waiter.set_exception(ConnectionError("redis connection lost"))
 
     def abort(self) -> None:
         self.closed = True
@@ -129,9 +134,18 @@ class _Connection(asyncio.Protocol):
         self.waiters.append(fut)
         return fut
 
+    def send(self, data: bytes, on_reply: Callable[[Any], None]) -> None:
+        """Write a command now; ``on_reply`` gets its reply (or the error: a ``RespError``, a ``ConnectionError``)
+        as soon as it is read."""
+        if self.outbox:  # keep the order of commands already waiting for this turn's write
+            self._write()
+        assert self.transport is not None
+        self.transport.write(data)
+        self.waiters.append(on_reply)
+
     def _write(self) -> None:
         out, self.outbox = self.outbox, []
-        if self.transport is not None and not self.closed:
+        if out and self.transport is not None and not self.closed:
             self.transport.write(b"".join(out) if len(out) > 1 else out[0])
 
 
@@ -197,6 +211,15 @@ class RespClient:
         if conn is None or conn.closed:
             conn = await self._connection()
         return _check(await conn.call(encode(args)))
+
+    def send(self, data: bytes, on_reply: Callable[[Any], None]) -> bool:
+        """Write an encoded command now if connected (the reply goes to ``on_reply``, a ``RespError`` or
+        ``ConnectionError`` included); False when there is no connection yet (then use ``raw``, which opens it)."""
+        conn = self._conn
+        if conn is None or conn.closed:
+            return False
+        conn.send(data, on_reply)
+        return True
 
     async def raw(self, data: bytes) -> Any:
         """A command already encoded (``encode``)."""

@@ -175,6 +175,8 @@ def test_requests_per_minute_hold_across_two_gateways(pair: tuple[Gateway, Gatew
         status, _, message = _refused("gemini", gw, KEYS["rpm"])
         assert "10 requests per minute" in message
     assert _wait_charged(pair[0], "rpm", 10)["requests"] == 10  # refused requests are never charged
+    refused_lines = [ln for ln in pair[0].log_text().splitlines() if '"status_code":429' in ln]
+    assert refused_lines and all('"key":"rpm"' in ln and '"error_type":"rate_limit"' in ln for ln in refused_lines)
 
 
 def test_token_limit_stops_a_key_after_the_reported_usage_passes_it(pair: tuple[Gateway, Gateway]) -> None:

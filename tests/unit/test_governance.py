@@ -492,3 +492,31 @@ def test_no_limits_no_store_call_on_the_request_path() -> None:
     refused = _exchange(proc)
     assert isinstance(refused, pb.ProcessingResponse) and refused.immediate_response.status.code == 429
     assert store.checks == 2 and store.charged == ["anonymous"]  # the refused request is not charged
+
+
+@needs_redis
+def test_redis_store_reloads_its_script_when_redis_forgot_it(redis: RedisServer) -> None:
+    import redis as redis_py
+
+    s = settings([{"key": "a", "requests_per_minute": 5}])
+
+    async def run() -> list[int]:
+        seen, on_failure = _failures()
+        rs = g.RedisSettings(timeout=2.0, key_prefix=f"t{time.monotonic_ns()}:")
+        store = RedisStore(redis.url, rs, on_failure)  # type: ignore[arg-type]
+        out = []
+        try:
+            for i in range(3):
+                if i == 1:  # on the live connection: EVALSHA answers NOSCRIPT, the store loads it and sends again
+                    other = redis_py.Redis.from_url(redis.url)
+                    other.script_flush()
+                    other.close()
+                p = g.plan(s, "a", "m", time.time(), rs.key_prefix)
+                assert p is not None and await store.check(p)
+                out.append(p.values[0])
+        finally:
+            await store.close()
+        assert seen == []
+        return out
+
+    assert asyncio.run(run()) == [1, 2, 3]
