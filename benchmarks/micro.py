@@ -54,6 +54,11 @@ def build_cases(pb, hv, hm):
             (BODIES / "openai-claude.json").read_bytes(),
             dumps(envoys.ANTHROPIC_RESPONSE),
         ),
+        "Responses->Anthropic (4 msgs, store: false)": req(
+            "/openai/v1/responses",
+            (BODIES / "responses-claude.json").read_bytes(),
+            dumps(envoys.ANTHROPIC_RESPONSE),
+        ),
         "Anthropic->Gemini (4 msgs)": req(
             "/anthropic/v1/messages", (BODIES / "anthropic-gemini.json").read_bytes(), dumps(envoys.GEMINI_RESPONSE)
         ),

@@ -407,6 +407,18 @@ def _retry_limit(cfg: Config) -> dict[str, Any]:
     }
 
 
+def _extproc_grpc(cluster_name: str) -> dict[str, Any]:
+    """How Envoy reaches the service: its cluster, messages up to 128 MiB, and a stream a worker that just died
+    refused opened on another worker instead."""
+    return {
+        "envoy_grpc": {
+            "cluster_name": cluster_name,
+            "max_receive_message_length": 128 * 1024 * 1024,
+            "retry_policy": {"retry_on": "connect-failure,refused-stream,unavailable", "num_retries": 2},
+        },
+    }
+
+
 def _attempt_filter(message_timeout: float) -> dict[str, Any]:
     """ext_proc as an upstream filter: once per attempt, after Envoy chose the attempt's endpoint. The request
     headers go to the service with the endpoint's target, the request's context and (for a target the request was not
@@ -417,13 +429,7 @@ def _attempt_filter(message_timeout: float) -> dict[str, Any]:
         "name": FALLBACK_ATTEMPT_FILTER,
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
-            "grpc_service": {
-                "envoy_grpc": {
-                    "cluster_name": EXTPROC_CLUSTER,
-                    "max_receive_message_length": 128 * 1024 * 1024,
-                    "retry_policy": {"retry_on": "connect-failure,refused-stream,unavailable", "num_retries": 2},
-                },
-            },
+            "grpc_service": _extproc_grpc(EXTPROC_CLUSTER),
             "status_on_error": {"code": 502},
             "failure_mode_allow": False,
             "processing_mode": {
@@ -617,14 +623,7 @@ def ext_proc_filter(cluster_name: str = EXTPROC_CLUSTER, message_timeout: float 
         "name": "envoy.filters.http.ext_proc",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
-            "grpc_service": {
-                "envoy_grpc": {
-                    "cluster_name": cluster_name,
-                    "max_receive_message_length": 128 * 1024 * 1024,
-                    # A worker that just died refuses the stream: open it on another worker instead.
-                    "retry_policy": {"retry_on": "connect-failure,refused-stream,unavailable", "num_retries": 2},
-                },
-            },
+            "grpc_service": _extproc_grpc(cluster_name),
             # If the service fails mid-request, the client gets a 502 (rewritten below into a JSON error envelope).
             "status_on_error": {"code": 502},
             # Never let an untranslated body reach a provider.
