@@ -33,6 +33,7 @@ KEYS = {
     "budget": "gw-budget-key-3",  # $0.06 per day at $0.025 per answer: 3 answers
     "stream": "gw-stream-key-4",  # no limit but a large budget: charged, never refused
     "conc": "gw-conc-key-5",  # 50 requests per minute
+    "cut": "gw-cut-key-6",  # a stream cut short: charged what was counted
 }
 # USD per million tokens: 11 input x 1000 + 7 output x 2000 = 25_000 micro-USD = $0.025 per mock answer
 PRICE_IN, PRICE_OUT = 1000, 2000
@@ -65,6 +66,7 @@ governance:
     - {{key: budget, budget: {{usd: 0.06, period: day}}}}
     - {{key: stream, budget: {{usd: 100, period: month}}}}
     - {{key: conc, requests_per_minute: 50}}
+    - {{key: cut, budget: {{usd: 100, period: month}}}}
 """
 
 
@@ -288,3 +290,24 @@ def test_spend_in_metrics_and_log_by_key_name(pair: tuple[Gateway, Gateway]) -> 
     text = "\n".join(lines) + gw.log_text()
     assert all(secret not in text for secret in KEYS.values())
     assert '"key":"stream"' in gw.log_text() and '"cost_usd":0.025' in gw.log_text()
+
+
+def test_a_stream_cut_short_is_charged_what_was_counted(pair: tuple[Gateway, Gateway]) -> None:
+    """The provider cuts the stream after its first text: the input tokens its first event reported are charged."""
+    gate = pair[0].mocks["anthropic"].hold_drop()  # the mock cuts once the client has text
+    got = ""
+    with pytest.raises(openai.APIConnectionError):
+        stream = _openai(pair[0], KEYS["cut"]).chat.completions.create(
+            model=MODELS["anthropic"], messages=[{"role": "user", "content": "DROPSTREAM"}], stream=True
+        )
+        for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                got += chunk.choices[0].delta.content
+                gate.set()
+    assert got and gate.is_set()
+    charged = _wait_charged(pair[1], "cut", 1)  # read through the other gateway: it is in Redis
+    (model,) = charged["models"]
+    assert (model["requests"], model["input_tokens"]) == (1, 11)  # Anthropic's message_start: 11 input tokens
+    assert model["output_tokens"] < 7 and model["cost_usd"] == pytest.approx(
+        (11 * PRICE_IN + model["output_tokens"] * PRICE_OUT) / 1_000_000
+    )
