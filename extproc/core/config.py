@@ -18,9 +18,10 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from extproc.core import access, models, targets
+from extproc.core import access, governance, models, targets
 from extproc.core.access import AccessPolicy
 from extproc.core.conversations import StoreSettings
+from extproc.core.governance import Settings as GovernanceSettings
 from extproc.core.targets import FallbackPolicy, Level, ModelTarget
 from extproc.translation import media as _fetch
 from extproc.translation.capabilities import Capabilities, describe
@@ -193,6 +194,7 @@ class Config:
     capabilities_enabled: bool = True  # ``capabilities: {enabled: false}`` switches the catalog off
     responses: StoreSettings = field(default_factory=StoreSettings)  # the Responses API conversation store
     fallback: FallbackPolicy = field(default_factory=FallbackPolicy)
+    governance: GovernanceSettings = field(default_factory=GovernanceSettings)  # limits, prices, spend
 
     def resolve(self, model: str) -> tuple[Provider, str] | None:
         """The provider and upstream model name for a client's model name, or None if unknown."""
@@ -292,6 +294,7 @@ def build_config(data: Any, fname: str, env: dict[str, str]) -> Config:
         "capabilities",
         "responses",
         "fallback",
+        "governance",
     }
     for key in data:
         if key not in known:
@@ -402,6 +405,7 @@ def build_config(data: Any, fname: str, env: dict[str, str]) -> Config:
     for model in cfg.access.per_model_rpm:
         if model not in models:
             raise fail(f"rate_limits.per_model.{model}", "not a configured model name")
+    cfg.governance = governance.parse(data.get("governance"), env, {k.name for k in cfg.access.keys}, fail)
     return cfg
 
 

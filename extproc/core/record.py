@@ -37,6 +37,8 @@ class Record:
     attempt_log: list[tuple[str, int]] | None = None  # (provider/model, status or 0) per attempt, from Envoy
     attempt: bool = False
     adaptations: list[Adaptation] | None = None  # what the request was changed in for its target (``shape``)
+    key: str | None = None  # the gateway key's name, with governance configured (never the key itself)
+    cost: float | None = None  # USD, from governance's price table (None: no price for the model)
 
     @property
     def counted(self) -> bool:

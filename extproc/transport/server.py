@@ -27,6 +27,7 @@ from extproc.core.exchange import Gateway
 from extproc.core.record import Record
 from extproc.observability import logs
 from extproc.observability.metrics import Metrics
+from extproc.transport.governor import Governor
 from extproc.transport.grpc_wire import Limits, Server, server_tls
 from extproc.transport.response_store import SqliteStore
 from extproc.transport.servicer import ExternalProcessor, ExtProc
@@ -138,7 +139,8 @@ async def serve(
         return 1
     gateway = Gateway(cfg, open_store(cfg))
     metrics = Metrics()
-    proc = ExtProc(gateway, make_recorder(metrics), metrics)
+    governor = Governor(cfg.governance, dict(os.environ), metrics) if cfg.governance.enabled else None
+    proc = ExtProc(gateway, make_recorder(metrics), metrics, governor)
     addr = Address.parse(listen)
     limits = limits_for(cfg.max_request_bytes, limits)
     server: Server | grpc.aio.Server
@@ -182,6 +184,10 @@ async def serve(
             if new.responses != gateway.config.responses:
                 gateway.store = open_store(new)  # exchanges in flight finish with the old one
             gateway.config = new
+            if proc.governor is not None:
+                proc.governor.reconfigure(new.governance, dict(os.environ))
+            elif new.governance.enabled:
+                proc.governor = Governor(new.governance, dict(os.environ), metrics)
             log.info("config reloaded from %s: %d models", config_path, len(gateway.config.models))
         except ConfigError as exc:
             log.error("config reload rejected, keeping the old config: %s", exc)
@@ -194,6 +200,9 @@ async def serve(
     gateway.draining = True
     log.info("extproc worker %d draining (up to %.0fs)", os.getpid(), grace)
     await server.stop(grace)
+    if proc.governor is not None:
+        with contextlib.suppress(Exception):  # the last charges, if the store takes them
+            await proc.governor.close()
     metrics.flush()
     logs.flush()
     return 0
