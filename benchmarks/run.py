@@ -57,6 +57,23 @@ CLOUD_ENV = {
 
 sys.path.insert(0, str(ROOT))
 
+# --governance: what the governed gateway adds to bench-config.yaml. Limits no benchmark reaches, so every request is
+# checked (three counters: requests and tokens per key, a budget per key and model) and charged, never refused.
+GOV_KEY = "sk-bench-gateway-key"
+GOVERNED = """
+auth:
+  api_keys:
+    - {name: bench, key_env: BENCH_GATEWAY_KEY}
+governance:
+  store: redis
+  redis: {timeout: 50ms}
+  prices:
+    "*": {input: 3, output: 15, cached_input: 0.3}
+  limits:
+    - {key: "*", requests_per_minute: 1000000000, total_tokens_per_minute: 1000000000000}
+    - {key: "*", model: "*", budget: {usd: 1000000000, period: month}}
+"""
+
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
@@ -281,7 +298,7 @@ def machine_info(envoy_bin: str, wrk: str) -> dict[str, Any]:
 @dataclass
 class Scenario:
     name: str
-    group: str  # floor | gateway | baseline | litellm
+    group: str  # floor | gateway | baseline | governed | litellm
     what: str
     port: int
     path: str
@@ -320,9 +337,16 @@ class Stack:
     base_envoy: int = 0
     # --tracing: the OTLP sink the gateway under test exports its traces and metrics to (its CPU: role "collector")
     sink_proc: subprocess.Popen[bytes] | None = None
+    # --governance: the same gateway with gateway keys and governance limits in Redis, measured in the same run
+    gov_port: int = 0
+    gov_admin: int = 0
+    gov_proc: subprocess.Popen[bytes] | None = None
+    gov_workers: list[int] = field(default_factory=list)
+    gov_envoy: int = 0
+    redis_proc: subprocess.Popen[bytes] | None = None
 
     def admin_of(self, group: str) -> int:
-        return self.base_admin if group == "baseline" else self.gw_admin
+        return {"baseline": self.base_admin, "governed": self.gov_admin}.get(group, self.gw_admin)
 
     def role_pids(self, group: str) -> dict[str, list[int]]:
         pids: dict[str, list[int]] = {
@@ -339,6 +363,10 @@ class Stack:
         elif group == "baseline":
             pids["service"] = list(self.base_workers)
             pids["envoy"] = [self.base_envoy]
+        elif group == "governed":
+            pids["service"] = list(self.gov_workers)
+            pids["envoy"] = [self.gov_envoy]
+            pids["redis"] = [self.redis_proc.pid] if self.redis_proc is not None else []
         elif group == "litellm":
             assert self.litellm_proc is not None
             pids["service"] = [self.litellm_proc.pid, *descendants(self.litellm_proc.pid)]
@@ -370,7 +398,8 @@ def run_wrk(wrk: str, sc: Scenario, duration: float) -> dict[str, Any]:
 
 def measure(wrk: str, stack: Stack, sc: Scenario, duration: float) -> dict[str, Any]:
     procs = (("gateway", stack.gw_proc), ("baseline gateway", stack.base_proc), ("bare envoy", stack.bare_proc),
-             ("provider", stack.provider_proc))  # fmt: skip
+             ("provider", stack.provider_proc), ("governed gateway", stack.gov_proc),
+             ("redis", stack.redis_proc))  # fmt: skip
     for name, proc in procs:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"{name} exited with code {proc.returncode} (killed by someone else?)")
@@ -378,7 +407,7 @@ def measure(wrk: str, stack: Stack, sc: Scenario, duration: float) -> dict[str, 
     if sc.group == "litellm":  # uvicorn may have forked since the last look
         pids["service"] = [stack.litellm_proc.pid, *descendants(stack.litellm_proc.pid)]  # type: ignore[union-attr]
     before = {role: sum(cpu_seconds(p) for p in ps) for role, ps in pids.items()}
-    gateway = sc.group in ("gateway", "baseline")
+    gateway = sc.group in ("gateway", "baseline", "governed")
     ext_before = admin_stats(stack.admin_of(sc.group), "ext_proc") if gateway else {}
     noise = Noise()
     w = run_wrk(wrk, sc, duration)
@@ -450,9 +479,8 @@ def smoke(sc: Scenario) -> None:
         headers.append((k.strip(), v.strip()))
     t = client.one(client.Target("127.0.0.1", sc.port, sc.path, (BODIES / sc.body).read_bytes(), tuple(headers)))
     body = t.body.decode(errors="replace")
-    expect = {"floor-stream": "message_stop", "gw-stream": "[DONE]", "base-stream": "[DONE]"}.get(
-        sc.name.rsplit("-c", 1)[0]
-    )
+    streams = {"floor-stream": "message_stop", "gw-stream": "[DONE]", "base-stream": "[DONE]", "gov-stream": "[DONE]"}
+    expect = streams.get(sc.name.rsplit("-c", 1)[0])
     if expect is None:
         expect = {"anthropic": '"content"', "responses": '"output_text"'}.get(sc.body.split("-")[0], '"choices"')
     if t.status != 200 or expect not in body:
@@ -536,14 +564,15 @@ def start_stack(args: argparse.Namespace, procs: Procs, envoy_bin: str, tmp: Pat
         )
 
     def gateway(
-        name: str, root: str, port: int, admin: int, extproc_listen: str | None, config: Path = cfg
-    ) -> subprocess.Popen[bytes]:
+        name: str, root: str, port: int, admin: int, extproc_listen: str | None, config: Path = cfg,
+        more_env: dict[str, str] | None = None,
+    ) -> subprocess.Popen[bytes]:  # fmt: skip
         cmd = [sys.executable, "-m", "extproc", "--listen", f"127.0.0.1:{port}"]
         cmd += ["--admin", f"127.0.0.1:{admin}", "--config", str(config), "--env-file", str(tmp / "no.env")]
         cmd += ["--workers", str(args.workers), "--grace", "5"]
         if extproc_listen:
             cmd += ["--extproc-listen", extproc_listen]
-        return procs.start(name, cmd, env, cwd=Path(root).resolve())
+        return procs.start(name, cmd, {**env, **(more_env or {})}, cwd=Path(root).resolve())
 
     stack.gw_proc = gateway(
         "gateway", args.gateway_root, stack.gw_port, stack.gw_admin, args.extproc_listen, config=gw_cfg
@@ -559,6 +588,24 @@ def start_stack(args: argparse.Namespace, procs: Procs, envoy_bin: str, tmp: Pat
         stack.base_proc = gateway(
             "baseline", args.baseline_root, stack.base_port, stack.base_admin, base_listen, config=base_cfg
         )
+    if args.governance:  # a real redis-server, and the gateway with every request checked and charged in it
+        redis_port = free_port()
+        stack.redis_proc = procs.start("redis", [shutil.which("redis-server") or "redis-server", "--port",
+                                                 str(redis_port), "--bind", "127.0.0.1", "--save", "",
+                                                 "--appendonly", "no", "--dir", str(tmp)])  # fmt: skip
+        gcfg = tmp / "bench-config-governed.yaml"
+        gcfg.write_text(fb_cfg.read_text() + GOVERNED)  # the same config as the plain gateway, plus governance
+        stack.gov_port, stack.gov_admin = free_port(), free_port()
+        gov_listen = None
+        if args.extproc_listen:
+            host, _, port = args.extproc_listen.rpartition(":")
+            gov_listen = f"{host}:{int(port) + 200}"
+        wait_until("redis", lambda: socket.create_connection(("127.0.0.1", redis_port), 1).close() or True,
+                   stack.redis_proc)  # fmt: skip
+        stack.gov_proc = gateway(
+            "governed", args.gateway_root, stack.gov_port, stack.gov_admin, gov_listen, gcfg,
+            {"AI_GATEWAY_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0", "BENCH_GATEWAY_KEY": GOV_KEY},
+        )  # fmt: skip
     wait_until("provider envoy", lambda: http_ok(f"http://127.0.0.1:{stack.provider_admin}/ready"), stack.provider_proc)
     wait_until("bare envoy", lambda: http_ok(f"http://127.0.0.1:{stack.bare_admin}/ready"), stack.bare_proc)
     wait_until("sse server", lambda: socket.create_connection(("127.0.0.1", stack.sse_port), 1).close() or True,
@@ -574,6 +621,12 @@ def start_stack(args: argparse.Namespace, procs: Procs, envoy_bin: str, tmp: Pat
         except RuntimeError:
             raise RuntimeError("baseline gateway did not start:\n" + procs.log_tail("baseline")) from None
         stack.base_envoy, stack.base_workers = gateway_pids(stack.base_proc, args.workers)
+    if stack.gov_proc is not None:
+        try:
+            wait_until("governed", lambda: http_ok(f"http://127.0.0.1:{stack.gov_port}/health"), stack.gov_proc)
+        except RuntimeError:
+            raise RuntimeError("governed gateway did not start:\n" + procs.log_tail("governed")) from None
+        stack.gov_envoy, stack.gov_workers = gateway_pids(stack.gov_proc, args.workers)
     if args.with_litellm:
         exe, installed = ensure_litellm()
         args.litellm_install_s = installed
@@ -650,6 +703,17 @@ def scenarios(stack: Stack, with_litellm: bool) -> list[Scenario]:
                 Scenario(f"base-an2ge-c{c}", "baseline", "baseline: Anthropic -> Gemini", o, "/anthropic/v1/messages",
                          "anthropic-gemini.json", c, extra_header="anthropic-version: 2023-06-01"),
             ]  # fmt: skip
+        if stack.gov_port:
+            v = stack.gov_port
+            out += [
+                Scenario(f"gov-pass-c{c}", "governed", "governed (Redis): OpenAI -> OpenAI", v,
+                         "/openai/v1/chat/completions", "openai-gpt.json", c, auth=GOV_KEY),
+                Scenario(f"gov-oa2an-c{c}", "governed", "governed (Redis): OpenAI -> Anthropic", v,
+                         "/openai/v1/chat/completions", "openai-claude.json", c, auth=GOV_KEY),
+                Scenario(f"gov-an2ge-c{c}", "governed", "governed (Redis): Anthropic -> Gemini", v,
+                         "/anthropic/v1/messages", "anthropic-gemini.json", c, auth=GOV_KEY,
+                         extra_header="anthropic-version: 2023-06-01"),
+            ]  # fmt: skip
         if with_litellm:
             out.append(
                 Scenario(f"litellm-oa2an-c{c}", "litellm", "LiteLLM proxy: OpenAI -> Anthropic", stack.litellm_port,
@@ -661,6 +725,12 @@ def scenarios(stack: Stack, with_litellm: bool) -> list[Scenario]:
         Scenario("gw-stream-c64", "gateway", "OpenAI -> Anthropic SSE, 20 events (translated)", g,
                  "/openai/v1/chat/completions", "openai-claude-stream.json", 64, stream=True),
     ]  # fmt: skip
+    if stack.gov_port:
+        out.append(
+            Scenario("gov-stream-c64", "governed", "governed (Redis): OpenAI -> Anthropic SSE, 20 events",
+                     stack.gov_port, "/openai/v1/chat/completions", "openai-claude-stream.json", 64, stream=True,
+                     auth=GOV_KEY)
+        )  # fmt: skip
     if stack.base_port:
         out.append(
             Scenario("base-stream-c64", "baseline", "baseline: OpenAI -> Anthropic SSE, 20 events", stack.base_port,
@@ -768,6 +838,23 @@ AREAS: dict[str, Any] = {
 
 
 # ------------------------------------------------------------------------------------------------------- report
+def governance_ratios(res: dict[str, Any]) -> dict[str, Any]:
+    """--governance: the governed gateway (keys, limits and spend in Redis) against the plain one, same run."""
+    s = {x["name"]: x for x in res["scenarios"]}
+    r: dict[str, Any] = {}
+    for n in ("pass-c1", "pass-c32", "oa2an-c1", "oa2an-c32", "an2ge-c1", "an2ge-c32", "stream-c64"):
+        cur, plain = s.get(f"gov-{n}"), s.get(f"gw-{n}")
+        if cur is None or plain is None:
+            continue
+        r[f"governed_vs_plain_rps_{n}"] = round(cur["rps"] / plain["rps"], 3)
+        r[f"governed_minus_plain_service_us_{n}"] = round(
+            cur["cpu_us_per_req"]["service"] - plain["cpu_us_per_req"]["service"], 1
+        )
+        r[f"governed_redis_us_{n}"] = cur["cpu_us_per_req"].get("redis")
+        r[f"governed_minus_plain_p50_ms_{n}"] = round(cur["p50_ms"] - plain["p50_ms"], 3)
+    return r
+
+
 def ratios_and_targets(res: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     s = {x["name"]: x for x in res["scenarios"]}
     r: dict[str, Any] = {}
@@ -860,6 +947,12 @@ def ratios_and_targets(res: dict[str, Any]) -> tuple[dict[str, Any], list[dict[s
                f"c=1: {r['gw_vs_litellm_rps_c1']:.1f}x")  # fmt: skip
     else:
         target("throughput vs LiteLLM proxy (same cores)", ">= 10x", "not run", None, "run with --with-litellm")
+    gov = governance_ratios(res)
+    r.update(gov)
+    if "governed_vs_plain_rps_oa2an-c32" in gov:
+        worst = min(gov[f"governed_vs_plain_rps_{n}-c32"] for n in ("oa2an", "an2ge"))
+        target("cross-format throughput with Redis governance vs without (c=32)", ">= 85%", f"{worst:.1%}",
+               worst >= 0.85, "worst of OpenAI->Anthropic, Anthropic->Gemini; same run")  # fmt: skip
     mem = res.get("memory")
     if mem:
         g = mem["growth_mb_max_worker"]
@@ -960,6 +1053,12 @@ def main() -> int:
         help="also run the gateway from this checkout (e.g. `git worktree add /tmp/base <commit>`) and measure both in "
         "the same run, interleaved: ratios *_vs_baseline",
     )
+    ap.add_argument(
+        "--governance",
+        action="store_true",
+        help="also run the gateway with gateway keys and governance limits in a real redis-server (redis-server "
+        "must be installed), measured in the same run: ratios governed_vs_plain_*",
+    )
     ap.add_argument("--quiet-wait", type=float, default=20, help="max s to wait for other jobs' CPU before a run")
     ap.add_argument(
         "--tracing",
@@ -1001,6 +1100,7 @@ def main() -> int:
             "gateway_root": args.gateway_root,
             "baseline_root": args.baseline_root,
             "tracing": args.tracing,
+            "governance": args.governance,
         },
         "notes": [],
     }
@@ -1078,7 +1178,7 @@ def main() -> int:
             log(f"memory: {res['memory']}")
             res["ratios"], res["targets"] = ratios_and_targets(res)
         else:
-            res["ratios"], res["targets"] = {}, []
+            res["ratios"], res["targets"] = governance_ratios(res), []
         if args.profile:
             log("profiling a worker with py-spy under OpenAI->Anthropic c=32")
             target = next(s for s in scenarios(stack, False) if s.name == "gw-oa2an-c32")

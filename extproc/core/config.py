@@ -18,9 +18,10 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from extproc.core import access, models, targets, telemetry
+from extproc.core import access, governance, models, targets, telemetry
 from extproc.core.access import AccessPolicy
 from extproc.core.conversations import StoreSettings
+from extproc.core.governance import Settings as GovernanceSettings
 from extproc.core.targets import FallbackPolicy, Level, ModelTarget
 from extproc.core.telemetry import TelemetrySettings
 from extproc.translation import media as _fetch
@@ -195,6 +196,7 @@ class Config:
     responses: StoreSettings = field(default_factory=StoreSettings)  # the Responses API conversation store
     tracing: TelemetrySettings | None = None  # OpenTelemetry (``tracing:`` and OTEL_* variables); None: off
     fallback: FallbackPolicy = field(default_factory=FallbackPolicy)
+    governance: GovernanceSettings = field(default_factory=GovernanceSettings)  # limits, prices, spend
 
     def resolve(self, model: str) -> tuple[Provider, str] | None:
         """The provider and upstream model name for a client's model name, or None if unknown."""
@@ -295,6 +297,7 @@ def build_config(data: Any, fname: str, env: dict[str, str]) -> Config:
         "responses",
         "tracing",
         "fallback",
+        "governance",
     }
     for key in data:
         if key not in known:
@@ -406,6 +409,7 @@ def build_config(data: Any, fname: str, env: dict[str, str]) -> Config:
     for model in cfg.access.per_model_rpm:
         if model not in models:
             raise fail(f"rate_limits.per_model.{model}", "not a configured model name")
+    cfg.governance = governance.parse(data.get("governance"), env, {k.name for k in cfg.access.keys}, fail)
     return cfg
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from extproc.core import catalog, fallback, routing
+from extproc.core import catalog, fallback, governance, routing
 from extproc.core.access import ANONYMOUS, GatewayKey
 from extproc.core.actions import CONTINUE, METRICS, Forward, Reply, ServeMetrics
 from extproc.core.config import Config
@@ -144,7 +144,9 @@ class Exchange:
         return reply
 
     # ------------------------------------------------------------------------------------------------ request headers
-    def on_request_headers(self, headers: dict[str, str], end_of_stream: bool) -> Forward | Reply | ServeMetrics:
+    def on_request_headers(
+        self, headers: dict[str, str], end_of_stream: bool
+    ) -> Forward | Reply | ServeMetrics | governance.ServeUsage:
         self._expect(_NEW)
         rec = self.record
         rec.request_id = headers.get("x-request-id")
@@ -164,7 +166,7 @@ class Exchange:
 
     def _route_headers(
         self, method: str, path: str, eos: bool, headers: dict[str, str]
-    ) -> Forward | Reply | ServeMetrics:
+    ) -> Forward | Reply | ServeMetrics | governance.ServeUsage:
         rec = self.record
         if path == "/health":
             rec.client = GATEWAY
@@ -172,6 +174,11 @@ class Exchange:
         if path == "/metrics":
             rec.client = GATEWAY
             return METRICS if method == "GET" else self._method_not_allowed(method, path, "GET")
+        if path == "/usage":  # governance: spend per key, for the admin credential (docs/governance.md)
+            rec.client = GATEWAY
+            if method != "GET":
+                return self._method_not_allowed(method, path, "GET")
+            return governance.usage_request(self.config.governance, headers, self.query, time.time())
         try:
             routed = registry.route(method, path, self.query)
         except registry.RoutingError as exc:

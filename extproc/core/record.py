@@ -41,6 +41,8 @@ class Record:
     response_id: str | None = None
     response_model: str | None = None
     finish_reason: str | None = None
+    key: str | None = None  # the gateway key's name, with governance configured (never the key itself)
+    cost: float | None = None  # USD, from governance's price table (None: no price for the model)
 
     @property
     def counted(self) -> bool:

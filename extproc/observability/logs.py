@@ -88,6 +88,10 @@ def request_line(rec: Record, duration: float) -> dict[str, Any]:
         out["output_tokens"] = rec.usage.output_tokens
     if rec.error_type:
         out["error_type"] = rec.error_type
+    if rec.key is not None:  # governance on: the key's name (never the key) and what the request cost
+        out["key"] = rec.key
+        if rec.cost is not None:
+            out["cost_usd"] = round(rec.cost, 6)
     if rec.ttft is not None:
         out["ttft_ms"] = round(rec.ttft * 1000, 2)
     if rec.fallback:

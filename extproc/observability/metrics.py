@@ -27,11 +27,17 @@ class Metrics:
         "_cache",
         "_pending",
         "_scheduled",
+        "_spend",
         "active",
         "adaptations",
         "attempts",
         "duration",
         "errors",
+        "gov_breaker",
+        "gov_cost",
+        "gov_failures",
+        "gov_refused",
+        "gov_tokens",
         "multiproc",
         "overhead",
         "registry",
@@ -88,6 +94,28 @@ class Metrics:
             "Request parameters changed for the target model (docs/capabilities.md), by parameter and action",
             ("model", "provider", "parameter", "action"), registry=reg,
         )  # fmt: skip
+        # Governance (docs/governance.md): spend per gateway key *name* (never a key), refusals, the store's health
+        self.gov_cost = Counter(
+            "proxy_cost_usd", "Cost in USD from the governance price table, by gateway key name, model and provider",
+            ("key", "model", "provider"), registry=reg,
+        )  # fmt: skip
+        self.gov_tokens = Counter(
+            "proxy_key_tokens", "Tokens by gateway key name, model, provider and type (input, output, cached, ...)",
+            ("key", "model", "provider", "type"), registry=reg,
+        )  # fmt: skip
+        self.gov_refused = Counter(
+            "proxy_governance_refusals", "Requests refused by a governance limit, by key name, model and limit kind",
+            ("key", "model", "limit"), registry=reg,
+        )  # fmt: skip
+        self.gov_failures = Counter(
+            "proxy_governance_store_failures", "Governance store (Redis) calls that failed, by operation and reason",
+            ("op", "reason"), registry=reg,
+        )  # fmt: skip
+        self.gov_breaker = Gauge(
+            "proxy_governance_breaker_open", "1 while a worker's circuit breaker to the governance store is open",
+            registry=reg, multiprocess_mode="livemax",
+        )  # fmt: skip
+        self._spend: dict[tuple[str, str, str], list[float]] = {}  # (key, model, provider) -> cost, 4 token counts
         self._cache: dict[tuple[str, str, str], _Series] = {}
         self._pending: set[_Series] = set()
         self._scheduled = False
@@ -149,6 +177,16 @@ class Metrics:
             s.tokens[1] += u.output_tokens
             s.tokens[2] += u.cached_tokens
             s.tokens[3] += u.reasoning_tokens
+        if rec.key is not None:  # governance on: spend per key name
+            spent = self._spend.get((rec.key, rec.model_label, rec.provider or ""))
+            if spent is None:
+                spent = self._spend[(rec.key, rec.model_label, rec.provider or "")] = [0.0, 0, 0, 0, 0]
+            spent[0] += rec.cost or 0.0
+            if u is not None:
+                spent[1] += u.input_tokens
+                spent[2] += u.output_tokens
+                spent[3] += u.cached_tokens
+                spent[4] += u.reasoning_tokens
         if rec.adaptations:
             for a in rec.adaptations:
                 key = (a.parameter, a.action)
@@ -171,8 +209,27 @@ class Metrics:
     def flush(self) -> None:
         self._scheduled = False
         pending, self._pending = self._pending, set()
+        spend, self._spend = self._spend, {}
+        for (key, model, provider), (cost, *tokens) in spend.items():  # before the request counts (see _Series.write)
+            if cost:
+                self.gov_cost.labels(key, model, provider).inc(cost)
+            for kind, n in zip(("input", "output", "cached", "reasoning"), tokens, strict=True):
+                if n:
+                    self.gov_tokens.labels(key, model, provider, kind).inc(n)
         for s in pending:
             s.write(self)
+
+    def governance_refused(self, key: str, model: str, counter: Any) -> None:
+        from extproc.core.governance import COST, REQUESTS
+
+        kind = "budget" if counter.kind == COST else ("requests" if counter.kind == REQUESTS else "tokens")
+        self.gov_refused.labels(key, model, f"{kind}_per_{counter.period}").inc()
+
+    def governance_store_failed(self, op: str, reason: str) -> None:
+        self.gov_failures.labels(op, reason).inc()
+
+    def governance_breaker(self, is_open: bool) -> None:
+        self.gov_breaker.set(1 if is_open else 0)
 
     def render(self) -> tuple[str, bytes]:
         self.flush()

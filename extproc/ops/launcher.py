@@ -198,6 +198,11 @@ class Supervisor:
             self.tokens.update(token_providers)
 
     def start(self) -> None:
+        gov = self.cfg.governance
+        if gov.rules and gov.store == "memory" and len(self.addresses) > 1:  # docs/governance.md
+            n = len(self.addresses)
+            log.warning("governance: store: memory counts in each worker: with %d workers a key gets up to %d times "
+                        "its limits; use --workers 1 or store: redis", n, n)  # fmt: skip
         metrics_dir = self.runtime / "metrics"
         metrics_dir.mkdir()
         self._hand_keys_to_envoy(self.cfg)

@@ -92,9 +92,10 @@ def rewrite_model(body: bytes, model: str, current: str | None = None) -> bytes:
     """The client's bytes with the top-level ``model`` set to ``model``. Unchanged (the same object) when it already
     says exactly that once (``current`` is what the gateway read from the top-level object).
 
-    The usual body names ``"model"`` once and has no ``\\u`` escape that could spell another key of that name: then
-    that one occurrence is the top-level key (the gateway read one), found without tokenising the body."""
-    if b"\\u" not in body and body.count(b'"model"') == 1:
+    The usual body names ``"model"`` once and has no ``\\u`` escape that could spell another key of that name: when
+    the gateway read a top-level ``model`` (``current`` is not None), that one occurrence is it, found without
+    tokenising the body. Without a top-level one, the occurrence is somewhere inside (a tool's parameter, metadata)."""
+    if current is not None and b"\\u" not in body and body.count(b'"model"') == 1:
         if current == model:
             return body
         m = _MODEL_VALUE.search(body)

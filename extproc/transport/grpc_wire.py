@@ -330,6 +330,7 @@ class Connection(asyncio.Protocol):
         "continuations",
         "control",
         "decoder",
+        "flush_pending",
         "goaway_sent",
         "handshaken",
         "header_block",
@@ -359,6 +360,7 @@ class Connection(asyncio.Protocol):
         self.server = server
         limits = self.limits = server.limits
         self.transport: asyncio.Transport | None = None
+        self.flush_pending = False  # a write at the end of this turn of the event loop (``_flush_soon``)
         self.inbuf = b""
         self.preface = False
         self.handshaken = False  # the client preface and its first SETTINGS arrived
@@ -880,6 +882,17 @@ class Connection(asyncio.Protocol):
             return
         self._send(st, answer)
         self._drain(st)
+        self._flush_soon()
+
+    def _flush_soon(self) -> None:
+        """Write at the end of this turn of the event loop: answers that waited for the same thing (a store's reply)
+        finish in the same turn and go out in one write, as answers of one read do."""
+        if not self.flush_pending:
+            self.flush_pending = True
+            asyncio.get_running_loop().call_soon(self._flush_now)
+
+    def _flush_now(self) -> None:
+        self.flush_pending = False
         self.flush()
 
     def _drain(self, st: _Stream) -> None:

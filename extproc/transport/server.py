@@ -28,6 +28,7 @@ from extproc.core.record import Record
 from extproc.observability import logs
 from extproc.observability.metrics import Metrics
 from extproc.observability.tracing import Tracer
+from extproc.transport.governor import Governor
 from extproc.transport.grpc_wire import Limits, Server, server_tls
 from extproc.transport.response_store import SqliteStore
 from extproc.transport.servicer import ExternalProcessor, ExtProc
@@ -139,10 +140,11 @@ async def serve(
         return 1
     gateway = Gateway(cfg, open_store(cfg))
     metrics = Metrics()
+    governor = Governor(cfg.governance, dict(os.environ), metrics) if cfg.governance.enabled else None
     tracer = None
     if cfg.tracing is not None:  # OpenTelemetry only when configured: otherwise not even imported
         tracer = Tracer(cfg.tracing)
-    proc = ExtProc(gateway, make_recorder(metrics), metrics, tracer)
+    proc = ExtProc(gateway, make_recorder(metrics), metrics, governor, tracer)
     addr = Address.parse(listen)
     limits = limits_for(cfg.max_request_bytes, limits)
     server: Server | grpc.aio.Server
@@ -186,6 +188,10 @@ async def serve(
             if new.responses != gateway.config.responses:
                 gateway.store = open_store(new)  # exchanges in flight finish with the old one
             gateway.config = new
+            if proc.governor is not None:
+                proc.governor.reconfigure(new.governance, dict(os.environ))
+            elif new.governance.enabled:
+                proc.governor = Governor(new.governance, dict(os.environ), metrics)
             log.info("config reloaded from %s: %d models", config_path, len(gateway.config.models))
         except ConfigError as exc:
             log.error("config reload rejected, keeping the old config: %s", exc)
@@ -198,6 +204,9 @@ async def serve(
     gateway.draining = True
     log.info("extproc worker %d draining (up to %.0fs)", os.getpid(), grace)
     await server.stop(grace)
+    if proc.governor is not None:
+        with contextlib.suppress(Exception):  # the last charges, if the store takes them
+            await proc.governor.close()
     metrics.flush()
     logs.flush()
     if tracer is not None:

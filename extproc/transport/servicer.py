@@ -15,12 +15,14 @@ from time import monotonic, perf_counter
 from typing import Any
 
 import grpc
-from envoy.config.core.v3.base_pb2 import HeaderValue, HeaderValueOption
+import orjson
+from envoy.config.core.v3.base_pb2 import HeaderValueOption
 from envoy.extensions.filters.http.ext_proc.v3.processing_mode_pb2 import ProcessingMode
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from google.protobuf.message import DecodeError
 
+from extproc.core import governance
 from extproc.core.actions import CONTINUE, Forward, Reply, ServeMetrics
 from extproc.core.attempt import Attempt
 from extproc.core.contract import METADATA_NAMESPACE
@@ -32,6 +34,7 @@ from extproc.observability.tracing import Tracer
 from extproc.translation.errors import GatewayError
 from extproc.translation.media import FetchMedia
 from extproc.transport.fetch import fetch_all
+from extproc.transport.governor import Governor, RedisStore
 from extproc.transport.grpc_wire import CallError
 
 log = logging.getLogger("extproc")
@@ -87,11 +90,24 @@ def _header_blob(key: str, value: str) -> bytes:
 
 
 def _one_header(key: str, value: str) -> bytes:
-    mut = pb.HeaderMutation()
-    mut.set_headers.append(
-        HeaderValueOption(header=HeaderValue(key=key, raw_value=value.encode("latin-1")), append_action=_OVERWRITE)
-    )
-    return mut.SerializeToString()
+    """``HeaderMutation{set_headers: [{header: {key, raw_value}, append_action: OVERWRITE_IF_EXISTS_OR_ADD}]}``,
+    encoded by hand (a tenth of building the messages: values that change per answer, such as a key's remaining
+    budget, miss the cache every time). ``tests/unit/test_servicer.py`` checks it against protobuf's own encoding."""
+    k, v = key.encode("latin-1"), value.encode("latin-1")
+    header = b"\x0a" + _varint(len(k)) + k  # HeaderValue: key = 1, raw_value = 3 (proto3: left out when empty)
+    if v:
+        header += b"\x1a" + _varint(len(v)) + v
+    option = b"\x0a" + _varint(len(header)) + header + b"\x18\x02"  # header = 1, append_action = 3 (OVERWRITE...)
+    return b"\x0a" + _varint(len(option)) + option  # HeaderMutation.set_headers = 1
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
 
 
 def _mutation(mut: pb.HeaderMutation, set_headers: list[tuple[str, str]], remove: list[str]) -> None:
@@ -219,11 +235,13 @@ class ExtProc:
         gateway: Gateway,
         on_done: Callable[[Record, float, bool], None] | None = None,
         metrics: Metrics | None = None,
+        governor: Governor | None = None,
         tracer: Tracer | None = None,
     ) -> None:
         self.gateway = gateway
         self.on_done = on_done
         self.metrics = metrics
+        self.governor = governor  # limits, budgets and spend (None: no ``governance`` section at start)
         self.tracer = tracer  # None: tracing off, and no OpenTelemetry work at all
 
     def __call__(self, path: str, metadata: dict[str, str] | None = None) -> ProcessCall | None:
@@ -236,6 +254,12 @@ class ExtProc:
         return call
 
     def end(self, call: ProcessCall) -> None:
+        if call.governed and self.governor is not None:
+            try:  # the answer ended (or was cut): its tokens and cost are charged
+                ex = call.ex
+                self.governor.finish(ex.record, ex.key.name if ex.key is not None else None, call.plan)
+            except Exception:
+                log.exception("charging request %s failed", call.ex.record.request_id)
         if self.on_done is not None:
             try:
                 self.on_done(call.ex.record, call.overhead, call.active)
@@ -283,6 +307,8 @@ class ExtProc:
             action = ex.on_request_headers(_headers(h), h.end_of_stream)
             if isinstance(action, ServeMetrics):
                 action = self._metrics_reply()
+            elif isinstance(action, governance.ServeUsage):
+                return self._usage(call, action)
             resp = _answer("request_headers", action)
             return _finish(resp, ex.record) if isinstance(action, Reply) else resp
         if which == "request_body":
@@ -299,6 +325,9 @@ class ExtProc:
         if which == "response_headers":
             h = msg.response_headers
             fwd = ex.on_response_headers(_status(h) if ex.record.attempt else _headers(h), h.end_of_stream)
+            if call.headers_out:  # governance: the key's own remaining budget
+                fwd = Forward([*fwd.set_headers, *call.headers_out], fwd.remove_headers, fwd.body,
+                              fwd.clear_route_cache, fwd.response_body_mode)  # fmt: skip
             resp = _answer("response_headers", fwd)
             return _finish(resp, ex.record) if ex.ended else resp
         if which == "response_body":
@@ -321,8 +350,72 @@ class ExtProc:
 
     def _request_answer(
         self, call: ProcessCall, action: Forward | Reply, phase: str = "request_body"
+    ) -> pb.ProcessingResponse | Deferred:
+        gov = self.governor
+        if gov is not None and isinstance(action, Forward) and gov.settings.enabled and not call.ex.record.attempt:
+            ex = call.ex
+            plan = call.plan = gov.plan(ex.key.name if ex.key is not None else None, ex.record.model)
+            if plan is not None:
+                store = gov.store
+                if isinstance(store, RedisStore):  # the answer waits for Redis (other streams do not)
+                    return partial(self._check_later, call, action, plan, store, phase)
+                action = self._decide(call, action, plan, store.check(plan))
+        return self._forwarded(call, action, phase)
+
+    async def _check_later(
+        self, call: ProcessCall, action: Forward, plan: governance.Plan, store: RedisStore, phase: str
     ) -> pb.ProcessingResponse:
-        if isinstance(action, Forward) and self.metrics is not None and not call.ex.record.attempt:
+        try:
+            answered = await store.check(plan)
+            t0 = perf_counter()
+            resp = self._forwarded(call, self._decide(call, action, plan, answered), phase)
+            call.overhead += perf_counter() - t0
+            return resp
+        except Exception:
+            return self._crashed(call.ex)
+
+    def _decide(self, call: ProcessCall, action: Forward, plan: governance.Plan, answered: bool) -> Forward | Reply:
+        """Forward a checked request (it is charged when its answer ends), or answer it with a 429/503."""
+        gov = self.governor
+        assert gov is not None and call.ex.client is not None
+        refusal = gov.decide(plan, answered, call.ex.client.NAME, call.ex.record.model_label)
+        if refusal is None:
+            if answered:
+                call.headers_out = governance.budget_headers(plan)
+            return action
+        call.plan = None
+        call.ex.record.key = plan.key  # the refused request's log line names the key (never charged)
+        err, headers = refusal
+        reply = call.ex.error_reply(err)
+        reply.headers.extend(headers)
+        return reply
+
+    def _usage(self, call: ProcessCall, action: governance.ServeUsage) -> pb.ProcessingResponse | Deferred:
+        gov = self.governor
+        if gov is None:
+            return _answer("request_headers", call.ex.error_reply(GatewayError("not_found", "no usage recorded", 404)))
+        store = gov.store
+        if not isinstance(store, RedisStore):
+            return _answer("request_headers", _usage_reply(action, store.usage(list(action.days))))
+        return partial(self._usage_later, call, action, store)
+
+    async def _usage_later(
+        self, call: ProcessCall, action: governance.ServeUsage, store: RedisStore
+    ) -> pb.ProcessingResponse:
+        try:
+            return _answer("request_headers", _usage_reply(action, await store.usage(list(action.days), action.key)))
+        except Exception:
+            log.exception("GET /usage: the governance store did not answer")
+            err = GatewayError("overloaded", "the usage store did not answer; retry", 503)
+            return _answer("request_headers", call.ex.error_reply(err))
+
+    def _forwarded(
+        self, call: ProcessCall, action: Forward | Reply, phase: str = "request_body"
+    ) -> pb.ProcessingResponse:
+        attempt = call.ex.record.attempt
+        if isinstance(action, Forward) and self.governor is not None and self.governor.settings.enabled and not attempt:
+            call.governed = True
+        if isinstance(action, Forward) and self.metrics is not None and not attempt:
             self.metrics.started(call.ex.record)
             call.active = True
         resp = _answer(phase, action)
@@ -332,9 +425,9 @@ class ExtProc:
         try:
             fetched = await fetch_all(action.urls, action.policy)
             t0 = perf_counter()  # the downloads are not the gateway's own time; what follows is
-            resp = self._request_answer(call, call.ex.on_fetched(fetched), phase)
+            answer = self._request_answer(call, call.ex.on_fetched(fetched), phase)
             call.overhead += perf_counter() - t0
-            return resp
+            return answer if isinstance(answer, pb.ProcessingResponse) else await answer()
         except Exception:
             return self._crashed(call.ex)
 
@@ -342,13 +435,16 @@ class ExtProc:
 class ProcessCall:
     """One ``Process`` stream: its exchange, and what the servicer itself counts (in flight, time spent)."""
 
-    __slots__ = ("active", "body", "chunks", "ex", "overhead", "proc", "trace")
+    __slots__ = ("active", "body", "chunks", "ex", "governed", "headers_out", "overhead", "plan", "proc", "trace")
 
     def __init__(self, proc: ExtProc) -> None:
         self.proc = proc
         self.ex = Exchange(proc.gateway)
         self.active = False  # counted in proxy_active_requests
         self.overhead = 0.0  # seconds the service spent on this exchange
+        self.governed = False  # forwarded with governance on: charged when it ends
+        self.plan: governance.Plan | None = None  # the limits it was checked against
+        self.headers_out: list[tuple[str, str]] | None = None  # added to the answer's headers
         self.trace: str | None = None  # Envoy's W3C traceparent for this stream (tracing on)
         self.body: bytes | None = None  # the request body (tracing on)
         tracer = proc.tracer
@@ -399,3 +495,9 @@ class ExternalProcessor(pb_grpc.ExternalProcessorServicer):
 
 
 _GRPC_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def _usage_reply(action: governance.ServeUsage, days: dict[str, dict[str, dict[str, int]]]) -> Reply:
+    report = governance.usage_report(action.key, days)
+    report["from"], report["to"] = action.days[0], action.days[-1]
+    return Reply(200, orjson.dumps(report), [("content-type", "application/json")])

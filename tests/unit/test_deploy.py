@@ -693,7 +693,11 @@ def test_k8s_sidecar_wiring() -> None:
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["config"]["configMap"]["name"] == cm["metadata"]["name"]
     # Keys: the Secret as files in Envoy's container only, where the ConfigMap's SDS files look for them.
-    assert "envFrom" not in extproc and "env" not in extproc
+    assert "envFrom" not in extproc
+    # the only variable: governance's Redis URL, from a Secret of its own (docs/governance.md)
+    assert [(v["name"], v["valueFrom"]["secretKeyRef"]["name"]) for v in extproc.get("env", [])] == [
+        ("AI_GATEWAY_REDIS_URL", "ai-gateway-redis")
+    ]
     assert volumes["provider-keys"]["secret"]["secretName"] == key_secret_name()
     assert mounts["envoy"]["provider-keys"] == KEYS_DIR and "provider-keys" not in mounts["extproc"]
     assert volumes["provider-keys"]["secret"]["defaultMode"] & 0o007 == 0, "not world-readable"

@@ -45,6 +45,14 @@ def test_nested_model_keys_are_never_touched() -> None:
     )
 
 
+def test_a_lone_nested_model_key_is_not_taken_for_the_top_level_one() -> None:
+    """A body without a top-level model whose only "model" is nested (a tool parameter, metadata): the nested one
+    stays and the top-level one is added (found by hypothesis: the one-occurrence shortcut once rewrote it)."""
+    for body in (b'{"messages":{"model":""}}', b'{"tools":[{"parameters":{"properties":{"model":{}}}}]}'):
+        out = orjson.loads(jsonbytes.rewrite_model(body, "m"))
+        assert out == {**orjson.loads(body), "model": "m"}
+
+
 def test_stream_options_inserted_or_replaced() -> None:
     body = b'{"model": "m", "stream": true}'
     value = b'{"include_usage":true}'

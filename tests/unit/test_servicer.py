@@ -28,3 +28,18 @@ def test_long_header_values_are_never_kept() -> None:
     for i in range(5000):  # bounded by count as well
         servicer._header_blob("content-length", str(i))
     assert 0 < len(servicer._BLOBS) <= 4096
+
+
+def test_hand_encoded_header_mutation_is_protobufs_own() -> None:
+    from envoy.config.core.v3.base_pb2 import HeaderValue, HeaderValueOption
+
+    for key, value in [("x-a", ""), ("content-length", "123"), ("x-long", "v" * 300), (":path", "/p?" + "q" * 20000),
+                       ("x-ai-gateway-budget-remaining-usd", "12.345678"), ("x-latin", "caf\xe9")]:  # fmt: skip
+        mut = pb.HeaderMutation()
+        mut.set_headers.append(
+            HeaderValueOption(
+                header=HeaderValue(key=key, raw_value=value.encode("latin-1")),
+                append_action=HeaderValueOption.HeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD,
+            )
+        )
+        assert servicer._one_header(key, value) == mut.SerializeToString()
