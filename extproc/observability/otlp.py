@@ -11,7 +11,11 @@ translated request is ~130 us, so those two alone would have halved the gateway'
   checked against the SDK's own encoder, both parsed with the ``opentelemetry-proto`` messages.
 - ``Histograms`` accumulates the GenAI metrics per attribute set (counts per bucket, sum, min, max: a dict lookup
   and a ``bisect``), and a daemon thread exports them every ``OTEL_METRIC_EXPORT_INTERVAL`` ms (60 s by default) as
-  cumulative OTLP histograms built with the ``opentelemetry-proto`` messages.
+  cumulative OTLP histograms, encoded here too.
+
+Nothing here imports ``opentelemetry.proto``: ``xds-protos`` ships an old copy of those modules (OTLP 0.x) that may
+overwrite ``opentelemetry-proto``'s in an install (``docs/tracing.md``), and the wire format does not depend on it.
+The field numbers are those of opentelemetry-proto 1.x (``opentelemetry/proto/**/v1/*.proto``).
 """
 
 from __future__ import annotations
@@ -96,13 +100,22 @@ def attributes(attrs: Any) -> bytes:
     return b"".join(out)
 
 
+def _resource(resource: dict[str, Any]) -> bytes:
+    """A Resource: its attributes, repeated KeyValue, field 1."""
+    return b"".join(_len(b"\x0a", _key(k) + _len(b"\x12", _any(v))) for k, v in resource.items())
+
+
+def _scope(name: str) -> bytes:
+    """An InstrumentationScope with its name (field 1)."""
+    return _len(b"\x0a", name.encode())
+
+
 class SpanEncoder:
     """ReadableSpans to an ``ExportTraceServiceRequest`` (one resource, one scope)."""
 
     def __init__(self, resource: dict[str, Any], scope: str) -> None:
-        res = b"".join(_len(b"\x0a", _key(k) + _len(b"\x12", _any(v))) for k, v in resource.items())
-        self.resource = _len(b"\x0a", res)  # ResourceSpans.resource
-        self.scope = _len(b"\x0a", _len(b"\x0a", scope.encode()))  # ScopeSpans.scope (InstrumentationScope.name)
+        self.resource = _len(b"\x0a", _resource(resource))  # ResourceSpans.resource
+        self.scope = _len(b"\x0a", _scope(scope))  # ScopeSpans.scope
 
     def span(self, s: Any) -> bytes:
         ctx = s.context
@@ -221,35 +234,41 @@ class Histograms:
         with self.lock:
             self.by_name[name].record(value, attrs)
 
-    def request(self) -> Any:
-        """An ``ExportMetricsServiceRequest`` of every series (the official protobuf messages: once a minute)."""
-        from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
-        from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
-        from opentelemetry.proto.metrics.v1 import metrics_pb2 as m
-
-        req = ExportMetricsServiceRequest()
-        rm = req.resource_metrics.add()
-        for k, v in self.resource.items():
-            rm.resource.attributes.append(KeyValue(key=k, value=AnyValue(string_value=str(v))))
-        sm = rm.scope_metrics.add()
-        sm.scope.name = self.scope
+    def request(self) -> bytes | None:
+        """An ``ExportMetricsServiceRequest`` of every series, as bytes (None while there is none): one resource,
+        one scope, a cumulative ``Histogram`` per instrument with a ``HistogramDataPoint`` per attribute set."""
         now = time.time_ns()
         with self.lock:
-            snapshot = [(h, {k: list(v) for k, v in h.series.items()}) for h in self.by_name.values()]
+            snapshot = [(h, [(k, list(v)) for k, v in h.series.items()]) for h in self.by_name.values()]
+        times = b"\x11" + _Q.pack(self.start) + b"\x19" + _Q.pack(now)  # start_time_unix_nano 2, time_unix_nano 3
+        metrics = []
         for h, series in snapshot:
             if not series:
                 continue
-            metric = sm.metrics.add(name=h.name, unit=h.unit, description=h.description)
-            metric.histogram.aggregation_temporality = m.AGGREGATION_TEMPORALITY_CUMULATIVE
             n = len(h.bounds)
-            for attrs, s in series.items():
-                p = metric.histogram.data_points.add(
-                    start_time_unix_nano=self.start, time_unix_nano=now, count=s[n + 1], sum=s[n + 2],
-                    bucket_counts=s[: n + 1], explicit_bounds=h.bounds, min=s[n + 3], max=s[n + 4],
-                )  # fmt: skip
-                for k, v in attrs:
-                    p.attributes.append(KeyValue(key=k, value=AnyValue(string_value=v)))
-        return req
+            bounds = _len(b"\x3a", struct.pack(f"<{n}d", *h.bounds))  # explicit_bounds 7, packed doubles
+            points = []
+            for attrs, s in series:
+                point = b"".join((
+                    times,
+                    b"\x21", _Q.pack(s[n + 1]),  # count 4 (fixed64)
+                    b"\x29", _D.pack(s[n + 2]),  # sum 5
+                    _len(b"\x32", struct.pack(f"<{n + 1}Q", *s[: n + 1])),  # bucket_counts 6, packed fixed64
+                    bounds,
+                    attributes(dict(attrs)),  # attributes 9
+                    b"\x59", _D.pack(s[n + 3]),  # min 11
+                    b"\x61", _D.pack(s[n + 4]),  # max 12
+                ))  # fmt: skip
+                points.append(_len(b"\x0a", point))  # Histogram.data_points 1
+            histogram = b"".join(points) + b"\x10\x02"  # aggregation_temporality 2: CUMULATIVE (2)
+            metric = _len(b"\x0a", h.name.encode()) + _len(b"\x1a", h.unit.encode())  # name 1, unit 3
+            if h.description:
+                metric += _len(b"\x12", h.description.encode())  # description 2
+            metrics.append(_len(b"\x12", metric + _len(b"\x4a", histogram)))  # ScopeMetrics.metrics 2, histogram 9
+        if not metrics:
+            return None
+        scope_metrics = _len(b"\x12", _len(b"\x0a", _scope(self.scope)) + b"".join(metrics))  # scope 1
+        return _len(b"\x0a", _len(b"\x0a", _resource(self.resource)) + scope_metrics)  # resource_metrics 1 (resource 1)
 
 
 class MetricsThread:
@@ -269,9 +288,9 @@ class MetricsThread:
             self.export()
 
     def export(self) -> None:
-        req = self.histograms.request()
-        if req.resource_metrics[0].scope_metrics[0].metrics:
-            self.channel.call(METRICS_EXPORT, req.SerializeToString())
+        payload = self.histograms.request()
+        if payload is not None:
+            self.channel.call(METRICS_EXPORT, payload)
 
     def stop(self) -> None:
         self.stopped.set()

@@ -6,6 +6,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import time
+from itertools import pairwise
 
 import hpack
 import orjson
@@ -15,6 +17,9 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
+from opentelemetry.proto.metrics.v1 import metrics_pb2
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from extproc.core import telemetry
@@ -22,7 +27,7 @@ from extproc.core.address import Address
 from extproc.core.config import ConfigError, build_config
 from extproc.core.exchange import Gateway
 from extproc.observability import otlp
-from extproc.observability.tracing import Tracer, mask
+from extproc.observability.tracing import Tracer, instruments, mask
 from extproc.ops import envoy_config, envoy_tracing
 from extproc.ops.credentials import CredentialFiles
 from extproc.transport import grpc_wire
@@ -289,7 +294,9 @@ def test_unsampled_parent_makes_no_span_but_metrics_still_count() -> None:
     assert spans.get_finished_spans() == ()
     assert tracer.histograms is not None
     # what the exporter sends, parsed with the official protobuf messages
-    req = ExportMetricsServiceRequest.FromString(tracer.histograms.request().SerializeToString())
+    payload = tracer.histograms.request()
+    assert payload is not None
+    req = ExportMetricsServiceRequest.FromString(payload)
     points = {m.name: list(m.histogram.data_points) for m in req.resource_metrics[0].scope_metrics[0].metrics}
 
     def attrs_of(p) -> dict[str, str]:
@@ -392,3 +399,64 @@ def test_span_encoding_matches_the_sdks_own_encoder() -> None:
         if not t.status.code:
             t.ClearField("status")  # an empty Status message: the same as none
         assert o == t
+
+
+def test_metrics_encoding_is_the_official_messages() -> None:
+    """The hand-encoded ``ExportMetricsServiceRequest``, parsed with the official protobuf messages, equals the one
+    built with those messages from the values recorded (buckets, count, sum, min, max counted here)."""
+    resource = {"service.name": "gw-extproc", "service.instance.id": "host-1", "k8s.pod.name": "pod-ü"}
+    h = otlp.Histograms(resource, "ai-gateway", instruments())
+    assert h.request() is None  # nothing recorded: nothing to export
+    a = (("gen_ai.operation.name", "chat"), ("gen_ai.request.model", "gpt"))
+    recorded: dict[tuple[str, tuple[tuple[str, str], ...]], list[float]] = {
+        ("gen_ai.client.token.usage", (*a, ("gen_ai.token.type", "input"))): [12, 1, 4, 5, 70_000_000],
+        ("gen_ai.client.token.usage", (*a, ("gen_ai.token.type", "output"))): [0, 300],
+        ("gen_ai.client.operation.duration", a): [0.25, 0.001, 3.5],
+        ("gen_ai.client.operation.duration", (*a, ("error.type", "timeout"))): [100.0],
+    }  # gen_ai.server.*: nothing recorded, so no metric
+    for (name, attrs), values in recorded.items():
+        for v in values:
+            h.record(name, v, attrs)
+    before = time.time_ns()
+    payload = h.request()
+    after = time.time_ns()
+    assert payload is not None
+    ours = ExportMetricsServiceRequest.FromString(payload)
+    now = ours.resource_metrics[0].scope_metrics[0].metrics[0].histogram.data_points[0].time_unix_nano
+    assert before <= now <= after
+
+    expected = ExportMetricsServiceRequest()
+    rm = expected.resource_metrics.add()
+    rm.resource.CopyFrom(Resource(attributes=[KeyValue(key=k, value=AnyValue(string_value=v))
+                                              for k, v in resource.items()]))  # fmt: skip
+    sm = rm.scope_metrics.add(scope=InstrumentationScope(name="ai-gateway"))
+    by_name = {i.name: i for i in instruments()}
+    for name in ("gen_ai.client.token.usage", "gen_ai.client.operation.duration"):
+        inst = by_name[name]
+        metric = sm.metrics.add(name=name, unit=inst.unit, description=inst.description)
+        metric.histogram.aggregation_temporality = metrics_pb2.AGGREGATION_TEMPORALITY_CUMULATIVE
+        edges = [float("-inf"), *inst.bounds, float("inf")]
+        for (n, attrs), values in recorded.items():
+            if n != name:
+                continue
+            metric.histogram.data_points.add(
+                attributes=[KeyValue(key=k, value=AnyValue(string_value=v)) for k, v in attrs],
+                start_time_unix_nano=h.start, time_unix_nano=now, count=len(values), sum=sum(values),
+                bucket_counts=[sum(lo < v <= hi for v in values) for lo, hi in pairwise(edges)],
+                explicit_bounds=inst.bounds, min=min(values), max=max(values),
+            )  # fmt: skip
+    assert ours == expected
+    assert ours.resource_metrics[0].scope_metrics[0].metrics[0].histogram.data_points[0].HasField("min")
+
+
+def test_the_product_never_imports_opentelemetry_proto() -> None:
+    """``xds-protos`` may overwrite ``opentelemetry-proto``'s modules with its OTLP 0.x copy (docs/tracing.md): the
+    service encodes OTLP itself and must not depend on which copy an install ended up with."""
+    import re
+    from pathlib import Path
+
+    import extproc
+
+    pattern = re.compile(r"^\s*(from|import)\s+opentelemetry\.proto\b", re.M)
+    found = [str(p) for p in Path(extproc.__file__).parent.rglob("*.py") if pattern.search(p.read_text())]
+    assert found == []
