@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 import threading
 from concurrent import futures
 from typing import Any
@@ -16,12 +17,18 @@ from typing import Any
 import grpc
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.trace.v1 import trace_pb2
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, required=True)
     args = ap.parse_args()
+    if not hasattr(trace_pb2, "ScopeSpans"):  # xds-protos's OTLP 0.x copy won the install (docs/tracing.md)
+        sys.exit(
+            "otlp-sink: opentelemetry.proto is xds-protos's old copy; repair the install: pip install --no-deps "
+            "--force-reinstall \"$(pip freeze | grep '^opentelemetry-proto==')\""
+        )
     lock = threading.Lock()
     counts = {"spans": 0, "exports": 0, "metric_exports": 0}
 

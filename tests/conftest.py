@@ -47,6 +47,45 @@ settings.register_profile(
 settings.load_profile("ci")  # the plugin's --hypothesis-profile, applied after this file is loaded, overrides it
 
 
+# xds-protos (a product dependency) ships an old copy of opentelemetry-proto's modules (OTLP 0.x: no scope) at the same
+# paths, and pip may install it over opentelemetry-proto's; the tests' OTLP receiver needs the current ones
+# (docs/tracing.md). The session stops before collecting anything, naming the fix, rather than failing or skipping.
+OTLP_CURRENT = (
+    ("opentelemetry.proto.common.v1.common_pb2", "InstrumentationScope"),
+    ("opentelemetry.proto.trace.v1.trace_pb2", "ScopeSpans"),
+    ("opentelemetry.proto.metrics.v1.metrics_pb2", "ScopeMetrics"),
+)
+
+
+def otlp_proto_problem() -> str | None:
+    from importlib import import_module, metadata
+
+    try:
+        version = metadata.version("opentelemetry-proto")
+    except metadata.PackageNotFoundError:
+        return None  # not installed at all: the imports that need it say so
+    for mod, name in OTLP_CURRENT:
+        try:
+            if hasattr(import_module(mod), name):
+                continue
+        except ModuleNotFoundError:
+            return None
+        except Exception:  # a mix of both copies: descriptors that do not fit together
+            pass
+        return (
+            f"opentelemetry.proto is xds-protos's old OTLP copy (no {mod}.{name}), written over opentelemetry-proto's "
+            f"files at install. Repair the install (docs/tracing.md):\n    {sys.executable} -m pip install --no-deps "
+            f"--force-reinstall opentelemetry-proto=={version}"
+        )
+    return None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    problem = otlp_proto_problem()
+    if problem is not None:
+        raise pytest.UsageError(problem)  # one line "ERROR: ...", exit status 4, nothing collected
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

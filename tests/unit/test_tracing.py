@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -460,3 +461,28 @@ def test_the_product_never_imports_opentelemetry_proto() -> None:
     pattern = re.compile(r"^\s*(from|import)\s+opentelemetry\.proto\b", re.M)
     found = [str(p) for p in Path(extproc.__file__).parent.rglob("*.py") if pattern.search(p.read_text())]
     assert found == []
+
+
+def test_the_test_session_stops_at_once_on_xds_protos_old_otlp_copy(tmp_path) -> None:
+    """With xds-protos's OTLP 0.x modules in place of opentelemetry-proto's (here: shadowed on PYTHONPATH), the
+    session stops before collecting anything with one error naming the repair (tests/conftest.py)."""
+    from pathlib import Path
+
+    v1 = tmp_path / "opentelemetry" / "proto" / "common" / "v1"
+    v1.mkdir(parents=True)
+    for d in (v1, *v1.parents):
+        if d == tmp_path:
+            break  # each level found here first, the installed packages' modules after it (the SDK, other protos)
+        (d / "__init__.py").write_text("__path__ = __import__('pkgutil').extend_path(__path__, __name__)\n")
+    (v1 / "common_pb2.py").write_text("AnyValue = KeyValue = InstrumentationLibrary = object\n")
+    root = Path(__file__).resolve().parents[2]
+    one_test = "tests/unit/test_tracing.py::test_tracing_is_off_without_an_endpoint_and_on_with_the_standard_variables"
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", one_test],
+        cwd=root, env={**os.environ, "PYTHONPATH": str(tmp_path)}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    out = run.stdout + run.stderr
+    assert run.returncode == pytest.ExitCode.USAGE_ERROR, out[-2000:]
+    assert "ERROR: opentelemetry.proto is xds-protos's old OTLP copy" in out
+    assert "-m pip install --no-deps --force-reinstall opentelemetry-proto==" in out
+    assert "passed" not in out
