@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from dataclasses import replace
 from functools import partial
 from time import monotonic, perf_counter
 from typing import Any
@@ -326,8 +327,7 @@ class ExtProc:
             h = msg.response_headers
             fwd = ex.on_response_headers(_status(h) if ex.record.attempt else _headers(h), h.end_of_stream)
             if call.headers_out:  # governance: the key's own remaining budget
-                fwd = Forward([*fwd.set_headers, *call.headers_out], fwd.remove_headers, fwd.body,
-                              fwd.clear_route_cache, fwd.response_body_mode)  # fmt: skip
+                fwd = replace(fwd, set_headers=[*fwd.set_headers, *call.headers_out])  # a copy: CONTINUE is shared
             resp = _answer("response_headers", fwd)
             return _finish(resp, ex.record) if ex.ended else resp
         if which == "response_body":

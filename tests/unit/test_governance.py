@@ -119,7 +119,8 @@ def test_budget_refusal_never_shows_spend() -> None:
     p = _checked([{"model": "m", "budget": {"usd": 5, "period": "month"}}], [7_123_456], 0)
     err, _ = g.refusal(p, "openai", NOW)
     assert err.code == "insufficient_quota" and err.status == 429
-    assert "shared" in err.message and "$5.00 per month" in err.message and "2027-01-01T00:00:00Z" in err.message
+    assert "the gateway's shared limit" in err.message and "$5.00 per month" in err.message
+    assert "2027-01-01T00:00:00Z" in err.message
     assert "7.12" not in err.message and "'a'" not in err.message
     assert g.budget_headers(p) == []  # a shared budget's room would tell a key what others spent
 
