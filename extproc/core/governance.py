@@ -106,6 +106,11 @@ class RedisSettings:
     breaker_failures: int = 3  # consecutive failures that open the circuit breaker
     breaker_cooldown: float = 2.0  # seconds the breaker stays open before one call tries again
     key_prefix: str = "ai-gateway:"
+    # Decisions a worker may take without Redis (docs/governance.md, "Leases and views"): requests it may reserve
+    # at once for a request counter far from its limit (1: every request asks Redis), and how old its view of a token
+    # or money counter (kept exact by Redis's client tracking) may be for it to admit alone (0: always ask Redis).
+    max_lease: int = 100
+    view_ttl: float = 1.0
 
 
 @dataclass(slots=True, frozen=True)
@@ -465,7 +470,7 @@ def _positive(value: Any, where: str, fail: Any, integer: bool = True) -> Any:
 def _parse_redis(raw: Any, fail: Any) -> RedisSettings:
     from extproc.core.config import parse_duration  # config imports this module
 
-    known = ("url_env", "timeout", "breaker_failures", "breaker_cooldown", "key_prefix")
+    known = ("url_env", "timeout", "breaker_failures", "breaker_cooldown", "key_prefix", "max_lease", "view_ttl")
     if not isinstance(raw, dict):
         raise fail("governance.redis", f"expected a mapping ({', '.join(known)})")
     for k in raw:
@@ -484,8 +489,16 @@ def _parse_redis(raw: Any, fail: Any) -> RedisSettings:
                 raise fail(f"governance.redis.{name}", str(exc)) from None
             if out[name] <= 0:
                 raise fail(f"governance.redis.{name}", "must be more than 0")
-    if "breaker_failures" in raw:
-        out["breaker_failures"] = _positive(raw["breaker_failures"], "governance.redis.breaker_failures", fail)
+    if "view_ttl" in raw:  # 0 turns local decisions on token and money counters off
+        try:
+            v = raw["view_ttl"]
+            zero = not isinstance(v, bool) and v in (0, "0", "0s", "0ms")
+            out["view_ttl"] = 0.0 if zero else parse_duration(v)
+        except ValueError as exc:
+            raise fail("governance.redis.view_ttl", str(exc)) from None
+    for name in ("breaker_failures", "max_lease"):
+        if name in raw:
+            out[name] = _positive(raw[name], f"governance.redis.{name}", fail)
     if "key_prefix" in raw:
         if not isinstance(raw["key_prefix"], str):
             raise fail("governance.redis.key_prefix", "expected a string")

@@ -6,10 +6,18 @@ holds the counters. Both stores run the same check: every counter of a request's
 admits one more request under its limit and counts it, a token or money counter admits while it is not over; all
 or nothing, atomically (one Lua script in Redis, one synchronous function in the worker).
 
-Redis on the request path: one ``EVALSHA`` per checked request, bounded by ``redis.timeout`` (``asyncio.timeout``
-around the call, and the socket's own timeouts), and a circuit breaker (``redis.breaker_failures`` failures in a row
-open it for ``redis.breaker_cooldown`` seconds, then one call tries again). While Redis cannot answer, requests are
-admitted (``fail_open``) or refused with a 503 (``fail_closed``), with a metric and a log line, never a wait.
+Most checks never reach Redis (``RedisStore.local``): a worker reserves requests in batches (a *lease*: up to
+``redis.max_lease`` requests at once, at most 1/64 of what is left, one at a time near the limit) and admits from
+them; a token or money counter is checked against the worker's *view* of it (what Redis last answered, plus its own
+charges not sent yet), which Redis's client tracking invalidates as soon as another worker changes the counter (and
+which is at most ``redis.view_ttl`` old). Leased requests not used within a second go back. Leases never let a limit
+be exceeded; docs/governance.md says what they cost in exactness.
+
+Redis on the request path (the other checks): one ``EVALSHA`` per turn of the event loop, bounded by
+``redis.timeout`` (a timer per batch, and the socket's own timeouts), and a circuit breaker
+(``redis.breaker_failures`` failures in a row open it for ``redis.breaker_cooldown`` seconds, then one call tries
+again). While Redis cannot answer, requests that must ask it are admitted (``fail_open``) or refused with a 503
+(``fail_closed``), with a metric and a log line, never a wait.
 Charges (tokens and cost when an answer ends) are not on the request path: they are summed in the worker and sent in
 one script call every ``FLUSH_EVERY`` seconds; a batch that fails is kept (bounded) and sent with the next.
 """
@@ -19,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -32,6 +41,10 @@ from extproc.transport.resp import RespClient, RespError, bulk
 log = logging.getLogger("extproc")
 
 FLUSH_EVERY = 0.02  # seconds between charge batches sent to Redis
+LEASE_SECONDS = 1.0  # a worker gives back the leased requests it has not used after this long
+LEASE_SHARE = 64  # a lease is at most this fraction of what the counter had left (so near the limit it is 1)
+SWEEP_EVERY = 0.25  # seconds between sweeps of leases and views
+VIEW_KEPT = 120.0  # seconds a view is remembered (for refusals; past its window it is never asked for again)
 MAX_PENDING = 10_000  # counters held while Redis is away; past this, new charges are dropped (and counted)
 LOG_EVERY = 10.0
 MAX_PLANS = 10_000  # plans (and prices) remembered per worker, by key and model
@@ -111,8 +124,11 @@ class MemoryStore:
 
 # The checks of every request that asked in one turn of the event loop, in one call. KEYS: every plan's counters, one
 # plan after the other (its request counters first). ARGV[1]: the number of plans; then per plan: n (its counters),
-# nreq (its request counters), n limits, n ttls (seconds). Each plan is checked as if alone, in order (the script
-# runs atomically): {refused index (0-based) or -1, the value of each counter after} per plan, flattened.
+# nreq (its request counters), n limits, n ttls (seconds), nreq lease sizes (requests wanted for each request counter:
+# 0 when the worker uses one it already holds). Each plan is checked as if alone, in order (the script runs
+# atomically): a request counter admits when one more request fits and grants min(wanted, room); a token or money
+# counter admits while it is not over. Out, per plan, flattened: the refused index (0-based) or -1, the value of each
+# counter after, the requests granted for each request counter.
 _CHECK = """
 local out = {}
 local a, k = 2, 0
@@ -121,36 +137,48 @@ for p = 1, tonumber(ARGV[1]) do
   local keys = {}
   for i = 1, n do keys[i] = KEYS[k + i] end
   local vals = redis.call('MGET', unpack(keys))
+  local grants = {}
   local refused = -1
   for i = 1, n do
     local v = tonumber(vals[i] or '0')
     vals[i] = v
+    if i <= nreq then grants[i] = 0 end
     if refused < 0 then
       local limit = tonumber(ARGV[a + 1 + i])
-      if (i <= nreq and v + 1 > limit) or (i > nreq and v >= limit) then refused = i - 1 end
+      if i <= nreq then
+        local want = tonumber(ARGV[a + 1 + 2 * n + i])
+        if want > 0 then
+          if v + 1 > limit then refused = i - 1 else grants[i] = math.min(want, limit - v) end
+        end
+      elseif v >= limit then refused = i - 1 end
     end
   end
   if refused < 0 then
     for i = 1, nreq do
-      vals[i] = redis.call('INCR', keys[i])
-      if vals[i] == 1 then redis.call('EXPIRE', keys[i], ARGV[a + 1 + n + i]) end
+      if grants[i] > 0 then
+        vals[i] = redis.call('INCRBY', keys[i], grants[i])
+        if vals[i] == grants[i] then redis.call('EXPIRE', keys[i], ARGV[a + 1 + n + i]) end
+      end
     end
   end
   out[#out + 1] = refused
   for i = 1, n do out[#out + 1] = vals[i] end
-  a = a + 2 + 2 * n
+  for i = 1, nreq do out[#out + 1] = grants[i] end
+  a = a + 2 + 2 * n + nreq
   k = k + n
 end
 return out
 """
 # KEYS: counters, then usage hashes. ARGV[1]: number of counters c, ARGV[2]: usage ttl (seconds); then per counter
-# (amount, ttl); then per usage hash (number of fields m, then m pairs of field, amount).
+# (amount, ttl; a negative amount gives unused leased requests back); then per usage hash (number of fields m, then m
+# pairs of field, amount). Out: each counter's value after.
 _CHARGE = """
 local c = tonumber(ARGV[1])
 local usage_ttl = ARGV[2]
 local a = 3
+local out = {}
 for i = 1, c do
-  redis.call('INCRBY', KEYS[i], ARGV[a])
+  out[i] = redis.call('INCRBY', KEYS[i], ARGV[a])
   if redis.call('TTL', KEYS[i]) < 0 then redis.call('EXPIRE', KEYS[i], ARGV[a + 1]) end
   a = a + 2
 end
@@ -163,7 +191,7 @@ for i = c + 1, #KEYS do
   end
   redis.call('EXPIRE', KEYS[i], usage_ttl)
 end
-return 1
+return out
 """
 
 
@@ -212,24 +240,37 @@ class Breaker:
                 self.on_change(True)
 
 
+_Batch = list[tuple[g.Plan, "asyncio.Future[tuple[int, list[int]]]", list[int]]]  # plan, its waiter, lease sizes
+
+
 class RedisStore:
-    """Counters in Redis, shared by every worker of every replica."""
+    """Counters in Redis, shared by every worker of every replica; leases and views let a worker decide most checks
+    alone (``local``), the others ask Redis (``ask``)."""
 
     sync = False
 
     def __init__(self, url: str, settings: g.RedisSettings, on_failure: Callable[[str, str], None]) -> None:
         self.settings = settings
         self.timeout = settings.timeout
-        self.client = RespClient(url)
+        self.max_lease = settings.max_lease
+        self.view_ttl = settings.view_ttl
+        self.prefix = settings.key_prefix
+        # Client tracking (Redis >= 6): Redis tells this worker which counters other workers changed, so what it last
+        # read of a counter (a *view*) stays exact until then
+        self.client = RespClient(url, track=f"{self.prefix}c|", on_invalidate=self._invalidated)
         self.breaker = Breaker(settings.breaker_failures, settings.breaker_cooldown)
-        self._checks: list[tuple[g.Plan, asyncio.Future[list[int]]]] = []  # asked for in this turn of the loop
+        self._checks: _Batch = []  # asked for in this turn of the loop
         self._sending: asyncio.Future[None] | None = None
         self.on_failure = on_failure
-        self.prefix = settings.key_prefix
         self.counters: dict[str, list[int]] = {}  # pending charges: name -> [amount, ttl]
         self.hashes: dict[str, dict[str, int]] = {}  # pending usage: hash name -> field -> amount
+        # request counter -> [requests held (counted in Redis, not used yet), its value after the last grant,
+        # when the held ones go back (monotonic), ttl]
+        self.leases: dict[str, list[Any]] = {}
+        self.views: dict[str, list[Any]] = {}  # token or money counter -> [its value in Redis as last read, when]
         self.usage_ttl = 400 * 86400
         self._scheduled = False
+        self._sweeping = False
         self._flushing: asyncio.Task[None] | None = None
 
     def _failed(self, op: str, exc: BaseException) -> None:
@@ -238,50 +279,106 @@ class RedisStore:
         self.breaker.failure()
         self.on_failure(op, _reason(exc))
 
+    # ---------------------------------------------------------------------------------------------------- checks
+    def local(self, plan: g.Plan) -> bool:
+        """Decide ``plan`` without Redis when this worker can (True: ``refused``/``values`` set; False: ask Redis).
+        It admits when it holds a leased request for each request counter and a view of each token or money counter
+        that Redis has not invalidated (tracking on) and is younger than ``view_ttl``; it refuses when what it knows
+        of a token or money counter (the value read and its own charges not sent yet) is over the limit: counters
+        only grow within their window, so that is a lower bound even when the view is old."""
+        now = time.monotonic()
+        tracking = self.client.tracking
+        ask = False
+        values = []
+        for c in plan.counters:
+            if c.kind == g.REQUESTS:
+                lease = self.leases.get(c.name)
+                if lease is None or lease[0] < 1 or lease[2] <= now:
+                    ask = True
+                    values.append(0 if lease is None else lease[1] - lease[0])
+                else:
+                    values.append(lease[1] - lease[0] + 1)
+                continue
+            view = self.views.get(c.name)
+            pending = self.counters.get(c.name)
+            seen = (view[0] if view is not None else 0) + (pending[0] if pending is not None else 0)
+            values.append(seen)
+            if seen >= c.limit:
+                plan.refused, plan.values = len(values) - 1, values + [0] * (len(plan.counters) - len(values))
+                return True
+            if view is None or not tracking or now - view[1] >= self.view_ttl:
+                ask = True
+        if ask:
+            return False
+        for c in plan.counters:
+            if c.kind == g.REQUESTS:
+                self.leases[c.name][0] -= 1
+        plan.refused, plan.values = -1, values
+        return True
+
     async def check(self, plan: g.Plan) -> bool:
+        """``local``, else ``ask``."""
+        return True if self.local(plan) else await self.ask(plan)
+
+    async def ask(self, plan: g.Plan) -> bool:
         """True when Redis answered (``plan.values``/``refused`` set), False when it could not in time. The checks
         asked for in one turn of the event loop go in one script call (``_send_checks``)."""
         if not self.breaker.allow():
             self.on_failure("check", "breaker_open")
             return False
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[list[int]] = loop.create_future()
+        fut: asyncio.Future[tuple[int, list[int]]] = loop.create_future()
         if not self._checks:
             loop.call_soon(self._send_checks)
-        self._checks.append((plan, fut))
+        self._checks.append((plan, fut, []))
         try:
-            got = await fut  # within redis.timeout: the batch's timer fails it after that (``_expire``)
+            plan.refused, plan.values = await fut  # within redis.timeout: the batch's timer fails it (``_expire``)
         except Exception as exc:  # timeouts, connection refused, script errors: the store did not answer
             self.on_failure("check", _reason(exc))  # (the breaker counts the batch once: ``_checked``)
             return False
-        plan.refused = got[0]
-        plan.values = got[1:]
         return True
+
+    def _lease_size(self, c: g.Counter, lease: list[Any] | None) -> int:
+        """Requests to ask for: 1 near the limit (or before anything was seen), else up to 1/``LEASE_SHARE`` of
+        what was left at the last grant, at most ``max_lease``."""
+        if lease is None:
+            return 1
+        share = (c.limit - lease[1]) // LEASE_SHARE
+        return min(self.max_lease, share) if share >= 2 else 1
 
     def _send_checks(self) -> None:
         batch, self._checks = self._checks, []
         keys: list[bytes] = []
         args: list[bytes] = []
         nkeys = nargs = 0
-        for plan, _ in batch:
+        now = time.monotonic()
+        for plan, _, asks in batch:
             parts = plan.memo.get("redis")
             if parts is None:  # the same bytes for every request of this key, model and window
                 counters = plan.counters
                 nreq = sum(1 for c in counters if c.kind == g.REQUESTS)
                 values = [len(counters), nreq, *(c.limit for c in counters), *(c.ttl for c in counters)]
-                parts = plan.memo["redis"] = (bulk(*(c.name for c in counters)), bulk(*values), len(counters))
+                parts = plan.memo["redis"] = (bulk(*(c.name for c in counters)), bulk(*values), len(counters), nreq)
+            for c in plan.counters[: parts[3]]:
+                lease = self.leases.get(c.name)
+                if lease is not None and lease[0] >= 1 and lease[2] > now:
+                    lease[0] -= 1  # one it holds (the others of this plan may still need Redis)
+                    asks.append(0)
+                else:
+                    asks.append(self._lease_size(c, lease))
             keys.append(parts[0])
             args.append(parts[1])
+            if asks:
+                args.append(bulk(*asks))
             nkeys += parts[2]
-            nargs += 2 + 2 * parts[2]
+            nargs += 2 + 2 * parts[2] + parts[3]
         head = b"*%d\r\n" % (3 + nkeys + 1 + nargs) + bulk("EVALSHA", _CHECK_SHA, nkeys)
         command = b"".join([head, *keys, bulk(len(batch)), *args])
         timer = asyncio.get_running_loop().call_later(self.timeout, self._expire, batch)
         if not self.client.send(command, partial(self._replied, batch, command, timer)):  # not connected yet
             self._sending = asyncio.ensure_future(self._checked(batch, command, timer))
 
-    def _replied(self, batch: list[tuple[g.Plan, asyncio.Future[list[int]]]], command: bytes,
-                 timer: asyncio.TimerHandle, got: Any) -> None:  # fmt: skip
+    def _replied(self, batch: _Batch, command: bytes, timer: asyncio.TimerHandle, got: Any) -> None:
         """The reply to a batch sent on a live connection (the common case: no task, no extra turn of the loop)."""
         if isinstance(got, RespError) and str(got).startswith("NOSCRIPT"):  # a restarted Redis: load and send again
             self._sending = asyncio.ensure_future(self._checked(batch, command, timer))
@@ -289,34 +386,64 @@ class RedisStore:
         timer.cancel()
         self._distribute(batch, got)
 
-    def _distribute(self, batch: list[tuple[g.Plan, asyncio.Future[list[int]]]], got: Any) -> None:
+    def _unwind(self, plan: g.Plan, asks: list[int]) -> None:
+        """The held requests a check took (``asks`` 0) go back to their leases: it was not admitted by them."""
+        for c, want in zip(plan.counters, asks, strict=False):
+            if want == 0:
+                lease = self.leases.get(c.name)
+                if lease is not None:
+                    lease[0] += 1
+
+    def _distribute(self, batch: _Batch, got: Any) -> None:
         if isinstance(got, Exception):
-            if any(not fut.done() for _, fut in batch):  # (a batch that timed out was counted by ``_expire``)
+            if any(not fut.done() for _, fut, _ in batch):  # (a batch that timed out was counted by ``_expire``)
                 self.breaker.failure()
-            for _, fut in batch:
+            for plan, fut, asks in batch:
                 if not fut.done():
+                    self._unwind(plan, asks)
                     fut.set_exception(got)
             return
         self.breaker.success()
+        now = time.monotonic()
         i = 0
-        for plan, fut in batch:
-            n = len(plan.counters) + 1
-            if not fut.done():
-                fut.set_result(got[i : i + n])
-            i += n
+        for plan, fut, asks in batch:
+            n, nreq = len(plan.counters), len(asks)
+            refused, values, grants = got[i], got[i + 1 : i + 1 + n], got[i + 1 + n : i + 1 + n + nreq]
+            i += 1 + n + nreq
+            gone = fut.done()  # (timed out: decided without this answer; what Redis granted is held)
+            if refused >= 0 and not gone:
+                self._unwind(plan, asks)
+            for j, c in enumerate(plan.counters):
+                if j >= nreq:
+                    self.views[c.name] = [values[j], now]
+                    continue
+                lease = self.leases.get(c.name)
+                if asks[j] > 0:
+                    if lease is None:
+                        lease = self.leases[c.name] = [0, 0, 0.0, c.ttl]
+                    lease[1] = values[j]
+                    if grants[j] > 0:
+                        lease[0] += grants[j] - (0 if gone else 1)
+                        lease[2] = now + LEASE_SECONDS
+                if lease is not None:
+                    values[j] = lease[1] - lease[0]  # (what was used, as far as this worker knows)
+            if not gone:
+                fut.set_result((refused, values))
+        if not self._sweeping and (self.leases or self.views):
+            self._sweeping = True
+            asyncio.get_running_loop().call_later(SWEEP_EVERY, self._sweep)
 
-    def _expire(self, batch: list[tuple[g.Plan, asyncio.Future[list[int]]]]) -> None:
+    def _expire(self, batch: _Batch) -> None:
         """``redis.timeout`` after a batch was sent: whoever still waits stops waiting (one timer per batch), and
         the connection is dropped (what it still owes is not worth waiting for)."""
         self.client.reset()
         self.breaker.failure()
-        for _, fut in batch:
+        for plan, fut, asks in batch:
             if not fut.done():
+                self._unwind(plan, asks)
                 fut.set_exception(TimeoutError())
 
-    async def _checked(
-        self, batch: list[tuple[g.Plan, asyncio.Future[list[int]]]], command: bytes, timer: asyncio.TimerHandle
-    ) -> None:
+    async def _checked(self, batch: _Batch, command: bytes, timer: asyncio.TimerHandle) -> None:
         try:
             got = await self.client.script(command, _CHECK)
         except Exception as exc:
@@ -325,22 +452,55 @@ class RedisStore:
             timer.cancel()
         self._distribute(batch, got)
 
+    def _invalidated(self, keys: list[bytes] | None) -> None:
+        """Redis's client tracking: another connection changed these counters (None: any of them may have changed)."""
+        if keys is None:
+            self.views.clear()
+            return
+        views = self.views
+        for k in keys:
+            views.pop(k.decode() if isinstance(k, bytes) else k, None)
+
+    def _sweep(self, everything: bool = False) -> None:
+        """Leases past their time give their held requests back to Redis (a negative charge); old views go."""
+        self._sweeping = False
+        now = math.inf if everything else time.monotonic()
+        for name, lease in list(self.leases.items()):
+            if lease[2] <= now:
+                if lease[0] > 0:
+                    self._pend(name, -lease[0], lease[3])
+                del self.leases[name]
+        for name in [n for n, v in self.views.items() if now - v[1] > VIEW_KEPT]:
+            del self.views[name]
+        if not everything and (self.leases or self.views):
+            self._sweeping = True
+            asyncio.get_running_loop().call_later(SWEEP_EVERY, self._sweep)
+
+    # ---------------------------------------------------------------------------------------------------- charges
     def charge(self, charges: list[tuple[str, int, int]], key: str, day: str, fields: list[tuple[str, int]],
                retention_days: int) -> None:  # fmt: skip
         self.usage_ttl = retention_days * 86400
         for name, n, ttl in charges:
-            entry = self.counters.get(name)
-            if entry is None:
-                if len(self.counters) >= MAX_PENDING:
-                    self.on_failure("charge", "dropped")
-                    continue
-                self.counters[name] = [n, ttl]
-            else:
-                entry[0] += n
+            self._pend(name, n, ttl)
         h = self.hashes.setdefault(f"{self.prefix}u|{key}|{day}", {})
         for f, n in fields:
             if n:
                 h[f] = h.get(f, 0) + n
+        self._schedule()
+
+    def _pend(self, name: str, n: int, ttl: int) -> None:
+        """An amount to add to a counter with the next batch (``FLUSH_EVERY``)."""
+        entry = self.counters.get(name)
+        if entry is None:
+            if len(self.counters) >= MAX_PENDING:
+                self.on_failure("charge", "dropped")
+                return
+            self.counters[name] = [n, ttl]
+        else:
+            entry[0] += n
+        self._schedule()
+
+    def _schedule(self) -> None:
         if not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_later(FLUSH_EVERY, self._start_flush)
@@ -373,12 +533,16 @@ class RedisStore:
                 args += [f, n]
         try:
             async with asyncio.timeout(max(self.timeout * 10, 0.2)):  # off the request path: more time
-                await self.client.evalsha(_CHARGE_SHA, _CHARGE, keys, args)
+                after = await self.client.evalsha(_CHARGE_SHA, _CHARGE, keys, args)
         except Exception as exc:
             self._failed("charge", exc)
             self._restore(counters, hashes)
             return
         self.breaker.success()
+        now = time.monotonic()
+        for name, value in zip(keys, after, strict=False):  # (the counters come first)
+            if name not in self.leases:
+                self.views[name] = [value, now]
 
     def _restore(self, counters: dict[str, list[int]], hashes: dict[str, dict[str, int]]) -> None:
         for name, (n, ttl) in counters.items():
@@ -419,6 +583,7 @@ class RedisStore:
         return out
 
     async def close(self) -> None:
+        self._sweep(everything=True)  # held requests go back
         await self.flush()
         await self.client.close()
 

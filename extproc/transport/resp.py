@@ -1,4 +1,5 @@
-"""A small pipelined Redis client (RESP2) on an asyncio protocol: what governance needs on the request path, cheaply.
+"""A small pipelined Redis client (RESP2; RESP3 for client tracking) on an asyncio protocol: what governance needs
+on the request path, cheaply.
 
 Measured here (2 cores, Python 3.11, redis-server 7.0 on loopback), one ``EVALSHA`` of governance's check script
 cost ~117 us of CPU through ``redis.asyncio`` (``PING`` alone ~80 us: connection pool, command objects, response
@@ -43,6 +44,10 @@ def bulk(*args: Any) -> bytes:
 _INCOMPLETE = object()
 
 
+class Push(list[Any]):
+    """A RESP3 push (``>``): out of band, not the reply to a command (client tracking's ``invalidate``)."""
+
+
 def parse(buf: bytes | bytearray, i: int) -> tuple[Any, int]:
     """One reply from ``buf`` at ``i``: (value, next index), or (_INCOMPLETE, i) when more bytes are needed."""
     end = buf.find(b"\r\n", i)
@@ -74,16 +79,45 @@ def parse(buf: bytes | bytearray, i: int) -> tuple[Any, int]:
         return line.decode(), nxt
     if kind == 45:  # '-'
         return RespError(line.decode(errors="replace")), nxt
+    # RESP3 (after ``HELLO 3``, for client tracking's invalidation pushes): maps come flat like RESP2's HGETALL
+    if kind in (62, 37, 126, 124):  # '>' push, '%' map, '~' set, '|' attribute
+        n = int(line) * (2 if kind in (37, 124) else 1)
+        items = []
+        for _ in range(n):
+            item, nxt = parse(buf, nxt)
+            if item is _INCOMPLETE:
+                return _INCOMPLETE, i
+            items.append(item)
+        if kind == 124:  # an attribute annotates the reply that follows it: the reply alone
+            value, nxt = parse(buf, nxt)
+            return (_INCOMPLETE, i) if value is _INCOMPLETE else (value, nxt)
+        return (Push(items) if kind == 62 else items), nxt
+    if kind == 95:  # '_' null
+        return None, nxt
+    if kind == 35:  # '#' boolean
+        return line == b"t", nxt
+    if kind == 44:  # ',' double
+        return float(line), nxt
+    if kind == 40:  # '(' big number
+        return int(line), nxt
+    if kind in (61, 33):  # '=' verbatim string ("txt:..."), '!' blob error
+        n = int(line)
+        if len(buf) < nxt + n + 2:
+            return _INCOMPLETE, i
+        data = bytes(buf[nxt : nxt + n])
+        return (data[4:] if kind == 61 else RespError(data.decode(errors="replace"))), nxt + n + 2
     raise ValueError(f"not a RESP reply: {bytes(buf[i : i + 20])!r}")
 
 
 class _Connection(asyncio.Protocol):
-    def __init__(self) -> None:
+    def __init__(self, on_push: Callable[[Push | None], None] | None = None) -> None:
         self.transport: asyncio.Transport | None = None
         self.waiters: deque[asyncio.Future[Any] | Callable[[Any], None]] = deque()
         self.buf = bytearray()
         self.closed = False
         self.outbox: list[bytes] = []
+        self.on_push = on_push  # pushes; None when the connection is gone (what was tracked is unknown since)
+        self.tracking = False  # client tracking is on for this connection
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -100,6 +134,10 @@ class _Connection(asyncio.Protocol):
             if value is _INCOMPLETE:
                 break
             i = nxt
+            if type(value) is Push:
+                if self.on_push is not None:
+                    self.on_push(value)
+                continue
             if not self.waiters:  # a reply nobody asked for: the stream is out of step
                 self.abort()
                 return
@@ -112,6 +150,9 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.tracking and self.on_push is not None:
+            self.tracking = False
+            self.on_push(None)
         while self.waiters:
             waiter = self.waiters.popleft()
             if not isinstance(waiter, asyncio.Future):
@@ -121,6 +162,9 @@ class _Connection(asyncio.Protocol):
 
     def abort(self) -> None:
         self.closed = True
+        if self.tracking and self.on_push is not None:
+            self.tracking = False
+            self.on_push(None)
         if self.transport is not None:
             self.transport.abort()
 
@@ -150,9 +194,17 @@ class _Connection(asyncio.Protocol):
 
 
 class RespClient:
-    """One pipelined connection to the Redis a URL names, (re)opened on demand."""
+    """One pipelined connection to the Redis a URL names, (re)opened on demand.
 
-    def __init__(self, url: str) -> None:
+    With ``track`` (a key prefix) and ``on_invalidate``, each connection turns Redis's client tracking on (``HELLO 3``,
+    ``CLIENT TRACKING ON BCAST PREFIX track NOLOOP``, Redis 6 or later): ``on_invalidate`` gets the keys under the
+    prefix that other connections changed, or None when everything must be taken as changed (the connection was lost,
+    or Redis flushed its data). ``tracking`` says whether the current connection has it on (an older Redis: never).
+    """
+
+    def __init__(
+        self, url: str, track: str | None = None, on_invalidate: Callable[[list[bytes] | None], None] | None = None
+    ) -> None:
         u = urlsplit(url)
         if u.scheme not in ("redis", "rediss", "unix"):
             raise ValueError("a Redis URL starts with redis://, rediss:// or unix://")
@@ -176,14 +228,33 @@ class RespClient:
                 self.ssl.verify_mode = ssl.CERT_NONE
         self._conn: _Connection | None = None
         self._connecting: asyncio.Future[_Connection] | None = None
+        self.track = track
+        self.on_invalidate = on_invalidate
+
+    @property
+    def tracking(self) -> bool:
+        conn = self._conn
+        return conn is not None and conn.tracking and not conn.closed
+
+    def _pushed(self, push: Push | None) -> None:
+        if self.on_invalidate is None:
+            return
+        if push is None:
+            self.on_invalidate(None)
+        elif len(push) >= 2 and push[0] in (b"invalidate", "invalidate"):
+            self.on_invalidate(push[1] if isinstance(push[1], list) else None)  # (null: FLUSHALL/FLUSHDB)
 
     async def _open(self) -> _Connection:
         loop = asyncio.get_running_loop()
+
+        def protocol() -> _Connection:
+            return _Connection(self._pushed)
+
         if self.path is not None:
-            _, conn = await loop.create_unix_connection(_Connection, self.path)
+            _, conn = await loop.create_unix_connection(protocol, self.path)
         else:
             _, conn = await loop.create_connection(
-                _Connection, self.host, self.port, ssl=self.ssl, server_hostname=self.host if self.ssl else None
+                protocol, self.host, self.port, ssl=self.ssl, server_hostname=self.host if self.ssl else None
             )
         try:
             if self.password is not None:
@@ -191,6 +262,11 @@ class RespClient:
                 _check(await conn.call(encode(auth)))
             if self.db:
                 _check(await conn.call(encode(("SELECT", self.db))))
+            if self.track is not None and self.on_invalidate is not None:
+                hello = await conn.call(encode(("HELLO", 3)))
+                if not isinstance(hello, RespError):  # (before Redis 6: no RESP3, no tracking)
+                    on = ("CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", self.track, "NOLOOP")
+                    conn.tracking = not isinstance(await conn.call(encode(on)), RespError)
         except BaseException:
             conn.abort()
             raise

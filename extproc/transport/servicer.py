@@ -357,16 +357,19 @@ class ExtProc:
             plan = call.plan = gov.plan(ex.key.name if ex.key is not None else None, ex.record.model)
             if plan is not None:
                 store = gov.store
-                if isinstance(store, RedisStore):  # the answer waits for Redis (other streams do not)
-                    return partial(self._check_later, call, action, plan, store, phase)
-                action = self._decide(call, action, plan, store.check(plan))
+                if isinstance(store, RedisStore):
+                    if not store.local(plan):  # the answer waits for Redis (other streams do not)
+                        return partial(self._check_later, call, action, plan, store, phase)
+                    action = self._decide(call, action, plan, True)
+                else:
+                    action = self._decide(call, action, plan, store.check(plan))
         return self._forwarded(call, action, phase)
 
     async def _check_later(
         self, call: ProcessCall, action: Forward, plan: governance.Plan, store: RedisStore, phase: str
     ) -> pb.ProcessingResponse:
         try:
-            answered = await store.check(plan)
+            answered = await store.ask(plan)
             t0 = perf_counter()
             resp = self._forwarded(call, self._decide(call, action, plan, answered), phase)
             call.overhead += perf_counter() - t0

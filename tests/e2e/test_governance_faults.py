@@ -3,6 +3,9 @@ that is frozen (SIGSTOP: connections hang) and killed (SIGKILL: connections refu
 
 Requests must keep flowing (fail_open) or get a clear 503 (fail_closed) without waiting past the Redis timeout, and the
 circuit breaker must let traffic use Redis again once it is back.
+
+Every request asks Redis here (``max_lease: 1``, and no token or money limit): with leases a worker would first use
+the requests it had reserved, which ``test_governance.py::test_redis_leased_requests_outlast_an_outage`` covers.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ auth:
 governance:
   store: redis
   on_failure: {on_failure}
-  redis: {{timeout: {TIMEOUT_MS}ms, breaker_failures: 2, breaker_cooldown: 300ms}}
+  redis: {{timeout: {TIMEOUT_MS}ms, breaker_failures: 2, breaker_cooldown: 300ms, max_lease: 1}}
   limits:
     - {{key: team, requests_per_minute: 100000}}
 """

@@ -145,6 +145,9 @@ def test_budget_headers_show_the_keys_own_tightest_budget() -> None:
         ({"store": "redis"}, "AI_GATEWAY_REDIS_URL is not set"),
         ({"on_failure": "maybe"}, "fail_open"),
         ({"redis": {"timeout": "0s"}}, "greater than zero"),
+        ({"redis": {"max_lease": 0}}, "max_lease: expected a positive integer"),
+        ({"redis": {"view_ttl": "-1s"}}, "view_ttl"),
+        ({"redis": {"view_ttl": True}}, "view_ttl"),
         ({"admin_key_env": "NOPE"}, "NOPE is not set"),
         ({"limit": []}, "unknown field 'limit'"),
     ],
@@ -157,13 +160,16 @@ def test_config_faults_are_named(raw: dict, fault: str) -> None:  # type: ignore
 def test_config_section_in_the_gateway_config() -> None:
     cfg = build_config(
         {"version": "1", "models": [{"name": "m", "provider": "openai"}],
-         "governance": {"store": "redis", "redis": {"url_env": "R", "timeout": "5ms", "breaker_cooldown": "1s"},
+         "governance": {"store": "redis", "redis": {"url_env": "R", "timeout": "5ms", "breaker_cooldown": "1s",
+                                                     "max_lease": 1, "view_ttl": 0},
                         "admin_key_env": "ADM", "on_failure": "fail_closed", "prices": {"m": {"input": 1, "output": 2}},
                         "limits": [{"key": "*", "requests_per_minute": 3}]}},
         "f.yaml", {"R": "redis://h:6379", "ADM": "adm"},
     )  # fmt: skip
     s = cfg.governance
     assert (s.store, s.on_failure, s.redis.timeout, s.redis.breaker_cooldown) == ("redis", "fail_closed", 0.005, 1.0)
+    assert (s.redis.max_lease, s.redis.view_ttl) == (1, 0.0)  # every check asks Redis
+    assert (g.RedisSettings().max_lease, g.RedisSettings().view_ttl) == (100, 1.0)
     assert s.admin_digest == hashlib.sha256(b"adm").digest() and s.is_admin("adm") and not s.is_admin("ad")
     assert not build_config({"version": "1"}, "f.yaml", {}).governance.enabled
 
@@ -330,6 +336,167 @@ def test_redis_frozen_check_returns_within_the_timeout(redis: RedisServer) -> No
     assert not answered and took < 0.05 + 0.1 and seen == [("check", "timeout")]
 
 
+def _evalsha_calls(redis: RedisServer) -> int:
+    """EVALSHA calls Redis has run so far (``INFO commandstats``, read with redis-py: not the product's client)."""
+    import redis as redis_py
+
+    client = redis_py.Redis.from_url(redis.url)
+    try:
+        return int(client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+    finally:
+        client.close()
+
+
+def _redis_value(redis: RedisServer, name: str) -> int:
+    import redis as redis_py
+
+    client = redis_py.Redis.from_url(redis.url)
+    try:
+        return int(client.get(name) or 0)
+    finally:
+        client.close()
+
+
+@needs_redis
+def test_redis_leases_admit_from_one_call_in_many_and_never_past_the_limit(redis: RedisServer) -> None:
+    """Two workers, 1000 requests per minute: each reserves requests in leases (1/64 of what is left, at most
+    ``max_lease``, one at a time near the limit) and admits from them; together exactly 1000 of 1100, with far
+    fewer Redis calls than requests."""
+    s = settings([{"key": "a", "requests_per_minute": 1000}])
+
+    async def run() -> tuple[list[int], int]:
+        seen, on_failure = _failures()
+        rs = g.RedisSettings(timeout=2.0, key_prefix=f"t{time.monotonic_ns()}:", max_lease=100)
+        stores = [RedisStore(redis.url, rs, on_failure) for _ in range(2)]  # type: ignore[arg-type]
+        out = []
+        try:
+            for i in range(1100):
+                p = g.plan(s, "a", "m", time.time(), rs.key_prefix)
+                assert p is not None and await stores[i % 2].check(p)
+                out.append(p.refused)
+        finally:
+            for st in stores:
+                await st.close()
+        assert seen == []
+        name = g.plan(s, "a", "m", time.time(), rs.key_prefix).counters[0].name  # type: ignore[union-attr]
+        return out, _redis_value(redis, name)
+
+    if 60 - time.time() % 60 < 10:  # one window for all of it
+        time.sleep(60 - time.time() % 60 + 0.1)
+    before = _evalsha_calls(redis)
+    refused, counted = asyncio.run(run())
+    calls = _evalsha_calls(redis) - before
+    assert refused.count(-1) == 1000 and refused[-100:] == [0] * 100
+    assert counted == 1000  # every leased request was used: none left to give back
+    # far fewer than one call per request (leases of up to 15, shrinking to 1 as the limit nears; 100 refusals ask)
+    assert calls < 450, calls
+
+
+@needs_redis
+def test_redis_unused_leased_requests_go_back(redis: RedisServer) -> None:
+    s = settings([{"key": "a", "requests_per_minute": 100000}])
+
+    async def run() -> tuple[int, int]:
+        rs = g.RedisSettings(timeout=2.0, key_prefix=f"t{time.monotonic_ns()}:", max_lease=50)
+        store = RedisStore(redis.url, rs, lambda op, reason: None)
+        name = ""
+        for _ in range(5):
+            p = g.plan(s, "a", "m", time.time(), rs.key_prefix)
+            assert p is not None and await store.check(p) and p.refused == -1
+            name = p.counters[0].name
+        held = _redis_value(redis, name)
+        await store.close()  # (or a second without use: the sweep)
+        return held, _redis_value(redis, name)
+
+    held, after = asyncio.run(run())
+    assert held == 1 + 50  # the first asked for one (nothing seen yet), the second for a lease of 50
+    assert after == 5  # the 46 not used went back
+
+
+@needs_redis
+def test_redis_leased_requests_outlast_an_outage(redis: RedisServer) -> None:
+    """While Redis is frozen a worker admits the requests it had reserved (counted in Redis: no limit is passed),
+    then a check that must ask fails within the timeout (fail_open / fail_closed decide)."""
+    s = settings([{"key": "a", "requests_per_minute": 100000}])
+
+    async def run() -> tuple[int, bool, float]:
+        seen, on_failure = _failures()
+        rs = g.RedisSettings(timeout=0.05, key_prefix=f"t{time.monotonic_ns()}:", max_lease=20)
+        store = RedisStore(redis.url, rs, on_failure)  # type: ignore[arg-type]
+        for _ in range(2):  # one, then a lease of 20
+            p = g.plan(s, "a", "m", time.time(), rs.key_prefix)
+            assert p is not None and await store.check(p)
+        redis.freeze()
+        try:
+            local = 0
+            while True:
+                p = g.plan(s, "a", "m", time.time(), rs.key_prefix)
+                assert p is not None
+                if not store.local(p):
+                    break
+                local += 1
+            t0 = time.monotonic()
+            answered = await store.ask(p)
+            took = time.monotonic() - t0
+        finally:
+            redis.thaw()
+        store.client.reset()
+        assert seen == [("check", "timeout")]
+        return local, answered, took
+
+    local, answered, took = asyncio.run(run())
+    assert local == 19 and not answered and took < 0.05 + 0.1
+
+
+@needs_redis
+def test_redis_views_follow_what_other_workers_charge(redis: RedisServer) -> None:
+    """A token counter: a worker admits alone on its view of it; Redis's client tracking drops that view as soon as
+    another worker's charge changes the counter, so the next check asks Redis and sees it over."""
+    s = settings([{"key": "a", "total_tokens_per_minute": 100}])
+
+    async def run() -> None:
+        seen, on_failure = _failures()
+        rs = g.RedisSettings(timeout=2.0, key_prefix=f"t{time.monotonic_ns()}:")
+        a, b = (RedisStore(redis.url, rs, on_failure) for _ in range(2))  # type: ignore[arg-type]
+        try:
+
+            def plan() -> g.Plan:
+                p = g.plan(s, "a", "m", time.time(), rs.key_prefix)
+                assert p is not None
+                return p
+
+            p = plan()
+            assert await a.check(p) and p.refused == -1
+            a.charge(g.charges(p, Usage(40, 20), 0), "a", "2026-12-05", [], 400)
+            await a.flush()  # 60 in Redis
+            p = plan()
+            assert not b.local(p)  # nothing read yet: asks
+            assert await b.ask(p) and p.refused == -1 and p.values == [60]
+            assert b.client.tracking
+            before = _evalsha_calls(redis)
+            for _ in range(20):  # decided alone on the view (60 of 100)
+                p = plan()
+                assert b.local(p) and p.refused == -1 and p.values == [60]
+            assert _evalsha_calls(redis) == before
+            a.charge(g.charges(p, Usage(30, 20), 0), "a", "2026-12-05", [], 400)
+            await a.flush()  # 110 in Redis: b is told
+            deadline = time.monotonic() + 5
+            while p.counters[0].name in b.views:
+                assert time.monotonic() < deadline, "no invalidation from Redis"
+                await asyncio.sleep(0.01)
+            p = plan()
+            assert not b.local(p)
+            assert await b.ask(p) and p.refused == 0 and p.values == [110]
+            p = plan()
+            assert b.local(p) and p.refused == 0  # over, as far as it knows: refused without asking
+        finally:
+            await a.close()
+            await b.close()
+        assert seen == []
+
+    asyncio.run(run())
+
+
 # ------------------------------------------------------------------------------------------------------------ resp
 def test_resp_replies_parsed_from_redis_bytes() -> None:
     from extproc.transport.resp import RespError, encode, parse
@@ -345,6 +512,18 @@ def test_resp_replies_parsed_from_redis_bytes() -> None:
     assert parse(b"*2\r\n:1\r\n", 0)[1] == 0  # incomplete: nothing consumed
     assert parse(b"$5\r\nab", 0)[1] == 0
     assert encode(("EVALSHA", "ab", 1, "k")) == b"*4\r\n$7\r\nEVALSHA\r\n$2\r\nab\r\n$1\r\n1\r\n$1\r\nk\r\n"
+    # RESP3 (the examples of Redis's protocol spec): a push, a map (flat), null, booleans, a double, a verbatim string
+    from extproc.transport.resp import Push
+
+    wire = (b">2\r\n$10\r\ninvalidate\r\n*1\r\n$3\r\nkey\r\n%2\r\n+first\r\n:1\r\n+second\r\n:2\r\n_\r\n"
+            b"#t\r\n#f\r\n,1.23\r\n=15\r\ntxt:Some string\r\n~1\r\n:7\r\n")  # fmt: skip
+    value, i = parse(wire, 0)
+    assert type(value) is Push and value == [b"invalidate", [b"key"]]
+    values = []
+    while i < len(wire):
+        value, i = parse(wire, i)
+        values.append(value)
+    assert values == [["first", 1, "second", 2], None, True, False, 1.23, b"Some string", [7]]
 
 
 @needs_redis
