@@ -4,9 +4,9 @@ path and handed to Envoy in the files its credential injectors watch.
 The service never sees them: a ``Refresher`` (a thread of the launcher, or ``ai-gateway tokens`` beside an Envoy run
 elsewhere) mints each token provider's token before the current one expires and renames it into ``keys_dir`` (as
 ``credentials.write_keys`` does for keys), where Envoy picks it up without a restart. A failing refresh is logged
-(never the token) and retried with backoff; once the last good token has expired, its file is emptied, so Envoy
-refuses to send the request (401) and the client gets its own auth error saying the token refresh failed, instead
-of the provider's "token expired".
+(never the token) and retried with backoff; shortly before the last good token expires (``EXPIRY_MARGIN``), its file
+is emptied, so Envoy refuses to send the request (401) and the client gets its own auth error saying the token refresh
+failed, instead of the provider's "token expired".
 
 Sources:
 
@@ -46,6 +46,9 @@ ENTRA_AUTHORITY = "https://login.microsoftonline.com/"
 IMDS_TOKEN_URL = "http://169.254.169.254/metadata/identity/oauth2/token"
 MAX_BACKOFF = 30.0  # seconds between attempts of a failing refresh, at most
 EARLY = 300.0  # refresh this long before expiry (or at half the token's lifetime, if that is sooner)
+# While refreshes fail, the token is withdrawn this long before it expires (at most a quarter of its lifetime): Envoy
+# takes a moment to read the emptied file, and a request sent just before expiry must not arrive after it.
+EXPIRY_MARGIN = 5.0
 
 
 class TokenError(Exception):
@@ -264,6 +267,12 @@ class _State:
     history: list[float] = field(default_factory=list)  # when tokens were written (tests, logs)
 
 
+def _withdraw_at(st: _State) -> float:
+    """When the token in the file is emptied if no new one could be minted by then."""
+    minted = st.history[-1] if st.history else st.expires
+    return st.expires - min(EXPIRY_MARGIN, (st.expires - minted) / 4)
+
+
 def refresh_at(now: float, expires: float) -> float:
     """When to mint the next token: ``EARLY`` seconds before expiry, or at half its lifetime when it is too short for
     that (never sooner than half a second)."""
@@ -312,7 +321,7 @@ class Refresher:
             now = self.clock()
             if st.due <= now:
                 self._refresh(st, now)
-            if st.expires and st.expires <= self.clock() and st.failures:
+            if st.expires and st.failures and _withdraw_at(st) <= self.clock():
                 self._invalidate(st)
         return min((st.due for st in states), default=self.clock() + 60)
 
@@ -324,7 +333,8 @@ class Refresher:
             st.failures += 1
             st.last_error = str(exc)
             backoff = min(MAX_BACKOFF, 2.0 ** (st.failures - 1))
-            st.due = now + backoff if not st.expires or st.expires <= now else min(now + backoff, st.expires)
+            withdraw = _withdraw_at(st) if st.expires else 0.0
+            st.due = now + backoff if withdraw <= now else min(now + backoff, withdraw)
             log.error("provider %s: %s (attempt %d; retrying in %.0fs)", name, exc, st.failures, st.due - now)
             return
         except Exception as exc:  # a source's own bug must not end the thread: it is a failed refresh too
@@ -345,7 +355,8 @@ class Refresher:
         log.debug("provider %s: new token, valid for %.0fs", name, expires - now)
 
     def _invalidate(self, st: _State) -> None:
-        """The last token expired and no new one could be minted: Envoy must not send it (an empty file: 401)."""
+        """The last token is (about to be) expired and no new one could be minted: Envoy must not send it (an empty
+        file: 401)."""
         secret_file = st.provider.secret_file
         assert secret_file is not None
         path = Path(self.keys_dir) / secret_file

@@ -142,7 +142,13 @@ def test_refresher_writes_refreshes_invalidates_and_recovers(tmp_path: Path) -> 
     assert due == 1101.0  # backoff 1 s, then 2, 4, ...
     clock[0] = 1101.0
     assert r.step() == 1103.0
-    clock[0] = 1150.0  # token-2 expired, refresh still failing: Envoy must not send it
+    clock[0] = 1144.0  # token-2 valid until 1150, refresh still failing
+    r.step()
+    assert path.read_text() == "token-2"
+    clock[0] = 1145.0  # 5 s (EXPIRY_MARGIN) before it expires: Envoy must not send it any more, nor after expiry
+    r.step()
+    assert path.read_bytes() == b""
+    clock[0] = 1150.0
     r.step()
     assert path.read_bytes() == b""
     src.fail = False
