@@ -253,15 +253,16 @@ def charges(p: Plan, usage: Usage | None, cost: int) -> list[tuple[str, int, int
 def usage_fields(model: str, provider: str, usage: Usage | None, cost: int) -> list[tuple[str, int]]:
     """What a finished request adds to its key's usage of the day (``GET /usage``)."""
     u = usage or Usage()
+    names = _field_names(model, provider)
+    amounts = (1, u.input_tokens, u.output_tokens, u.cached_tokens, u.reasoning_tokens, cost)
+    return list(zip(names, amounts, strict=True))
+
+
+@functools.lru_cache(maxsize=1024)  # the same few models and providers on every answer
+def _field_names(model: str, provider: str) -> tuple[str, ...]:
     base = f"{model}|{provider}|"
-    return [
-        (base + "requests", 1),
-        (base + "input_tokens", u.input_tokens),
-        (base + "output_tokens", u.output_tokens),
-        (base + "cached_tokens", u.cached_tokens),
-        (base + "reasoning_tokens", u.reasoning_tokens),
-        (base + "cost_micro_usd", cost),
-    ]
+    return tuple(base + f for f in ("requests", "input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens",
+                                    "cost_micro_usd"))  # fmt: skip
 
 
 def usage_report(key: str | None, days: dict[str, dict[str, dict[str, int]]]) -> dict[str, Any]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from dataclasses import replace
 from functools import partial
 from time import monotonic, perf_counter
 from typing import Any
@@ -311,9 +310,10 @@ class ExtProc:
         if which == "response_headers":
             h = msg.response_headers
             fwd = ex.on_response_headers(_status(h) if ex.record.attempt else _headers(h), h.end_of_stream)
-            if call.headers_out:  # governance: the key's own remaining budget
-                fwd = replace(fwd, set_headers=[*fwd.set_headers, *call.headers_out])  # a copy: CONTINUE is shared
             resp = _answer("response_headers", fwd)
+            if call.headers_out:  # governance: the key's own remaining budget (values change: never cached)
+                mut = resp.response_headers.response.header_mutation
+                mut.MergeFromString(b"".join([_one_header(k, v) for k, v in call.headers_out]))
             return _finish(resp, ex.record) if ex.ended else resp
         if which == "response_body":
             b = msg.response_body
