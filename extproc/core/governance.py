@@ -25,6 +25,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from extproc.core.contract import BUDGET_KEY, BUDGET_RESET_KEY
 from extproc.translation.canonical import Usage
 from extproc.translation.errors import GatewayError
 
@@ -383,12 +384,9 @@ def rate_headers(p: Plan, fmt: str, now: float) -> list[tuple[str, str]]:
     return out
 
 
-BUDGET_HEADER = "x-ai-gateway-budget-remaining-usd"
-BUDGET_RESET_HEADER = "x-ai-gateway-budget-reset"
-
-
 def budget_headers(p: Plan) -> list[tuple[str, str]]:
-    """A key's own remaining budget (its tightest own money counter) on its answers, as of the check."""
+    """A key's own remaining budget (its tightest own money counter) on its answers, as of the check: (dynamic
+    metadata key, value) pairs, which Envoy turns into ``BUDGET_HEADER`` and ``BUDGET_RESET_HEADER``."""
     best: tuple[int, float] | None = None
     for c, v in zip(p.counters, p.values, strict=False):
         if c.kind == COST and c.own:
@@ -397,7 +395,12 @@ def budget_headers(p: Plan) -> list[tuple[str, str]]:
                 best = (room, c.reset)
     if best is None:
         return []
-    return [(BUDGET_HEADER, f"{best[0] / MICRO:.6f}"), (BUDGET_RESET_HEADER, _rfc3339(best[1]))]
+    return [(BUDGET_KEY, f"{best[0] / MICRO:.6f}"), (BUDGET_RESET_KEY, _rfc3339(best[1]))]
+
+
+def own_budgets(settings: Settings) -> bool:
+    """Some rule gives a key a budget of its own (answers may carry budget headers)."""
+    return any(r.own and any(kind == COST for kind, _, _ in r.limits) for r in settings.rules)
 
 
 def unavailable() -> GatewayError:

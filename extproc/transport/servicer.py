@@ -311,9 +311,6 @@ class ExtProc:
             h = msg.response_headers
             fwd = ex.on_response_headers(_status(h) if ex.record.attempt else _headers(h), h.end_of_stream)
             resp = _answer("response_headers", fwd)
-            if call.headers_out:  # governance: the key's own remaining budget (values change: never cached)
-                mut = resp.response_headers.response.header_mutation
-                mut.MergeFromString(b"".join([_one_header(k, v) for k, v in call.headers_out]))
             return _finish(resp, ex.record) if ex.ended else resp
         if which == "response_body":
             b = msg.response_body
@@ -367,7 +364,7 @@ class ExtProc:
         refusal = gov.decide(plan, answered, call.ex.client.NAME, call.ex.record.model_label)
         if refusal is None:
             if answered:
-                call.headers_out = governance.budget_headers(plan)
+                call.budget = governance.budget_headers(plan)
             return action
         call.plan = None
         call.ex.record.key = plan.key  # the refused request's log line names the key (never charged)
@@ -405,7 +402,13 @@ class ExtProc:
             self.metrics.started(call.ex.record)
             call.active = True
         resp = _answer(phase, action)
-        return _finish(resp, call.ex.record) if isinstance(action, Reply) else resp
+        if isinstance(action, Reply):
+            return _finish(resp, call.ex.record)
+        if call.budget:  # governance: the key's own remaining budget, for Envoy's budget headers on the answer
+            f = resp.dynamic_metadata.fields[METADATA_NAMESPACE].struct_value.fields
+            for k, v in call.budget:
+                f[k].string_value = v
+        return resp
 
     async def _fetch(self, call: ProcessCall, action: FetchMedia, phase: str = "request_body") -> pb.ProcessingResponse:
         try:
@@ -421,7 +424,7 @@ class ExtProc:
 class ProcessCall:
     """One ``Process`` stream: its exchange, and what the servicer itself counts (in flight, time spent)."""
 
-    __slots__ = ("active", "ex", "governed", "headers_out", "overhead", "plan", "proc")
+    __slots__ = ("active", "budget", "ex", "governed", "overhead", "plan", "proc")
 
     def __init__(self, proc: ExtProc) -> None:
         self.proc = proc
@@ -430,7 +433,7 @@ class ProcessCall:
         self.overhead = 0.0  # seconds the service spent on this exchange
         self.governed = False  # forwarded with governance on: charged when it ends
         self.plan: governance.Plan | None = None  # the limits it was checked against
-        self.headers_out: list[tuple[str, str]] | None = None  # added to the answer's headers
+        self.budget: list[tuple[str, str]] | None = None  # its key's remaining budget (dynamic metadata for Envoy)
 
     def message(self, data: bytes) -> bytes | Awaitable[bytes]:
         """``grpc_wire``: raw message bytes in, the answer's bytes out."""
