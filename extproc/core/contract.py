@@ -39,6 +39,13 @@ SERVED_FORMAT_HEADER = "x-ai-gateway-served-format"
 ATTEMPTS_HEADER = "x-ai-gateway-attempts"
 ATTEMPT_LOG_HEADER = "x-ai-gateway-attempt-log"
 ATTEMPT_LOG_KEY = "attempt_log"
+# Governance: a key's own remaining budget on its answers. The service puts the values into dynamic metadata with its
+# request-body answer (as of the check); Envoy's virtual host adds the headers from them (rendered when some rule
+# gives a key a budget of its own), so no answer of the response's own phase has to change.
+BUDGET_HEADER = "x-ai-gateway-budget-remaining-usd"
+BUDGET_RESET_HEADER = "x-ai-gateway-budget-reset"
+BUDGET_KEY = "budget_remaining_usd"
+BUDGET_RESET_KEY = "budget_reset"
 # An attempt answered 429 is shown to Envoy as a 503 (its outlier detection counts 5xx only, and cools the target
 # down) by the cluster's Lua filter; the provider's own status travels here, and the service restores it.
 UPSTREAM_STATUS_HEADER = "x-ai-gateway-upstream-status"

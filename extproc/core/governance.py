@@ -25,6 +25,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from extproc.core.contract import BUDGET_KEY, BUDGET_RESET_KEY
 from extproc.translation.canonical import Usage
 from extproc.translation.errors import GatewayError
 
@@ -253,15 +254,16 @@ def charges(p: Plan, usage: Usage | None, cost: int) -> list[tuple[str, int, int
 def usage_fields(model: str, provider: str, usage: Usage | None, cost: int) -> list[tuple[str, int]]:
     """What a finished request adds to its key's usage of the day (``GET /usage``)."""
     u = usage or Usage()
+    names = _field_names(model, provider)
+    amounts = (1, u.input_tokens, u.output_tokens, u.cached_tokens, u.reasoning_tokens, cost)
+    return list(zip(names, amounts, strict=True))
+
+
+@functools.lru_cache(maxsize=1024)  # the same few models and providers on every answer
+def _field_names(model: str, provider: str) -> tuple[str, ...]:
     base = f"{model}|{provider}|"
-    return [
-        (base + "requests", 1),
-        (base + "input_tokens", u.input_tokens),
-        (base + "output_tokens", u.output_tokens),
-        (base + "cached_tokens", u.cached_tokens),
-        (base + "reasoning_tokens", u.reasoning_tokens),
-        (base + "cost_micro_usd", cost),
-    ]
+    return tuple(base + f for f in ("requests", "input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens",
+                                    "cost_micro_usd"))  # fmt: skip
 
 
 def usage_report(key: str | None, days: dict[str, dict[str, dict[str, int]]]) -> dict[str, Any]:
@@ -382,12 +384,9 @@ def rate_headers(p: Plan, fmt: str, now: float) -> list[tuple[str, str]]:
     return out
 
 
-BUDGET_HEADER = "x-ai-gateway-budget-remaining-usd"
-BUDGET_RESET_HEADER = "x-ai-gateway-budget-reset"
-
-
 def budget_headers(p: Plan) -> list[tuple[str, str]]:
-    """A key's own remaining budget (its tightest own money counter) on its answers, as of the check."""
+    """A key's own remaining budget (its tightest own money counter) on its answers, as of the check: (dynamic
+    metadata key, value) pairs, which Envoy turns into ``BUDGET_HEADER`` and ``BUDGET_RESET_HEADER``."""
     best: tuple[int, float] | None = None
     for c, v in zip(p.counters, p.values, strict=False):
         if c.kind == COST and c.own:
@@ -396,7 +395,12 @@ def budget_headers(p: Plan) -> list[tuple[str, str]]:
                 best = (room, c.reset)
     if best is None:
         return []
-    return [(BUDGET_HEADER, f"{best[0] / MICRO:.6f}"), (BUDGET_RESET_HEADER, _rfc3339(best[1]))]
+    return [(BUDGET_KEY, f"{best[0] / MICRO:.6f}"), (BUDGET_RESET_KEY, _rfc3339(best[1]))]
+
+
+def own_budgets(settings: Settings) -> bool:
+    """Some rule gives a key a budget of its own (answers may carry budget headers)."""
+    return any(r.own and any(kind == COST for kind, _, _ in r.limits) for r in settings.rules)
 
 
 def unavailable() -> GatewayError:

@@ -23,6 +23,10 @@ from extproc.core.contract import (
     ATTEMPT_LOG_HEADER,
     ATTEMPT_LOG_KEY,
     ATTEMPTS_HEADER,
+    BUDGET_HEADER,
+    BUDGET_KEY,
+    BUDGET_RESET_HEADER,
+    BUDGET_RESET_KEY,
     CONTENT_LENGTH_KEY,
     HOST_ATTEMPT_KEY,
     HOST_FORMAT_KEY,
@@ -43,6 +47,7 @@ from extproc.core.contract import (
     UPSTREAM_STATUS_HEADER,
 )
 from extproc.core.fallback import route_value
+from extproc.core.governance import own_budgets
 from extproc.ops import envoy_tracing
 from extproc.ops.credentials import CredentialFiles, sds_path, secret_name
 from extproc.translation.errors import GatewayError, type_for_status
@@ -289,6 +294,19 @@ def _fallback_route(m: Model, cluster: str, cfg: Config) -> dict[str, Any]:
             _header(ATTEMPTS_HEADER, "%UPSTREAM_REQUEST_ATTEMPT_COUNT%"),
             _header(ATTEMPT_LOG_HEADER, f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:{ATTEMPT_LOG_KEY})%"),
         ],
+    }
+
+
+def _budget_headers(cfg: Config) -> dict[str, Any]:
+    """A key's own remaining budget on its answers, from the dynamic metadata the service sets with its request-body
+    answer (empty: no header). Only when some key has a budget of its own: otherwise no formatter on any answer."""
+    if not own_budgets(cfg.governance):
+        return {}
+    return {
+        "response_headers_to_add": [
+            _header(BUDGET_HEADER, f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:{BUDGET_KEY})%"),
+            _header(BUDGET_RESET_HEADER, f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:{BUDGET_RESET_KEY})%"),
+        ]
     }
 
 
@@ -747,7 +765,7 @@ def render(
         },
         "route_config": {
             "name": "ai_gateway",
-            "virtual_hosts": [{"name": "ai_gateway", "domains": ["*"], "routes": routes}],
+            "virtual_hosts": [{"name": "ai_gateway", "domains": ["*"], "routes": routes, **_budget_headers(cfg)}],
         },
         "http_filters": [
             ext_proc_filter(),

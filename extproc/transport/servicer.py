@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from dataclasses import replace
 from functools import partial
 from time import monotonic, perf_counter
 from typing import Any
@@ -326,8 +325,6 @@ class ExtProc:
         if which == "response_headers":
             h = msg.response_headers
             fwd = ex.on_response_headers(_status(h) if ex.record.attempt else _headers(h), h.end_of_stream)
-            if call.headers_out:  # governance: the key's own remaining budget
-                fwd = replace(fwd, set_headers=[*fwd.set_headers, *call.headers_out])  # a copy: CONTINUE is shared
             resp = _answer("response_headers", fwd)
             return _finish(resp, ex.record) if ex.ended else resp
         if which == "response_body":
@@ -384,7 +381,7 @@ class ExtProc:
         refusal = gov.decide(plan, answered, call.ex.client.NAME, call.ex.record.model_label)
         if refusal is None:
             if answered:
-                call.headers_out = governance.budget_headers(plan)
+                call.budget = governance.budget_headers(plan)
             return action
         call.plan = None
         call.ex.record.key = plan.key  # the refused request's log line names the key (never charged)
@@ -422,7 +419,13 @@ class ExtProc:
             self.metrics.started(call.ex.record)
             call.active = True
         resp = _answer(phase, action)
-        return _finish(resp, call.ex.record) if isinstance(action, Reply) else resp
+        if isinstance(action, Reply):
+            return _finish(resp, call.ex.record)
+        if call.budget:  # governance: the key's own remaining budget, for Envoy's budget headers on the answer
+            f = resp.dynamic_metadata.fields[METADATA_NAMESPACE].struct_value.fields
+            for k, v in call.budget:
+                f[k].string_value = v
+        return resp
 
     async def _fetch(self, call: ProcessCall, action: FetchMedia, phase: str = "request_body") -> pb.ProcessingResponse:
         try:
@@ -438,7 +441,7 @@ class ExtProc:
 class ProcessCall:
     """One ``Process`` stream: its exchange, and what the servicer itself counts (in flight, time spent)."""
 
-    __slots__ = ("active", "body", "chunks", "ex", "governed", "headers_out", "overhead", "plan", "proc", "trace")
+    __slots__ = ("active", "body", "budget", "chunks", "ex", "governed", "overhead", "plan", "proc", "trace")
 
     def __init__(self, proc: ExtProc) -> None:
         self.proc = proc
@@ -447,7 +450,7 @@ class ProcessCall:
         self.overhead = 0.0  # seconds the service spent on this exchange
         self.governed = False  # forwarded with governance on: charged when it ends
         self.plan: governance.Plan | None = None  # the limits it was checked against
-        self.headers_out: list[tuple[str, str]] | None = None  # added to the answer's headers
+        self.budget: list[tuple[str, str]] | None = None  # its key's remaining budget (dynamic metadata for Envoy)
         self.trace: str | None = None  # Envoy's W3C traceparent for this stream (tracing on)
         self.body: bytes | None = None  # the request body (tracing on)
         tracer = proc.tracer

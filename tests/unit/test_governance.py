@@ -128,7 +128,35 @@ def test_budget_refusal_never_shows_spend() -> None:
 def test_budget_headers_show_the_keys_own_tightest_budget() -> None:
     p = _checked([{"key": "a", "budget": {"usd": 5, "period": "day"}},
                   {"key": "*", "budget": {"usd": 2, "period": "month"}}], [1_000_000, 1_500_000], -1)  # fmt: skip
-    assert dict(g.budget_headers(p)) == {g.BUDGET_HEADER: "0.500000", g.BUDGET_RESET_HEADER: "2027-01-01T00:00:00Z"}
+    assert dict(g.budget_headers(p)) == {g.BUDGET_KEY: "0.500000", g.BUDGET_RESET_KEY: "2027-01-01T00:00:00Z"}
+
+
+def test_envoy_adds_the_budget_headers_only_when_a_key_has_a_budget_of_its_own(tmp_path: Path) -> None:
+    """The service hands the values over as dynamic metadata; Envoy's virtual host turns them into the headers
+    (the e2e test reads them on a real answer). No own budget: no formatter on any answer."""
+    from extproc.core.address import Address
+    from extproc.core.contract import BUDGET_HEADER, BUDGET_RESET_HEADER, METADATA_NAMESPACE
+    from extproc.ops.credentials import prepare
+    from extproc.ops.envoy_config import render
+
+    def vhost(limits: list[dict]) -> dict:  # type: ignore[type-arg]
+        raw = {"version": "1", "models": [{"name": "m", "provider": "openai"}],
+               "auth": {"api_keys": [{"name": "a", "key_env": "KA"}]},
+               "governance": {"prices": {"m": {"input": 1, "output": 2}}, "limits": limits}}  # fmt: skip
+        env = {"KA": "ka", "OPENAI_API_KEY": "sk"}
+        cfg = build_config(raw, "t.yaml", env)
+        files, _ = prepare(tmp_path, cfg, env)
+        b = render(cfg, listen=Address(host="127.0.0.1", port=18080), admin=Address(host="127.0.0.1", port=18081),
+                   extproc=[Address(path=str(tmp_path / "x.sock"))], credentials=files)  # fmt: skip
+        hcm = b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        return hcm["route_config"]["virtual_hosts"][0]  # type: ignore[no-any-return]
+
+    own = vhost([{"key": "a", "budget": {"usd": 5, "period": "day"}}])
+    added = {h["header"]["key"]: h["header"]["value"] for h in own["response_headers_to_add"]}
+    assert added == {BUDGET_HEADER: f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:{g.BUDGET_KEY})%",
+                     BUDGET_RESET_HEADER: f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:{g.BUDGET_RESET_KEY})%"}  # fmt: skip
+    assert "response_headers_to_add" not in vhost([{"budget": {"usd": 5, "period": "day"}}])  # shared: never shown
+    assert "response_headers_to_add" not in vhost([{"key": "a", "requests_per_minute": 5}])
 
 
 # ------------------------------------------------------------------------------------------------------------ config
