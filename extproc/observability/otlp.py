@@ -84,19 +84,35 @@ def _any(v: Any) -> bytes:
     return _len(b"\x0a", str(v).encode())
 
 
+_TRUE, _FALSE = b"\x12\x02\x10\x01", b"\x12\x02\x10\x00"  # KeyValue.value: AnyValue{bool_value}
+
+
 def attributes(attrs: Any) -> bytes:
-    """A span's attributes: repeated KeyValue, field 9. Strings (most of them) take the short path."""
-    out = []
+    """A span's attributes: repeated KeyValue, field 9. Strings (most of them), booleans, small non-negative
+    integers and floats take short paths (lengths looked up); the rest goes through ``_any``."""
+    out: list[bytes] = []
+    append = out.append
     for k, v in attrs.items():
         key = _KEYS.get(k) or _key(k)
-        if type(v) is str:
+        t = type(v)
+        if t is str:
             b = v.encode("utf-8", "surrogatepass")
             n = len(b)
-            if n < 16000:  # AnyValue{string_value} inside KeyValue.value inside Span.attributes, lengths looked up
-                kv = key + b"\x12" + _V[n + 1 + len(_V[n])] + b"\x0a" + _V[n] + b
-                out.append(b"\x4a" + _V[len(kv)] + kv)
+            if n >= 16000:
+                append(_len(b"\x4a", key + _len(b"\x12", _any(v))))
                 continue
-        out.append(_len(b"\x4a", key + _len(b"\x12", _any(v))))
+            kv = key + b"\x12" + _V[n + 1 + len(_V[n])] + b"\x0a" + _V[n] + b  # AnyValue{string_value}
+        elif t is bool:
+            kv = key + (_TRUE if v else _FALSE)
+        elif t is int and 0 <= v < 16384:
+            a = _V[v]  # AnyValue{int_value}: 1 or 2 bytes of varint
+            kv = key + b"\x12" + _V[len(a) + 1] + b"\x18" + a
+        elif t is float:
+            kv = key + b"\x12\x09\x21" + _D.pack(v)  # AnyValue{double_value}
+        else:
+            append(_len(b"\x4a", key + _len(b"\x12", _any(v))))
+            continue
+        append(b"\x4a" + _V[len(kv)] + kv)
     return b"".join(out)
 
 

@@ -381,7 +381,9 @@ def test_span_encoding_matches_the_sdks_own_encoder() -> None:
     proc, tracer, spans = traced_proc(capture=True)
     stream_exchange(proc, f"00-{TRACE_ID}-{PARENT}-01")
     stream_exchange(proc, None)
-    odd = tracer.tracer.start_span("odd ü", attributes={"f": -1.5, "b": False, "i": -7, "l": ["x", "ÿ"], "e": ""})
+    odd = tracer.tracer.start_span(
+        "odd ü", attributes={"f": -1.5, "b": False, "t": True, "i": -7, "z": 0, "n": 70000, "l": ["x", "ÿ"], "e": ""}
+    )
     odd.set_status(tracer.error_status)
     odd.end()
     tracer.provider.force_flush()
