@@ -380,7 +380,7 @@ class ExtProc:
         assert gov is not None and call.ex.client is not None
         refusal = gov.decide(plan, answered, call.ex.client.NAME, call.ex.record.model_label)
         if refusal is None:
-            if answered:
+            if answered and gov.settings.budget_headers:
                 call.budget = governance.budget_headers(plan)
             return action
         call.plan = None

@@ -58,6 +58,7 @@ governance:
   on_failure: {on_failure}
   redis: {{timeout: {timeout}, breaker_failures: 2, breaker_cooldown: 300ms}}
   admin_key_env: GOV_ADMIN
+  budget_headers: true
   prices:
 {prices}
   limits:

@@ -139,10 +139,11 @@ def test_envoy_adds_the_budget_headers_only_when_a_key_has_a_budget_of_its_own(t
     from extproc.ops.credentials import prepare
     from extproc.ops.envoy_config import render
 
-    def vhost(limits: list[dict]) -> dict:  # type: ignore[type-arg]
+    def vhost(limits: list[dict], headers: bool = True) -> dict:  # type: ignore[type-arg]
         raw = {"version": "1", "models": [{"name": "m", "provider": "openai"}],
                "auth": {"api_keys": [{"name": "a", "key_env": "KA"}]},
-               "governance": {"prices": {"m": {"input": 1, "output": 2}}, "limits": limits}}  # fmt: skip
+               "governance": {"prices": {"m": {"input": 1, "output": 2}}, "limits": limits,
+                              "budget_headers": headers}}  # fmt: skip
         env = {"KA": "ka", "OPENAI_API_KEY": "sk"}
         cfg = build_config(raw, "t.yaml", env)
         files, _ = prepare(tmp_path, cfg, env)
@@ -157,6 +158,8 @@ def test_envoy_adds_the_budget_headers_only_when_a_key_has_a_budget_of_its_own(t
                      BUDGET_RESET_HEADER: f"%DYNAMIC_METADATA({METADATA_NAMESPACE}:{g.BUDGET_RESET_KEY})%"}  # fmt: skip
     assert "response_headers_to_add" not in vhost([{"budget": {"usd": 5, "period": "day"}}])  # shared: never shown
     assert "response_headers_to_add" not in vhost([{"key": "a", "requests_per_minute": 5}])
+    assert "response_headers_to_add" not in vhost([{"key": "a", "budget": {"usd": 5, "period": "day"}}], False)
+    assert not g.parse({}, {}, set(), None).budget_headers  # asked for, never by default
 
 
 # ------------------------------------------------------------------------------------------------------------ config
@@ -176,6 +179,7 @@ def test_envoy_adds_the_budget_headers_only_when_a_key_has_a_budget_of_its_own(t
         ({"redis": {"max_lease": 0}}, "max_lease: expected a positive integer"),
         ({"redis": {"view_ttl": "-1s"}}, "view_ttl"),
         ({"redis": {"view_ttl": True}}, "view_ttl"),
+        ({"budget_headers": "yes"}, "budget_headers: expected true or false"),
         ({"admin_key_env": "NOPE"}, "NOPE is not set"),
         ({"limit": []}, "unknown field 'limit'"),
     ],
