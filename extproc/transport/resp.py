@@ -9,8 +9,9 @@ and matches replies to callers in order (pipelining: many callers, one socket, n
 Supported: ``redis://`` and ``rediss://`` (TLS, the system's CAs; ``?ssl_cert_reqs=none`` skips verification)
 URLs with an optional ``user:password@`` (URL-quoted) and ``/db``, and ``unix:///path/redis.sock?db=N&password=P``
 (a socket shared with the Redis container, as docker-compose.yml does); replies of RESP2 (simple strings, errors,
-integers, bulk strings, arrays). A caller that gives up (its timeout) leaves its reply to be read and dropped, and
-``reset`` closes the connection so the next call opens a fresh one.
+integers, bulk strings, arrays) and of RESP3 (pushes, maps, sets, nulls, booleans, doubles, big numbers, verbatim
+strings), which a connection with client tracking speaks. A caller that gives up (its timeout) leaves its reply to
+be read and dropped, and ``reset`` closes the connection so the next call opens a fresh one.
 """
 
 from __future__ import annotations
@@ -64,24 +65,13 @@ def parse(buf: bytes | bytearray, i: int) -> tuple[Any, int]:
         if len(buf) < nxt + n + 2:
             return _INCOMPLETE, i
         return bytes(buf[nxt : nxt + n]), nxt + n + 2
-    if kind == 42:  # '*'
+    # '*' array; RESP3 (after ``HELLO 3``, for client tracking's invalidation pushes): '>' push, '%' map (flat, like
+    # RESP2's HGETALL), '~' set, '|' attribute
+    if kind in (42, 62, 37, 126, 124):
         n = int(line)
         if n < 0:
             return None, nxt
-        items = []
-        for _ in range(n):
-            item, nxt = parse(buf, nxt)
-            if item is _INCOMPLETE:
-                return _INCOMPLETE, i
-            items.append(item)
-        return items, nxt
-    if kind == 43:  # '+'
-        return line.decode(), nxt
-    if kind == 45:  # '-'
-        return RespError(line.decode(errors="replace")), nxt
-    # RESP3 (after ``HELLO 3``, for client tracking's invalidation pushes): maps come flat like RESP2's HGETALL
-    if kind in (62, 37, 126, 124):  # '>' push, '%' map, '~' set, '|' attribute
-        n = int(line) * (2 if kind in (37, 124) else 1)
+        n *= 2 if kind in (37, 124) else 1
         items = []
         for _ in range(n):
             item, nxt = parse(buf, nxt)
@@ -92,6 +82,10 @@ def parse(buf: bytes | bytearray, i: int) -> tuple[Any, int]:
             value, nxt = parse(buf, nxt)
             return (_INCOMPLETE, i) if value is _INCOMPLETE else (value, nxt)
         return (Push(items) if kind == 62 else items), nxt
+    if kind == 43:  # '+'
+        return line.decode(), nxt
+    if kind == 45:  # '-'
+        return RespError(line.decode(errors="replace")), nxt
     if kind == 95:  # '_' null
         return None, nxt
     if kind == 35:  # '#' boolean
