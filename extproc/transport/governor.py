@@ -29,7 +29,7 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -649,10 +649,6 @@ class Governor:
         if template is None:
             return None
         return g.Plan(template.counters, template.key, template.model, memo=template.memo)
-
-    def check(self, plan: g.Plan) -> bool | Awaitable[bool]:
-        """True/False now (in-process store), or an awaitable of it (Redis): False when the store did not answer."""
-        return self.store.check(plan)
 
     def decide(
         self, plan: g.Plan, answered: bool, fmt: str, model_label: str = "other"
