@@ -35,14 +35,14 @@ import ssl as _ssl
 import struct
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, fields
 from typing import Protocol
 
 from hpack import Decoder
 from hpack.exceptions import HPACKError
 
-from extproc.transport.hpack_lean import LeanDecoder
+from extproc.transport.hpack_lean import Hole, LeanDecoder
 
 log = logging.getLogger("extproc")
 
@@ -336,6 +336,7 @@ class Connection(asyncio.Protocol):
         "header_block",
         "header_flags",
         "header_sid",
+        "hole",
         "idle_since",
         "inbuf",
         "last_sid",
@@ -372,6 +373,7 @@ class Connection(asyncio.Protocol):
         self.decoder.max_header_list_size = limits.max_header_list
         # header blocks that do not change the HPACK table -> their :path and grpc-timeout
         self.paths: dict[bytes, tuple[str, float | None, dict[str, str] | None]] = {}
+        self.hole: Hole | None = None  # with tracing: the last block but for its traceparent (``Hole``)
         self.header_sid = 0  # stream whose header block continues in CONTINUATION frames
         self.header_block = b""
         self.header_flags = 0
@@ -693,15 +695,29 @@ class Connection(asyncio.Protocol):
         block. Envoy sends the same bytes for every ext_proc stream
         (indexed fields and a Huffman-coded ``:path`` it never indexes), and Huffman decoding in Python was 15 % of a
         worker's time: a short block that leaves the HPACK table as it was is remembered, until any block changes
-        the table."""
+        the table. With tracing each block has another ``traceparent``: the table is off (our SETTINGS) and the
+        last block is remembered but for that value (``Hole``), so only the value is decoded."""
         known = self.paths.get(block)
         if known is not None:
             return known
-        table = self.decoder.header_table
+        decoder = self.decoder
+        hole = self.hole
+        if hole is not None and decoder.header_table.maxsize == 0:  # tracing: Envoy's block, another traceparent
+            try:
+                value = hole.value(block, decoder.max_header_list_size)
+            except HPACKError as exc:
+                raise _ConnError(COMPRESSION_ERROR, f"bad header block: {exc}") from None
+            if value is not None:
+                known_path, known_timeout, others = hole.found
+                return known_path, known_timeout, {**others, self.server.marked: value.decode("latin-1")}
+        table = decoder.header_table
         entries = table.dynamic_entries
         before = (len(entries), entries[0] if entries else None, table.maxsize)
-        try:
-            headers = self.decoder.decode(block, raw=True)  # every block: the HPACK table is per connection
+        try:  # every block: the HPACK table is per connection
+            if isinstance(decoder, LeanDecoder):
+                headers: Iterable[tuple[bytes, bytes]] = decoder.decode(block, raw=True, mark=self.server.marked_raw)
+            else:
+                headers = decoder.decode(block, raw=True)
         except HPACKError as exc:
             raise _ConnError(COMPRESSION_ERROR, f"bad header block: {exc}") from None
         path = ""
@@ -716,6 +732,13 @@ class Connection(asyncio.Protocol):
             elif meta is not None and name in wanted:
                 meta[name.decode("latin-1")] = value.decode("latin-1")
         found = (path, timeout, meta)
+        marked = decoder.marked if isinstance(decoder, LeanDecoder) else None
+        if marked is not None and meta is not None and table.maxsize == 0 == before[2] and not entries:
+            # the table is off (our SETTINGS_HEADER_TABLE_SIZE 0): this block but for that value, for the next ones
+            rest = sum(len(n) + len(v) + 32 for n, v in headers) - len(meta[self.server.marked])
+            others = {k: v for k, v in meta.items() if k != self.server.marked}
+            self.hole = Hole(block, marked[0], marked[1], rest, (path, timeout, others))
+            return found
         if len(entries) == before[0] and (entries[0] if entries else None) is before[1] and table.maxsize == before[2]:
             if len(block) <= _REMEMBER_BLOCK:
                 if len(self.paths) >= 64:
@@ -1077,6 +1100,9 @@ class Server:
     def __init__(self, service: Service, limits: Limits | None = None, metadata: tuple[str, ...] = ()) -> None:
         self.service = service
         self.metadata = frozenset(name.lower().encode("latin-1") for name in metadata)
+        # with metadata: the one name whose value may change from block to block (``Hole``), Envoy's traceparent
+        self.marked = metadata[0].lower() if len(metadata) == 1 else ""
+        self.marked_raw = self.marked.encode("latin-1") or None
         self.limits = limits = limits if limits is not None else Limits()
         self.connections: set[Connection] = set()
         self.draining = False
@@ -1090,6 +1116,8 @@ class Server:
             (0x5, MAX_FRAME),
             (0x6, limits.max_header_list),
         ]
+        if metadata:  # tracing: no HPACK table (SETTINGS_HEADER_TABLE_SIZE 0), so Envoy's blocks differ only in
+            settings.insert(0, (0x1, 0))  # the traceparent (Hole); with a table, each new one shifted the others
         conn_window = max(65535, min(limits.connection_window, MAX_WINDOW))
         self.preface = frame(SETTINGS, 0, 0, b"".join(_SETTING.pack(k, v) for k, v in settings))
         if conn_window > 65535:

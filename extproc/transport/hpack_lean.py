@@ -4,7 +4,10 @@ With tracing, Envoy sends every ext_proc stream's ``traceparent`` as a literal i
 header block is new and changes the table: ``grpc_wire``'s memo of blocks never hits and every block is decoded. The
 ``hpack`` package spent ~45 us per block of Envoy's (a logging call, a tuple subclass and a memoryview slice per
 field, no cache for Huffman strings); this decoder does the same work in ~10 us (``docs/tracing.md``). It is used only
-by servers made with ``metadata`` (tracing); without, ``grpc_wire`` keeps ``hpack.Decoder``.
+by servers made with ``metadata`` (tracing); without, ``grpc_wire`` keeps ``hpack.Decoder``. Such servers also tell
+Envoy to keep no HPACK table (SETTINGS_HEADER_TABLE_SIZE 0): then its blocks differ only in the ``traceparent``, and
+``Hole`` reads a block as the last one but for that value (~5 us: ``hex_huffman`` decodes it two or so characters a
+step).
 
 Same interface as far as ``grpc_wire`` uses it (``decode(block, raw=True)``, ``max_header_list_size``,
 ``header_table.dynamic_entries`` and ``.maxsize``) and the same faults, raised as ``hpack``'s own exceptions: an index
@@ -27,7 +30,9 @@ _VARINT_MAX = 5  # octets of an integer, prefix included (as ``hpack``)
 
 
 class LeanDecoder:
-    __slots__ = ("_huffman", "_size", "dynamic_entries", "max_allowed_table_size", "max_header_list_size", "maxsize")
+    __slots__ = (
+        "_huffman", "_size", "dynamic_entries", "marked", "max_allowed_table_size", "max_header_list_size", "maxsize",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self.dynamic_entries: deque[tuple[bytes, bytes]] = deque()  # newest first (index 62)
@@ -36,12 +41,16 @@ class LeanDecoder:
         self.max_header_list_size = 2**16
         self._size = 0
         self._huffman: dict[bytes, bytes] = {}  # Huffman strings seen (Envoy's :path on every block): bounded
+        self.marked: tuple[int, int] | None = None
 
     @property
     def header_table(self) -> LeanDecoder:
         return self
 
-    def decode(self, data: bytes, raw: bool = True) -> list[tuple[bytes, bytes]]:
+    def decode(self, data: bytes, raw: bool = True, mark: bytes | None = None) -> list[tuple[bytes, bytes]]:
+        """The block's header list. With ``mark``, ``marked`` is where that header's value string lies in ``data``
+        (its length octets included) when it came as a literal, else None."""
+        self.marked = None
         headers: list[tuple[bytes, bytes]] = []
         n = len(data)
         i = 0
@@ -59,8 +68,11 @@ class LeanDecoder:
                     name = self._get(idx)[0]
                 else:
                     name, i = self._string(data, i + 1)
+                start = i
                 value, i = self._string(data, i)
                 header = (name, value)
+                if name == mark:
+                    self.marked = (start, i)
                 if index:
                     self._add(name, value)
             else:  # dynamic table size update (001)
@@ -145,3 +157,81 @@ def _integer(data: bytes, i: int, mask: int) -> tuple[int, int]:
         shift += 7
         if i - start + 1 > _VARINT_MAX:
             raise HPACKDecodingError("Variable integer representation is too long")
+
+
+class Hole:
+    """A header block remembered but for one literal value (Envoy's ``traceparent``), for a connection whose HPACK
+    table has size 0 (``grpc_wire`` asks for it with tracing): then a block means the same whatever came before it,
+    and Envoy's blocks differ only in that value. ``value(block)`` is the value of a block that has the remembered
+    bytes around it, else None (decode the block then)."""
+
+    __slots__ = ("found", "prefix", "rest", "suffix")
+
+    def __init__(
+        self, block: bytes, start: int, end: int, rest: int, found: tuple[str, float | None, dict[str, str]]
+    ) -> None:
+        self.prefix, self.suffix = block[:start], block[end:]
+        self.rest = rest  # the decoded header list's size without the value (RFC 7541 4.1 sizes, as the decoder's)
+        self.found = found  # what the caller made of the rest of the block
+
+    def value(self, block: bytes, limit: int) -> bytes | None:
+        p, s = len(self.prefix), len(self.suffix)
+        n = len(block) - p - s  # the value string: one length octet, then the octets
+        if n < 1 or not block.startswith(self.prefix) or not block.endswith(self.suffix):
+            return None
+        octet = block[p]
+        if (octet & 0x7F) != n - 1:  # a longer length (or one octet of a multi-octet length): not ours to guess
+            return None
+        raw = block[p + 1 : p + n]
+        value = (hex_huffman(raw) or decode_huffman(raw)) if octet & 0x80 else raw
+        if self.rest + len(value) > limit:
+            raise OversizedHeaderListError(f"A header list larger than {limit} has been received")
+        return value
+
+
+# Huffman codes (RFC 7541 appendix B) of the characters of a W3C traceparent: digits, a-f and "-"; all 5 or 6 bits
+_HEX_CODES = {
+    "00000": b"0", "00001": b"1", "00010": b"2", "011001": b"3", "011010": b"4", "011011": b"5", "011100": b"6",
+    "011101": b"7", "011110": b"8", "011111": b"9", "00011": b"a", "100011": b"b", "00100": b"c", "100100": b"d",
+    "00101": b"e", "100101": b"f", "010110": b"-",
+}  # fmt: skip
+_hex_table: list[tuple[bytes, int]] = []
+
+
+def _windows() -> list[tuple[bytes, int]]:
+    """Every 12-bit window -> the whole traceparent characters at its start, and how many bits they take."""
+    table = []
+    for w in range(4096):
+        bits = format(w, "012b")
+        out, used = b"", 0
+        while True:
+            for code, char in _HEX_CODES.items():
+                if bits.startswith(code, used):
+                    out, used = out + char, used + len(code)
+                    break
+            else:
+                break
+        table.append((out, used))
+    return table
+
+
+def hex_huffman(data: bytes) -> bytes | None:
+    """A Huffman string of only digits, a-f and "-" (a traceparent) decoded two or so characters a step (~4 us
+    against ``decode_huffman``'s ~9); None for anything else, which the general decoder then decodes or rejects."""
+    if not _hex_table:
+        _hex_table.extend(_windows())
+    table = _hex_table
+    total = len(data) * 8
+    n = int.from_bytes(data, "big") << 12 | 0xFFF  # 12 more bits, all ones (never a whole code of the table's)
+    out = []
+    pos = 0
+    while pos < total:
+        chars, used = table[n >> (total - pos) & 0xFFF]
+        if not used:
+            break
+        out.append(chars)
+        pos += used
+    left = total - pos
+    if left < 0 or left > 7 or (n >> 12) & ((1 << left) - 1) != (1 << left) - 1:  # padding: up to 7 one bits
+        return None
+    return b"".join(out)

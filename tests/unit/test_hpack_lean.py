@@ -1,17 +1,22 @@
 """``hpack_lean.LeanDecoder`` against the ``hpack`` package's decoder: the same headers, the same table, the same
 faults, on blocks from ``hpack.Encoder`` (every representation, Huffman or not, table size updates) and on arbitrary
-bytes; and ``grpc_wire`` uses it only when it hands metadata over (tracing)."""
+bytes; and ``grpc_wire`` uses it only when it hands metadata over (tracing). With tracing ``grpc_wire`` asks for no
+HPACK table and reads each block after the first through ``Hole`` (the remembered block, another traceparent), whose
+Huffman decoding (``hex_huffman``) is checked against the ``hpack`` package's."""
 
 from __future__ import annotations
 
 import hpack
 import pytest
 from hpack.exceptions import HPACKDecodingError, HPACKError
+from hpack.huffman import HuffmanEncoder
+from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
+from hpack.huffman_table import decode_huffman
 from hypothesis import given
 from hypothesis import strategies as st
 
 from extproc.transport import grpc_wire
-from extproc.transport.hpack_lean import LeanDecoder
+from extproc.transport.hpack_lean import LeanDecoder, hex_huffman
 
 NAMES = [":path", ":method", "content-type", "traceparent", "x-forwarded-for", "te", "grpc-timeout", "x-custom"]
 header = st.tuples(
@@ -94,3 +99,122 @@ def test_grpc_wire_uses_it_only_with_tracing() -> None:
     assert isinstance(grpc_wire.Connection(grpc_wire.Server(lambda path: None)).decoder, hpack.Decoder)
     traced = grpc_wire.Server(lambda path, meta: None, metadata=("traceparent",))
     assert isinstance(grpc_wire.Connection(traced).decoder, LeanDecoder)
+
+
+# ------------------------------------------------------------------------------------------------ tracing: Hole
+HUFFMAN = HuffmanEncoder(REQUEST_CODES, REQUEST_CODES_LENGTH)
+traceparent = st.builds(
+    lambda t, s, f: f"00-{t:032x}-{s:016x}-{f:02x}",
+    st.integers(0, 2**128 - 1), st.integers(0, 2**64 - 1), st.sampled_from([0, 1]),
+)  # fmt: skip
+
+
+@given(st.one_of(traceparent, st.text("0123456789abcdef-", max_size=80)))
+def test_hex_huffman_decodes_what_the_hpack_encoder_wrote(text: str) -> None:
+    data = HUFFMAN.encode(text.encode())
+    assert hex_huffman(data) == text.encode() == decode_huffman(data)
+
+
+@given(st.binary(max_size=48))
+def test_hex_huffman_gives_the_hpack_result_or_leaves_it_to_hpack(data: bytes) -> None:
+    got = hex_huffman(data)  # None: not only traceparent characters, or bad padding (the general decoder decides)
+    if got is not None:
+        assert got == decode_huffman(data)
+
+
+ENVOY = [
+    (":method", "POST"), (":scheme", "http"), (":path", "/envoy.service.ext_proc.v3.ExternalProcessor/Process"),
+    (":authority", "extproc"), ("te", "trailers"), ("content-type", "application/grpc"),
+    ("x-envoy-internal", "true"), ("x-forwarded-for", "127.0.0.1"),
+]  # fmt: skip
+PATH = ENVOY[2][1]
+
+
+def traced_connection() -> grpc_wire.Connection:
+    return grpc_wire.Connection(grpc_wire.Server(lambda path, meta: None, metadata=("traceparent",)))
+
+
+class Counting(LeanDecoder):
+    __slots__ = ("blocks",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks = 0
+
+    def decode(self, data: bytes, raw: bool = True, mark: bytes | None = None) -> list[tuple[bytes, bytes]]:
+        self.blocks += 1
+        return super().decode(data, raw, mark)
+
+
+def counting(conn: grpc_wire.Connection) -> Counting:
+    conn.decoder = Counting()
+    conn.decoder.max_header_list_size = conn.limits.max_header_list
+    return conn.decoder
+
+
+def test_with_tracing_the_server_asks_for_no_hpack_table() -> None:
+    def table_size(server: grpc_wire.Server) -> int | None:
+        payload = server.preface[9 : 9 + int.from_bytes(server.preface[:3], "big")]
+        return dict((int.from_bytes(payload[i : i + 2], "big"), int.from_bytes(payload[i + 2 : i + 6], "big"))
+                    for i in range(0, len(payload), 6)).get(0x1)  # fmt: skip
+
+    assert table_size(grpc_wire.Server(lambda path, meta: None, metadata=("traceparent",))) == 0
+    assert table_size(grpc_wire.Server(lambda path: None)) is None  # without tracing: the default table, remembered
+
+
+@given(st.lists(traceparent, min_size=2, max_size=6), st.booleans())
+def test_blocks_but_for_the_traceparent_are_read_through_the_hole(parents: list[str], huffman: bool) -> None:
+    enc = hpack.Encoder()
+    enc.header_table_size = 0  # what Envoy's encoder does after our SETTINGS (its first block says so)
+    conn = traced_connection()
+    decoded = counting(conn)
+    for tp in parents:
+        block = enc.encode([*ENVOY, ("traceparent", tp), ("tracestate", "")], huffman=huffman)
+        assert conn._path(block) == (PATH, None, {"traceparent": tp})
+    # the first block (table size update) and the second (the first without it) are decoded; the others not
+    assert decoded.blocks == 2
+
+
+def test_a_block_that_differs_elsewhere_is_decoded() -> None:
+    enc = hpack.Encoder()
+    enc.header_table_size = 0
+    conn = traced_connection()
+    decoded = counting(conn)
+    other = "/other.Service/Method"
+    for i, path in enumerate((PATH, PATH, other, other, PATH)):
+        tp = f"00-{i + 1:032x}-{i + 1:016x}-01"
+        got = conn._path(enc.encode([*ENVOY[:2], (":path", path), ("traceparent", tp)]))
+        assert got == (path, None, {"traceparent": tp})
+    # the first (with the table size update), the one after it, a new :path, back to the first :path; not the
+    # fourth, the third's bytes but for the traceparent
+    assert decoded.blocks == 4
+
+
+def test_with_an_hpack_table_in_use_blocks_are_decoded() -> None:
+    enc = hpack.Encoder()  # Envoy before our SETTINGS reached it: a 4096-octet table, each traceparent indexed
+    conn = traced_connection()
+    decoded = counting(conn)
+    for i in range(5):
+        tp = f"00-{i + 1:032x}-{i + 1:016x}-01"
+        assert conn._path(enc.encode([*ENVOY, ("traceparent", tp)])) == (PATH, None, {"traceparent": tp})
+    assert decoded.blocks == 5 and conn.hole is None
+
+
+@pytest.mark.parametrize("fault", ["huffman", "size"])
+def test_faults_in_the_hole_are_compression_errors(fault: str) -> None:
+    enc = hpack.Encoder()
+    enc.header_table_size = 0
+    conn = traced_connection()
+    tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    for _ in range(2):
+        conn._path(enc.encode([*ENVOY, ("traceparent", tp)]))
+    assert conn.hole is not None
+    block = enc.encode([*ENVOY, ("traceparent", tp)])
+    if fault == "huffman":  # the value's last octet: padding that is not all ones (or a code of no symbol)
+        end = len(block) - len(conn.hole.suffix)
+        block = block[: end - 1] + b"\x00" + block[end:]
+    else:
+        conn.decoder.max_header_list_size = conn.hole.rest + len(tp) - 1
+    with pytest.raises(grpc_wire._ConnError) as err:
+        conn._path(block)
+    assert err.value.code == grpc_wire.COMPRESSION_ERROR
