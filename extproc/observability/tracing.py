@@ -282,6 +282,8 @@ class Tracer:
         if base in ("always_on", "always_off"):
             inner = ALWAYS_ON if base == "always_on" else ALWAYS_OFF
         self.parent_based = settings.sampler.startswith("parentbased_")
+        # always_on / always_off decide without the SDK's sampler (a context made and a call per span: ~5 us)
+        self.always = {"always_on": True, "always_off": False}.get(base) if not self.parent_based else None
         sampler = ParentBased(inner) if self.parent_based else inner
         self.sampler = sampler
         self.provider = TracerProvider(resource=resource, sampler=sampler)  # tests make spans with it too
@@ -349,6 +351,11 @@ class Tracer:
             if not parent.trace_flags.sampled:
                 return
             trace_id, trace_state = parent.trace_id, parent.trace_state
+        elif self.always is not None:  # what ALWAYS_ON / ALWAYS_OFF decide
+            if not self.always:
+                return
+            trace_id = parent.trace_id if parent is not None else self.ids.generate_trace_id()
+            trace_state = parent.trace_state if parent is not None else None
         else:
             trace_id = parent.trace_id if parent is not None else self.ids.generate_trace_id()
             decision = self.sampler.should_sample(

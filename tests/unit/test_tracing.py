@@ -9,6 +9,7 @@ import sys
 import textwrap
 import time
 from itertools import pairwise
+from typing import Any
 
 import hpack
 import orjson
@@ -210,11 +211,11 @@ def body_msg(kind: str, body: bytes, eos: bool = True) -> bytes:
     return pb.ProcessingRequest(**{kind: pb.HttpBody(body=body, end_of_stream=eos)}).SerializeToString()
 
 
-def traced_proc(capture: bool = False) -> tuple[ExtProc, Tracer, InMemorySpanExporter]:
+def traced_proc(capture: bool = False, **more: Any) -> tuple[ExtProc, Tracer, InMemorySpanExporter]:
     data = {
         "version": "1",
         "models": [{"name": "gpt", "provider": "openai"}, {"name": "claude", "provider": "anthropic"}],
-        "tracing": {"endpoint": "http://127.0.0.1:9", "capture_content": capture},
+        "tracing": {"endpoint": "http://127.0.0.1:9", "capture_content": capture, **more},
     }
     cfg = build_config(data, "t.yaml", ENV)
     assert cfg.tracing is not None
@@ -314,6 +315,30 @@ def test_unsampled_parent_makes_no_span_but_metrics_still_count() -> None:
     attrs = attrs_of(points["gen_ai.client.operation.duration"][0])
     assert attrs == {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt", "gen_ai.provider.name": "openai",
                      "gen_ai.response.model": "gpt-2026-01"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("sampler", "arg"),
+    [("parentbased_always_on", None), ("parentbased_always_off", None), ("always_on", None), ("always_off", None),
+     ("traceidratio", 1.0), ("traceidratio", 0.0), ("parentbased_traceidratio", 0.0)],
+)  # fmt: skip
+def test_the_service_samples_as_the_sdks_own_sampler_decides(sampler: str, arg: float | None) -> None:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import sampling
+
+    sdk = sampling._KNOWN_SAMPLERS[sampler]  # what OTEL_TRACES_SAMPLER names in the SDK (a class takes the arg)
+    if arg is not None:
+        sdk = sdk(arg)
+    for flags in ("01", "00", None):  # Envoy's span sampled, not sampled, or no traceparent
+        proc, tracer, spans = traced_proc(sampler=sampler, **({"sampler_arg": arg} if arg is not None else {}))
+        parent = None
+        if flags is not None:
+            ctx = trace.SpanContext(int(TRACE_ID, 16), int(PARENT, 16), True, trace.TraceFlags(int(flags, 16)))
+            parent = trace.set_span_in_context(trace.NonRecordingSpan(ctx))
+        expected = sdk.should_sample(parent, int(TRACE_ID, 16), "chat gpt").decision.is_sampled()
+        stream_exchange(proc, f"00-{TRACE_ID}-{PARENT}-{flags}" if flags else None)
+        tracer.provider.force_flush()
+        assert len(spans.get_finished_spans()) == int(expected), (sampler, flags)
 
 
 def test_without_traceparent_the_service_starts_its_own_trace() -> None:
