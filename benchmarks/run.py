@@ -335,8 +335,13 @@ class Stack:
     base_proc: subprocess.Popen[bytes] | None = None
     base_workers: list[int] = field(default_factory=list)
     base_envoy: int = 0
-    # --tracing: the OTLP sink the gateway under test exports its traces and metrics to (its CPU: role "collector")
+    # --tracing: the OTLP sink the gateway under test exports its traces and metrics to (its CPU: role "collector"),
+    # and a second bare Envoy with the same tracer (Envoy's own tracing cost, without the service)
     sink_proc: subprocess.Popen[bytes] | None = None
+    sink_port: int = 0
+    traced_bare_port: int = 0
+    traced_bare_admin: int = 0
+    traced_bare_proc: subprocess.Popen[bytes] | None = None
     # --governance: the same gateway with gateway keys and governance limits in Redis, measured in the same run
     gov_port: int = 0
     gov_admin: int = 0
@@ -355,6 +360,10 @@ class Stack:
         if group == "floor":
             assert self.bare_proc is not None
             pids["envoy"] = [self.bare_proc.pid]
+        elif group == "floor-traced":
+            assert self.traced_bare_proc is not None and self.sink_proc is not None
+            pids["envoy"] = [self.traced_bare_proc.pid]
+            pids["collector"] = [self.sink_proc.pid]
         elif group == "gateway":
             pids["service"] = list(self.workers)
             pids["envoy"] = [self.gw_envoy]
@@ -398,6 +407,7 @@ def run_wrk(wrk: str, sc: Scenario, duration: float) -> dict[str, Any]:
 
 def measure(wrk: str, stack: Stack, sc: Scenario, duration: float) -> dict[str, Any]:
     procs = (("gateway", stack.gw_proc), ("baseline gateway", stack.base_proc), ("bare envoy", stack.bare_proc),
+             ("traced bare envoy", stack.traced_bare_proc),
              ("provider", stack.provider_proc), ("governed gateway", stack.gov_proc),
              ("redis", stack.redis_proc))  # fmt: skip
     for name, proc in procs:
@@ -522,6 +532,24 @@ def start_stack(args: argparse.Namespace, procs: Procs, envoy_bin: str, tmp: Pat
     stack.bare_proc = procs.start(
         "bare", [envoy_bin, "-c", str(bare), "--concurrency", str(os.cpu_count() or 1), *common]
     )
+    if args.tracing:  # the OTLP sink, and the bare Envoy again with the gateway's tracer (all requests traced)
+        from extproc.core.telemetry import TelemetrySettings
+        from extproc.ops import envoy_tracing
+
+        stack.sink_port = free_port()
+        sink_cmd = [sys.executable, str(BENCH / "otlp_sink.py"), "--port", str(stack.sink_port)]
+        stack.sink_proc = procs.start("otlp-sink", sink_cmd)
+        stack.traced_bare_port, stack.traced_bare_admin = free_port(), free_port()
+        traced = envoys.bare(stack.traced_bare_port, stack.traced_bare_admin, stack.provider_port, stack.sse_port)
+        sampler = "always_on" if args.tracing >= 1 else "traceidratio"
+        endpoint = f"http://127.0.0.1:{stack.sink_port}"
+        tset = TelemetrySettings(endpoint=endpoint, host="127.0.0.1", port=stack.sink_port, tls=False,
+                                 sampler=sampler, ratio=min(args.tracing, 1.0))  # fmt: skip
+        traced_file = tmp / "bare-traced.yaml"
+        traced_file.write_text(yaml.safe_dump(envoy_tracing.apply(traced, tset)))
+        stack.traced_bare_proc = procs.start(
+            "bare-traced", [envoy_bin, "-c", str(traced_file), "--concurrency", str(os.cpu_count() or 1), *common]
+        )
     provider_url = f"http://127.0.0.1:{stack.provider_port}"
     cfg = tmp / "bench-config.yaml"
     cfg.write_text(Template((BENCH / "bench-config.yaml").read_text()).substitute(SSE_PORT=stack.sse_port))
@@ -554,9 +582,7 @@ def start_stack(args: argparse.Namespace, procs: Procs, envoy_bin: str, tmp: Pat
 
     gw_cfg = fb_cfg
     if args.tracing:  # the gateway under test traces its requests (all, or a ratio) to an OTLP sink; the baseline not
-        sink_port = free_port()
-        sink_cmd = [sys.executable, str(BENCH / "otlp_sink.py"), "--port", str(sink_port)]
-        stack.sink_proc = procs.start("otlp-sink", sink_cmd)
+        sink_port = stack.sink_port
         gw_cfg = tmp / "bench-config-traced.yaml"
         sampler = "always_on" if args.tracing >= 1 else f"traceidratio\n  sampler_arg: {args.tracing}"
         gw_cfg.write_text(
@@ -608,6 +634,10 @@ def start_stack(args: argparse.Namespace, procs: Procs, envoy_bin: str, tmp: Pat
         )  # fmt: skip
     wait_until("provider envoy", lambda: http_ok(f"http://127.0.0.1:{stack.provider_admin}/ready"), stack.provider_proc)
     wait_until("bare envoy", lambda: http_ok(f"http://127.0.0.1:{stack.bare_admin}/ready"), stack.bare_proc)
+    if stack.traced_bare_proc is not None:
+        traced_admin = stack.traced_bare_admin
+        wait_until("traced bare envoy", lambda: http_ok(f"http://127.0.0.1:{traced_admin}/ready"),
+                   stack.traced_bare_proc)  # fmt: skip
     wait_until("sse server", lambda: socket.create_connection(("127.0.0.1", stack.sse_port), 1).close() or True,
                stack.sse_proc)  # fmt: skip
     try:
@@ -669,6 +699,11 @@ def scenarios(stack: Stack, with_litellm: bool) -> list[Scenario]:
     g, b = stack.gw_port, stack.bare_port
     out: list[Scenario] = []
     for c in (1, 32):
+        if stack.traced_bare_port:
+            out.append(
+                Scenario(f"floor-traced-c{c}", "floor-traced", "bare Envoy, tracing every request -> provider",
+                         stack.traced_bare_port, "/v1/chat/completions", "openai-gpt.json", c)
+            )  # fmt: skip
         out += [
             Scenario(f"floor-c{c}", "floor", "bare Envoy -> provider (OpenAI body)", b, "/v1/chat/completions",
                      "openai-gpt.json", c),
@@ -838,6 +873,27 @@ AREAS: dict[str, Any] = {
 
 
 # ------------------------------------------------------------------------------------------------------- report
+def tracing_ratios(res: dict[str, Any]) -> dict[str, Any]:
+    """--tracing: the traced gateway against the same checkout untraced (--baseline-root .), and the bare Envoy with
+    the same tracer against the plain one: what Envoy's tracing costs by itself. Same run, whichever pairs ran."""
+    s = {x["name"]: x for x in res["scenarios"]}
+    r: dict[str, Any] = {}
+    pairs = [(f"{n}-c{c}", f"gw-{n}-c{c}", f"base-{n}-c{c}") for n in ("pass", "oa2an", "an2ge") for c in (1, 32)]
+    pairs += [("stream-c64", "gw-stream-c64", "base-stream-c64")]
+    pairs += [(f"bare-envoy-c{c}", f"floor-traced-c{c}", f"floor-c{c}") for c in (1, 32)]
+    for label, on_name, off_name in pairs:
+        on, off = s.get(on_name), s.get(off_name)
+        if on is None or off is None:
+            continue
+        r[f"traced_vs_untraced_rps_{label}"] = round(on["rps"] / off["rps"], 3)
+        for role in ("service", "envoy"):
+            if role in on["cpu_us_per_req"] and role in off["cpu_us_per_req"]:
+                r[f"traced_minus_untraced_{role}_us_{label}"] = round(
+                    on["cpu_us_per_req"][role] - off["cpu_us_per_req"][role], 1
+                )
+    return r
+
+
 def governance_ratios(res: dict[str, Any]) -> dict[str, Any]:
     """--governance: the governed gateway (keys, limits and spend in Redis) against the plain one, same run."""
     s = {x["name"]: x for x in res["scenarios"]}
@@ -953,6 +1009,13 @@ def ratios_and_targets(res: dict[str, Any]) -> tuple[dict[str, Any], list[dict[s
         worst = min(gov[f"governed_vs_plain_rps_{n}-c32"] for n in ("oa2an", "an2ge"))
         target("cross-format throughput with Redis governance vs without (c=32)", ">= 85%", f"{worst:.1%}",
                worst >= 0.85, "worst of OpenAI->Anthropic, Anthropic->Gemini; same run")  # fmt: skip
+    trace = tracing_ratios(res)
+    r.update(trace)
+    if "traced_vs_untraced_rps_oa2an-c32" in trace:
+        worst = min(trace[f"traced_vs_untraced_rps_{n}-c32"] for n in ("pass", "oa2an", "an2ge"))
+        bare = trace.get("traced_vs_untraced_rps_bare-envoy-c32", 0.0)
+        target("throughput tracing 100 % vs off (c=32)", ">= 90%", f"{worst:.1%}", worst >= 0.90,
+               f"worst of pass-through and both cross pairs; bare Envoy with the same tracer: {bare:.1%}")  # fmt: skip
     mem = res.get("memory")
     if mem:
         g = mem["growth_mb_max_worker"]
@@ -1068,7 +1131,8 @@ def main() -> int:
         default=0.0,
         metavar="RATIO",
         help="the gateway under test traces requests (all, or RATIO of them) to an OTLP sink (docs/tracing.md); with "
-        "--baseline-root (e.g. .) the *_vs_baseline ratios are tracing on against off, in the same run",
+        "--baseline-root (e.g. .) the traced_vs_untraced ratios are tracing on against off, in the same run; a second "
+        "bare Envoy with the same tracer (floor-traced-*) shows what Envoy's tracing costs by itself",
     )
     ap.add_argument("--only", default=None, help="regex: run only matching scenarios (no ratios/targets if partial)")
     ap.add_argument("--label", default="latest", help="results/<label>.json and .md (default: latest)")
@@ -1178,7 +1242,7 @@ def main() -> int:
             log(f"memory: {res['memory']}")
             res["ratios"], res["targets"] = ratios_and_targets(res)
         else:
-            res["ratios"], res["targets"] = governance_ratios(res), []
+            res["ratios"], res["targets"] = {**governance_ratios(res), **tracing_ratios(res)}, []
         if args.profile:
             log("profiling a worker with py-spy under OpenAI->Anthropic c=32")
             target = next(s for s in scenarios(stack, False) if s.name == "gw-oa2an-c32")
