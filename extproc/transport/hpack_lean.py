@@ -180,7 +180,8 @@ class Hole:
         if n < 1 or not block.startswith(self.prefix) or not block.endswith(self.suffix):
             return None
         octet = block[p]
-        if (octet & 0x7F) != n - 1:  # a longer length (or one octet of a multi-octet length): not ours to guess
+        length = octet & 0x7F
+        if length == 0x7F or length != n - 1:  # a length of more octets, or another length: decode the block
             return None
         raw = block[p + 1 : p + n]
         value = (hex_huffman(raw) or decode_huffman(raw)) if octet & 0x80 else raw

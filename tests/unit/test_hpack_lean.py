@@ -175,6 +175,18 @@ def test_blocks_but_for_the_traceparent_are_read_through_the_hole(parents: list[
     assert decoded.blocks == 2
 
 
+@given(st.lists(st.text(max_size=300), min_size=2, max_size=5), st.booleans())
+def test_any_value_in_the_hole_reads_as_the_hpack_decoder_reads_it(values: list[str], huffman: bool) -> None:
+    enc = hpack.Encoder()
+    enc.header_table_size = 0
+    conn = traced_connection()
+    theirs = hpack.Decoder()
+    for value in values:  # any length (a length of several octets too), any characters
+        block = enc.encode([*ENVOY, ("traceparent", value)], huffman=huffman)
+        expected = {n.decode(): v.decode("latin-1") for n, v in theirs.decode(block, raw=True)}["traceparent"]
+        assert conn._path(block) == (PATH, None, {"traceparent": expected})
+
+
 def test_a_block_that_differs_elsewhere_is_decoded() -> None:
     enc = hpack.Encoder()
     enc.header_table_size = 0
