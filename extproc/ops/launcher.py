@@ -379,9 +379,10 @@ def run(opts: Options, cfg: Config) -> int:
         log.error("could not start: %s", exc)
         sup.stop(graceful=False)
         return 1
-    if stop_requested:
+    if stop_requested:  # asked to stop while starting
         sup.stop()
-        return 0
+        log.info("stopped")
+        return _stopped(0)
     host = _client_host(opts.listen.host) if opts.listen.host in ("0.0.0.0", "::", "") else opts.listen.host
     log.info(
         "ai-gateway listening on http://%s:%d (Envoy admin http://%s:%d, %d extproc workers, %d models)",
@@ -392,4 +393,12 @@ def run(opts: Options, cfg: Config) -> int:
         log.info("shutting down: draining requests in flight (up to %.0fs)", opts.grace)
         sup.stop(graceful=True)
         log.info("stopped")
+    return _stopped(code)
+
+
+def _stopped(code: int) -> int:
+    """Everything has stopped: a SIGTERM or SIGINT from now on (an orchestrator's second one) is moot. Ignored, so
+    it cannot meet the default action while Python exits and turn the exit status into -15."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     return code

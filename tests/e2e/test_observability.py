@@ -163,6 +163,23 @@ def health_status(gw: Gateway) -> int | str:
         return "refused"
 
 
+def test_more_sigterms_while_stopping_still_exit_0(mocks: dict) -> None:  # type: ignore[type-arg]
+    """An orchestrator (or a test's cleanup) may send SIGTERM again while the gateway stops: it stops once and exits
+    0, also when a signal lands after the last log line (a TERM that met Python's default handler there was -15)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        gw = start_gateway(Path(tmp), mocks, gateway_config(free_port()), workers=1)
+        gw.proc.send_signal(signal.SIGTERM)
+        sent = 1
+        while gw.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                gw.proc.send_signal(signal.SIGTERM)
+                sent += 1
+            time.sleep(0.002)
+        assert sent > 10  # the gateway was signalled all through its shutdown, not only at its start
+        assert gw.proc.returncode == 0, gw.log_text()[-3000:]
+        assert gw.log_text().count('"message":"stopped"') == 1
+
+
 def test_sigterm_with_stream_in_flight(mocks: dict) -> None:  # type: ignore[type-arg]
     """SIGTERM mid-stream: /health turns 503 while the stream is still going, the stream finishes whole, the gateway
     exits 0."""
