@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import grpc
@@ -171,11 +172,6 @@ async def serve(
     except (OSError, ValueError) as exc:  # unreadable or mismatched TLS files, address in use
         log.error("extproc worker cannot serve on %s: %s", addr, exc)
         return 1
-    log.info(
-        "extproc worker %d serving on %s (%s, %s, %d models)",
-        os.getpid(), addr, transport, "mTLS" if tls is not None else "no TLS", len(cfg.models),
-    )  # fmt: skip
-
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -196,10 +192,23 @@ async def serve(
         except ConfigError as exc:
             log.error("config reload rejected, keeping the old config: %s", exc)
 
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGUSR1, drain)
-    loop.add_signal_handler(signal.SIGHUP, reload)
+    # Python signal handlers that hand the work to the loop, not ``loop.add_signal_handler``: closing the loop would
+    # give those signals back their default action while the process still runs, and one more TERM (or the launcher's
+    # drain signal) in that moment ended it with -15 (-10). These stay until ``run`` sets them to "ignore".
+    def on_signal(action: Callable[[], object]) -> Callable[[int, object], None]:
+        def handler(_signum: int, _frame: object) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: the worker is on its way out
+                loop.call_soon_threadsafe(action)
+
+        return handler
+
+    for sig, action in ((signal.SIGTERM, stop.set), (signal.SIGINT, stop.set), (signal.SIGUSR1, drain),
+                        (signal.SIGHUP, reload)):  # fmt: skip
+        signal.signal(sig, on_signal(action))
+    log.info(  # only now: whoever reads it (the tests, an operator) may signal the worker at once
+        "extproc worker %d serving on %s (%s, %s, %d models)",
+        os.getpid(), addr, transport, "mTLS" if tls is not None else "no TLS", len(cfg.models),
+    )  # fmt: skip
     await stop.wait()
     gateway.draining = True
     log.info("extproc worker %d draining (up to %.0fs)", os.getpid(), grace)
@@ -222,4 +231,8 @@ def run(
     limits: Limits | None = None,
     tls: TlsFiles | None = None,
 ) -> int:
-    return asyncio.run(serve(config_path, listen, grace, verbose, limits, tls))
+    try:
+        return asyncio.run(serve(config_path, listen, grace, verbose, limits, tls))
+    finally:  # stopped: a late TERM or drain signal is moot (and must not meet a handler whose loop is closed)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)

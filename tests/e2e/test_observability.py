@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -13,7 +16,17 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import KEYS, MODELS, Gateway, free_port, gateway_config, model_count, start_gateway, stop_gateway
+from tests.conftest import (
+    KEYS,
+    MODELS,
+    ROOT,
+    Gateway,
+    free_port,
+    gateway_config,
+    model_count,
+    start_gateway,
+    stop_gateway,
+)
 from tests.e2e.sdk import CLIENT_KEY, anthropic_client, ask, stream
 from tests.mocks.providers import MockProvider, Received
 
@@ -178,6 +191,36 @@ def test_more_sigterms_while_stopping_still_exit_0(mocks: dict) -> None:  # type
         assert sent > 10  # the gateway was signalled all through its shutdown, not only at its start
         assert gw.proc.returncode == 0, gw.log_text()[-3000:]
         assert gw.log_text().count('"message":"stopped"') == 1
+
+
+def test_a_lone_extproc_worker_signalled_while_stopping_exits_0(tmp_path: Path) -> None:
+    """``ai-gateway extproc`` alone (docker compose, meshes): TERM and the launcher's drain signal (USR1) again and
+    again through its shutdown; it exits 0 (a late signal after the event loop closed was the default action: -15)."""
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(gateway_config(free_port()))
+    log_path = tmp_path / "worker.log"
+    env = {k: v for k, v in os.environ.items() if not k.endswith(("_API_KEY", "_BASE_URL"))}
+    env.update(PYTHONUNBUFFERED="1", **{f"{k.upper()}_API_KEY": v for k, v in KEYS.items()})
+    cmd = [sys.executable, "-m", "extproc", "extproc", "--config", str(cfg), "--env-file", os.devnull,
+           "--extproc-listen", f"unix:{tmp_path}/w.sock", "--grace", "1"]  # fmt: skip
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while "serving on" not in log_path.read_text(errors="replace"):
+            assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text(errors="replace")
+            time.sleep(0.02)
+        sent = 0
+        while proc.poll() is None:  # it stops within milliseconds, Python's exit included: short pauses
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM if sent % 2 == 0 else signal.SIGUSR1)
+                sent += 1
+            time.sleep(0.0003)
+        assert sent > 5 and proc.returncode == 0, (sent, log_path.read_text(errors="replace")[-2000:])
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def test_sigterm_with_stream_in_flight(mocks: dict) -> None:  # type: ignore[type-arg]
