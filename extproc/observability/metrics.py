@@ -294,7 +294,8 @@ class _Series:
 
     def write(self, m: Metrics) -> None:
         """Everything accumulated, into the worker's files. ``proxy_requests_total`` goes last: a scrape that counts a
-        request (the files are read while another worker writes) also sees its errors, tokens and durations."""
+        request also sees its errors and tokens (counters, the same file). Its durations are in the worker's histogram
+        file, which a scrape may have read a moment before: they show up at the next scrape."""
         if self.active:
             self.active_child.inc(self.active)
             self.active = 0

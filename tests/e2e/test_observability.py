@@ -52,10 +52,16 @@ def test_metrics_totals_across_workers(gateway: Gateway) -> None:
         stream(client, gateway.url, "metrics-model", "count stream")
     with contextlib.suppress(Exception):  # the SDK's RateLimitError; the metrics are what this test checks
         ask("openai", gateway.url, "metrics-model", "ERROR 429")
-    # Workers write their sums at most 0.2 s after a request (and the one answering /metrics, at once).
+    # Workers write their sums at most 0.2 s after a request (and the one answering /metrics, at once). A scrape reads
+    # the workers' files one after the other (counters, histograms: each worker's own), so one taken while a worker
+    # writes may have its requests and not yet its durations: wait for both.
     deadline = time.monotonic() + 3
     text = httpx.get(gateway.url + "/metrics").text
-    while metric(text, "proxy_requests_total", model="metrics-model") < 13 and time.monotonic() < deadline:
+    while time.monotonic() < deadline and (
+        metric(text, "proxy_requests_total", model="metrics-model") < 13
+        or metric(text, "proxy_request_duration_seconds_count", model="metrics-model") < 13
+        or metric(text, "proxy_time_to_first_token_seconds_count", model="metrics-model") < 3
+    ):
         time.sleep(0.1)
         text = httpx.get(gateway.url + "/metrics").text
     assert metric(text, "proxy_requests_total", model="metrics-model") == 13
