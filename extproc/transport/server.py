@@ -15,8 +15,9 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
 import grpc
@@ -192,34 +193,23 @@ async def serve(
         except ConfigError as exc:
             log.error("config reload rejected, keeping the old config: %s", exc)
 
-    # Python signal handlers that hand the work to the loop, not ``loop.add_signal_handler``: closing the loop would
-    # give those signals back their default action while the process still runs, and one more TERM (or the launcher's
-    # drain signal) in that moment ended it with -15 (-10). These stay until ``run`` sets them to "ignore".
-    def on_signal(action: Callable[[], object]) -> Callable[[int, object], None]:
-        def handler(_signum: int, _frame: object) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop has closed: the worker is on its way out
-                loop.call_soon_threadsafe(action)
-
-        return handler
-
-    for sig, action in ((signal.SIGTERM, stop.set), (signal.SIGINT, stop.set), (signal.SIGUSR1, drain),
-                        (signal.SIGHUP, reload)):  # fmt: skip
-        signal.signal(sig, on_signal(action))
-    log.info(  # only now: whoever reads it (the tests, an operator) may signal the worker at once
-        "extproc worker %d serving on %s (%s, %s, %d models)",
-        os.getpid(), addr, transport, "mTLS" if tls is not None else "no TLS", len(cfg.models),
-    )  # fmt: skip
-    await stop.wait()
-    gateway.draining = True
-    log.info("extproc worker %d draining (up to %.0fs)", os.getpid(), grace)
-    await server.stop(grace)
-    if proc.governor is not None:
-        with contextlib.suppress(Exception):  # the last charges, if the store takes them
-            await proc.governor.close()
-    metrics.flush()
-    logs.flush()
-    if tracer is not None:
-        tracer.shutdown()
+    actions = {signal.SIGTERM: stop.set, signal.SIGINT: stop.set, signal.SIGUSR1: drain, signal.SIGHUP: reload}
+    with _signals(loop, actions):
+        log.info(  # only now: whoever reads it (the tests, an operator) may signal the worker at once
+            "extproc worker %d serving on %s (%s, %s, %d models)",
+            os.getpid(), addr, transport, "mTLS" if tls is not None else "no TLS", len(cfg.models),
+        )  # fmt: skip
+        await stop.wait()
+        gateway.draining = True
+        log.info("extproc worker %d draining (up to %.0fs)", os.getpid(), grace)
+        await server.stop(grace)
+        if proc.governor is not None:
+            with contextlib.suppress(Exception):  # the last charges, if the store takes them
+                await proc.governor.close()
+        metrics.flush()
+        logs.flush()
+        if tracer is not None:
+            tracer.shutdown()
     return 0
 
 
@@ -231,8 +221,45 @@ def run(
     limits: Limits | None = None,
     tls: TlsFiles | None = None,
 ) -> int:
+    return asyncio.run(serve(config_path, listen, grace, verbose, limits, tls))
+
+
+@contextlib.contextmanager
+def _signals(loop: asyncio.AbstractEventLoop, actions: dict[signal.Signals, Callable[[], None]]) -> Iterator[None]:
+    """The worker's signals while it serves, as Python handlers that hand the work to the loop, and ignored after.
+
+    Not ``loop.add_signal_handler``: closing the loop gives its signals back their default action while the process
+    still runs, and one more TERM (or the launcher's drain signal, USR1) in that moment ended the worker with -15
+    (-10). Like ``add_signal_handler`` it sets the wakeup fd (a socket pair the loop reads), so a signal wakes the loop
+    at once, also one that arrives just before the loop waits or in another thread (a signal's Python handler runs
+    in the main thread when it next runs Python code). Once serving ends the signals are ignored: the worker is
+    stopping, and a late one is moot."""
+    rsock, wsock = socket.socketpair()
+    rsock.setblocking(False)
+    wsock.setblocking(False)
+
+    def empty() -> None:
+        with contextlib.suppress(OSError):
+            while rsock.recv(4096):
+                pass
+
+    def handler(action: Callable[[], None]) -> Callable[[int, object], None]:
+        def on_signal(_signum: int, _frame: object) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: the worker is on its way out
+                loop.call_soon_threadsafe(action)
+
+        return on_signal
+
+    loop.add_reader(rsock.fileno(), empty)
+    previous = signal.set_wakeup_fd(wsock.fileno(), warn_on_full_buffer=False)
     try:
-        return asyncio.run(serve(config_path, listen, grace, verbose, limits, tls))
-    finally:  # stopped: a late TERM or drain signal is moot (and must not meet a handler whose loop is closed)
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGHUP):
+        for sig, action in actions.items():
+            signal.signal(sig, handler(action))
+        yield
+    finally:
+        for sig in actions:
             signal.signal(sig, signal.SIG_IGN)
+        signal.set_wakeup_fd(previous)
+        loop.remove_reader(rsock.fileno())
+        rsock.close()
+        wsock.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -204,3 +205,32 @@ def test_unreadable_tls_files_stop_the_worker_with_one_clear_line(
     tls = server_mod.TlsFiles(missing, missing, missing)
     assert server_mod.run(config, "127.0.0.1:0", 1.0, False, None, tls) == 1
     assert "cannot serve on 127.0.0.1:0" in caplog.text and "missing.pem" in caplog.text
+
+
+def test_a_worker_signal_wakes_its_loop_from_any_thread() -> None:
+    """The worker's signal handlers run in the main thread, when it next runs Python code: the wakeup fd makes that
+    at once even when the signal lands in another thread (the tracer's, grpc's) while the loop waits with no timer."""
+    import asyncio
+    import signal
+    import threading
+
+    previous = signal.getsignal(signal.SIGUSR1)
+    sent: list[float] = []
+
+    def other_thread() -> None:
+        time.sleep(0.3)  # not a synchronisation: the signal is meant to land while the loop sits in its wait
+        sent.append(time.monotonic())
+        signal.pthread_kill(threading.get_ident(), signal.SIGUSR1)  # to this thread, not the main one
+
+    async def main() -> float:
+        got = asyncio.Event()
+        with server_mod._signals(asyncio.get_running_loop(), {signal.SIGUSR1: got.set}):
+            threading.Thread(target=other_thread).start()
+            await asyncio.wait_for(got.wait(), 5)  # without the wakeup fd: only this timer wakes the loop
+            return time.monotonic() - sent[0]
+
+    try:
+        assert asyncio.run(main()) < 1.0
+        assert signal.getsignal(signal.SIGUSR1) == signal.SIG_IGN  # once serving ends: ignored
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
