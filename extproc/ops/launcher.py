@@ -378,7 +378,7 @@ def run(opts: Options, cfg: Config) -> int:
     except (RuntimeError, FileNotFoundError) as exc:
         log.error("could not start: %s", exc)
         sup.stop(graceful=False)
-        return 1
+        return _stopped(1)
     if stop_requested:  # asked to stop while starting
         sup.stop()
         log.info("stopped")
@@ -397,8 +397,8 @@ def run(opts: Options, cfg: Config) -> int:
 
 
 def _stopped(code: int) -> int:
-    """Everything has stopped: a SIGTERM or SIGINT from now on (an orchestrator's second one) is moot. Ignored, so
-    it cannot meet the default action while Python exits and turn the exit status into -15."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    """Everything has stopped: a SIGTERM, SIGINT or SIGHUP from now on (an orchestrator's second TERM, a reload) is
+    moot. Ignored, so it cannot meet the default action while Python exits and turn the exit status into -15 (-1)."""
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
     return code
