@@ -61,6 +61,7 @@ def test_metrics_totals_across_workers(gateway: Gateway) -> None:
         metric(text, "proxy_requests_total", model="metrics-model") < 13
         or metric(text, "proxy_request_duration_seconds_count", model="metrics-model") < 13
         or metric(text, "proxy_time_to_first_token_seconds_count", model="metrics-model") < 3
+        or metric(text, "proxy_gateway_overhead_seconds_count", provider="anthropic") < 13
     ):
         time.sleep(0.1)
         text = httpx.get(gateway.url + "/metrics").text

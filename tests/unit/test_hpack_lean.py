@@ -115,11 +115,30 @@ def test_hex_huffman_decodes_what_the_hpack_encoder_wrote(text: str) -> None:
     assert hex_huffman(data) == text.encode() == decode_huffman(data)
 
 
-@given(st.binary(max_size=48))
-def test_hex_huffman_gives_the_hpack_result_or_leaves_it_to_hpack(data: bytes) -> None:
+def same_or_left_to_hpack(data: bytes) -> None:
     got = hex_huffman(data)  # None: not only traceparent characters, or bad padding (the general decoder decides)
     if got is not None:
         assert got == decode_huffman(data)
+
+
+@given(st.binary(max_size=48))
+def test_hex_huffman_gives_the_hpack_result_or_leaves_it_to_hpack(data: bytes) -> None:
+    same_or_left_to_hpack(data)
+
+
+@given(traceparent, st.integers(0, 10**6), st.sampled_from(["flip", "append-ones", "append-zeros", "drop"]))
+def test_hex_huffman_on_damaged_traceparents(text: str, where: int, how: str) -> None:
+    data = bytearray(HUFFMAN.encode(text.encode()))  # near misses: padding and codes at the edges
+    if how == "flip":
+        bit = where % (len(data) * 8)
+        data[bit // 8] ^= 0x80 >> (bit % 8)
+    elif how == "append-ones":
+        data += b"\xff"  # 8 or more bits of padding: not valid
+    elif how == "append-zeros":
+        data += b"\x00"
+    else:
+        del data[-1]
+    same_or_left_to_hpack(bytes(data))
 
 
 ENVOY = [
@@ -210,6 +229,18 @@ def test_with_an_hpack_table_in_use_blocks_are_decoded() -> None:
         tp = f"00-{i + 1:032x}-{i + 1:016x}-01"
         assert conn._path(enc.encode([*ENVOY, ("traceparent", tp)])) == (PATH, None, {"traceparent": tp})
     assert decoded.blocks == 5 and conn.hole is None
+
+
+def test_the_hole_is_left_while_the_peer_uses_a_table_again() -> None:
+    enc = hpack.Encoder()
+    conn = traced_connection()
+    theirs = hpack.Decoder()
+    for i, size in enumerate([0, 0, 0, 4096, 4096, 4096, 0, 0, 0]):  # the encoder's table: off, on, off
+        enc.header_table_size = size
+        block = enc.encode([*ENVOY, ("traceparent", f"00-{i + 1:032x}-{i + 1:016x}-01")])
+        expected = {n.decode(): v.decode() for n, v in theirs.decode(block, raw=True)}
+        assert conn._path(block) == (PATH, None, {"traceparent": expected["traceparent"]})
+        assert (conn.decoder.header_table.maxsize == 0) == (size == 0)
 
 
 @pytest.mark.parametrize("fault", ["huffman", "size"])
